@@ -1,0 +1,75 @@
+"""What every command needs, loaded lazily: kinds, config, state store, run context."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from reconciler.config.loader import LoadedConfig, discover_config_path, load_config
+from reconciler.engine.kind import Kind, RunContext
+from reconciler.engine.registry import load_kinds
+from reconciler.state.store import StateStore, resolve_state_url
+
+
+@dataclass
+class App:
+    """The global options of one invocation and what they lead to."""
+
+    config_option: str | None = None
+    state_option: str | None = None
+    verbosity: int = 0
+    _store: StateStore | None = field(default=None, init=False)
+
+    @cached_property
+    def kinds(self) -> list[Kind]:
+        return load_kinds()
+
+    @cached_property
+    def config_path(self) -> Path:
+        return discover_config_path(self.config_option)
+
+    @cached_property
+    def config(self) -> LoadedConfig:
+        """The validated config. Raises ConfigError."""
+        return load_config(self.config_path, self.kinds)
+
+    @property
+    def state_url(self) -> str:
+        section = getattr(self.config.model, "state")
+        return resolve_state_url(self.state_option, self.config.base_dir, section.url, section.url_env)
+
+    @property
+    def store(self) -> StateStore:
+        """The state database, opened (and created or migrated) on first use. Raises StateError."""
+        if self._store is None:
+            self._store = StateStore(self.state_url, self.kinds)
+        return self._store
+
+    def run_context(self, targets: tuple[str, ...] = (), **options: Any) -> RunContext:
+        return RunContext(
+            base_dir=self.config.base_dir,
+            state=self.store,
+            targets=tuple(targets),
+            options=options,
+            log=logging.getLogger("reconciler"),
+        )
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.dispose()
+
+
+def setup_logging(verbosity: int, timestamps: bool) -> None:
+    """Logs and progress to stderr: warnings by default, info for apply/reconcile, debug with -v."""
+    level = logging.DEBUG if verbosity > 0 else logging.INFO if timestamps else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "%(asctime)s %(levelname)s %(message)s" if timestamps else "%(levelname)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt, datefmt="%Y-%m-%dT%H:%M:%S%z"))
+    root = logging.getLogger("reconciler")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -1,0 +1,108 @@
+"""Commands about the config file: init, validate, fmt, schema."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from reconciler.cli.app import App
+from reconciler.config.fmt import format_toml
+from reconciler.config.model import build_config_model
+from reconciler.errors import ConfigError
+from reconciler.fsutil import atomic_write_text
+
+SCHEMA_ID = "https://reconciler.invalid/schemas/reconciler.schema.json"
+
+
+def starter_names() -> list[str]:
+    folder = resources.files("reconciler.config") / "starters"
+    return sorted(entry.name[: -len(".toml")] for entry in folder.iterdir() if entry.name.endswith(".toml"))
+
+
+def starter_text(name: str) -> str:
+    """The text of the starter config ``name``. Raises ConfigError listing the valid names."""
+    if name not in starter_names():
+        raise ConfigError(f"no example named {name!r}; choose one of: {', '.join(starter_names())}")
+    return (resources.files("reconciler.config") / "starters" / f"{name}.toml").read_text(encoding="utf-8")
+
+
+@click.command()
+@click.option("--example", "example", default="starter", show_default=True, help="Which starter to write.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.option("--list", "list_examples", is_flag=True, help="List the starters and exit.")
+@click.pass_obj
+def init(app: App, example: str, force: bool, list_examples: bool) -> None:
+    """Write a commented starter reconciler.toml (at --config, default ./reconciler.toml)."""
+    if list_examples:
+        click.echo("\n".join(starter_names()))
+        return
+    text = starter_text(example)
+    path = app.config_path
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; pass --force to overwrite it or --config to write elsewhere")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot write the config ({error.strerror})") from None
+    click.echo(f"Wrote {path}. Edit it, then run `reconciler validate` and `reconciler plan`.", err=True)
+
+
+@click.command()
+@click.pass_obj
+def validate(app: App) -> None:
+    """Load and check the config; every problem as FILE:LINE:COL: message."""
+    loaded = app.config
+    click.echo(f"{loaded.path}: valid")
+
+
+@click.command()
+@click.option("--check", is_flag=True, help="Change nothing; exit 1 when the file is not formatted.")
+@click.option("--diff", "show_diff", is_flag=True, help="Print the changes as a unified diff.")
+@click.pass_obj
+def fmt(app: App, check: bool, show_diff: bool) -> int:
+    """Normalise the config's layout, keeping comments and key order."""
+    path = app.config_path
+    try:
+        original = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file ({error.strerror})") from None
+    formatted = format_toml(original, str(path))
+    if formatted == original:
+        return 0
+    if show_diff or check:
+        diff = difflib.unified_diff(
+            original.splitlines(keepends=True), formatted.splitlines(keepends=True), str(path), f"{path} (formatted)"
+        )
+        click.echo("".join(diff), nl=False)
+    if check:
+        click.echo(f"{path} is not formatted; run `reconciler fmt` to fix it", err=True)
+        return 1
+    atomic_write_text(path, formatted)
+    click.echo(f"Formatted {path}", err=True)
+    return 0
+
+
+def config_schema(app: App) -> dict[str, object]:
+    """The JSON Schema of the config, with the kinds this installation has."""
+    schema = build_config_model(app.kinds).model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+
+
+@click.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE.")
+@click.pass_obj
+def schema(app: App, output: Path | None) -> None:
+    """Print the JSON Schema of the config (for editors: Taplo, Even Better TOML)."""
+    text = json.dumps(config_schema(app), indent=2, sort_keys=False) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        atomic_write_text(output, text)
+
+
+COMMANDS = [init, validate, fmt, schema]

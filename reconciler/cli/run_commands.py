@@ -1,0 +1,270 @@
+"""Commands that observe and change the world: plan, show, apply, reconcile, force-unlock, history."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reconciler.cli.app import App, setup_logging
+from reconciler.engine.executor import ApplyReport
+from reconciler.engine.planner import Planned, make_plan, stale_reasons
+from reconciler.engine.runner import apply_fresh, apply_saved, read_plan
+from reconciler.errors import ReconcilerError
+from reconciler.fsutil import atomic_write_text
+from reconciler.render import FORMATS, render_plan
+from reconciler.state import journal, lock
+from reconciler.units import parse_duration
+
+log = logging.getLogger("reconciler")
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+target_option = click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="ADDR",
+    help="Limit to this address (repeatable; globs like 'replica:*' allowed). The result may be incomplete.",
+)
+lock_timeout_option = click.option(
+    "--lock-timeout",
+    default="0s",
+    show_default=True,
+    metavar="DURATION",
+    help="How long to wait for another run's lock (e.g. 30s, 5m) before failing.",
+)
+full_scan_option = click.option(
+    "--full-scan", is_flag=True, help="Re-read everything, skipping the fast paths (e.g. unchanged directories)."
+)
+
+
+def _duration_seconds(text: str, option: str) -> float:
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
+
+
+@contextmanager
+def stop_on_signals(event: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT set ``event`` (finish the current action, then stop); a second SIGINT interrupts."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        if event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.warning("received %s: stopping after the current action", signal.Signals(signum).name)
+        event.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _report_lines(report: ApplyReport) -> list[str]:
+    lines = []
+    for result in report.failed:
+        lines.append(f"Failed: {result.action.address} ({result.action.kind}): {result.message}")
+    for result in report.with_status("skipped"):
+        lines.append(f"Skipped: {result.action.address} ({result.action.kind}): {result.message}")
+    pending = report.pending
+    if pending:
+        names = ", ".join(f"{r.action.address} ({r.action.kind})" for r in pending)
+        lines.append(f"Pending destructive (run with --allow-destroy): {names}")
+    counts = {status: len(report.with_status(status)) for status in ("succeeded", "failed", "skipped", "pending")}
+    summary = ", ".join(f"{count} {status}" for status, count in counts.items() if count)
+    lines.append(("Apply interrupted: " if report.interrupted else "Apply complete: ") + (summary or "nothing run") + ".")
+    return lines
+
+
+@click.command()
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan (JSON).")
+@click.option("--format", "output_format", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when nothing changes, 2 when something would, 1 on error.")
+@target_option
+@full_scan_option
+@click.pass_obj
+def plan(
+    app: App, out: Path | None, output_format: str, detailed_exitcode: bool, targets: tuple[str, ...], full_scan: bool
+) -> int:
+    """Observe the world and show what apply would change. Never changes the world."""
+    config = app.config
+    ctx = app.run_context(targets, full_scan=full_scan)
+    planned = make_plan(app.kinds, config.model, config.sha256, ctx)
+    if targets:
+        log.warning("the plan is limited to %s and may be incomplete", ", ".join(targets))
+    if out is not None:
+        atomic_write_text(out, planned.plan.to_json())
+        click.echo(f"Saved the plan to {out}; apply it with `reconciler apply {out}`.", err=True)
+    click.echo(render_plan(planned.plan, output_format), nl=False)
+    if planned.plan.errors:
+        return EXIT_ERROR
+    if detailed_exitcode and planned.plan.actions:
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+@click.command()
+@click.argument("planfile", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "output_format", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.pass_obj
+def show(app: App, planfile: Path, output_format: str) -> int:
+    """Render a saved plan; warn (without failing) when it is stale."""
+    saved = read_plan(planfile)
+    click.echo(render_plan(saved, output_format), nl=False)
+    try:
+        config = app.config
+        reasons = stale_reasons(saved, app.kinds, config.model, config.sha256, app.run_context())
+    except ReconcilerError as error:
+        reasons = [f"cannot check ({error})"]
+    if reasons:
+        click.echo("Warning: this plan is stale: " + "; ".join(reasons), err=True)
+    return EXIT_OK
+
+
+@click.command()
+@click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--allow-destroy", is_flag=True, help="Also carry out destructive actions.")
+@target_option
+@lock_timeout_option
+@full_scan_option
+@click.pass_obj
+def apply(
+    app: App,
+    planfile: Path | None,
+    auto_approve: bool,
+    allow_destroy: bool,
+    targets: tuple[str, ...],
+    lock_timeout: str,
+    full_scan: bool,
+) -> int:
+    """Make the world match the config: a saved PLANFILE exactly, or a fresh plan after confirmation."""
+    timeout = _duration_seconds(lock_timeout, "--lock-timeout")
+    setup_logging(app.verbosity, timestamps=True)
+    config = app.config
+    ctx = app.run_context(targets, full_scan=full_scan)
+    with stop_on_signals(ctx.stop):
+        if planfile is not None:
+            if targets:
+                raise click.UsageError("--target cannot be combined with a saved plan; target when you run plan")
+            outcome = apply_saved(planfile, config, app.kinds, ctx, allow_destroy, timeout)
+            if outcome is None:
+                click.echo("Nothing to do: the saved plan has no actions.")
+                return EXIT_OK
+        else:
+
+            def confirm(planned: Planned) -> bool:
+                click.echo(render_plan(planned.plan, "text"), nl=False)
+                if auto_approve:
+                    return True
+                if not sys.stdin.isatty():
+                    raise click.UsageError("refusing to apply without confirmation: pass --auto-approve")
+                return click.confirm(f"Apply these {len(planned.plan.actions)} action(s)?", default=False)
+
+            planned, outcome = apply_fresh(config, app.kinds, ctx, allow_destroy, timeout, "apply", confirm)
+            if outcome is None:
+                if not planned.plan.actions:
+                    click.echo(render_plan(planned.plan, "text"), nl=False)
+                else:
+                    click.echo("Apply cancelled.")
+                return EXIT_ERROR if planned.plan.errors else EXIT_OK
+    for line in _report_lines(outcome.report):
+        click.echo(line)
+    failed = outcome.report.failed or outcome.report.interrupted or outcome.plan.errors
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _reconcile_once(app: App, allow_destroy: bool, targets: tuple[str, ...], timeout: float, full_scan: bool,
+                    stop: threading.Event) -> int:
+    config = app.config
+    ctx = app.run_context(targets, full_scan=full_scan)
+    ctx.stop = stop
+    planned, outcome = apply_fresh(config, app.kinds, ctx, allow_destroy, timeout, "reconcile", lambda planned: True)
+    for error in planned.plan.errors:
+        log.error("%s: %s", error.address, error.message)
+    for note in planned.plan.notes:
+        log.info("%s: %s", note.address, note.message)
+    if outcome is None:
+        log.info("converged: nothing to do" if not planned.plan.errors else "nothing to do where observing worked")
+        return EXIT_ERROR if planned.plan.errors else EXIT_OK
+    for line in _report_lines(outcome.report):
+        log.info("%s", line)
+    if outcome.report.failed or outcome.report.interrupted or planned.plan.errors:
+        return EXIT_ERROR
+    return EXIT_CHANGES if outcome.report.pending else EXIT_OK
+
+
+@click.command()
+@click.option("--allow-destroy", is_flag=True, help="Also carry out destructive actions (else listed as pending, exit 2).")
+@click.option("--watch", "watch", metavar="INTERVAL", help="Keep reconciling every INTERVAL (e.g. 5m) until stopped.")
+@target_option
+@lock_timeout_option
+@full_scan_option
+@click.pass_obj
+def reconcile(
+    app: App, allow_destroy: bool, watch: str | None, targets: tuple[str, ...], lock_timeout: str, full_scan: bool
+) -> int:
+    """Plan and apply without asking, for cron and systemd timers.
+
+    Exit 0 converged, 2 destructive actions pending, 1 error.
+    """
+    timeout = _duration_seconds(lock_timeout, "--lock-timeout")
+    interval = _duration_seconds(watch, "--watch") if watch else None
+    setup_logging(app.verbosity, timestamps=True)
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        while True:
+            try:
+                code = _reconcile_once(app, allow_destroy, targets, timeout, full_scan, stop)
+            except ReconcilerError as error:
+                if interval is None:
+                    raise
+                log.error("%s", error)
+                code = EXIT_ERROR
+            if interval is None or stop.is_set():
+                return code
+            log.info("next run in %s", watch)
+            if stop.wait(interval):
+                log.info("stopped")
+                return code
+
+
+@click.command("force-unlock")
+@click.argument("lock_id")
+@click.pass_obj
+def force_unlock(app: App, lock_id: str) -> None:
+    """Remove a stale lock left by a run that died (see the lock id in the error)."""
+    removed = lock.force_unlock(app.store, lock_id)
+    click.echo(f"Removed lock {removed.lock_id} held by {lock.describe(removed)}.")
+
+
+@click.command()
+@click.option("--run", "run_id", help="Only this run.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--limit", default=50, show_default=True, help="How many entries, newest last.")
+@click.pass_obj
+def history(app: App, run_id: str | None, as_json: bool, limit: int) -> None:
+    """The apply journal: what each run did to which address, and how it ended."""
+    rows = journal.entries(app.store, run_id)[-limit:]
+    if as_json:
+        click.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+        return
+    for row in rows:
+        extra = row.error or row.result or ""
+        click.echo(f"{row.started_at:%Y-%m-%d %H:%M:%S} {row.run_id} {row.status:<9} {row.kind} {row.address}"
+                   + (f": {extra}" if extra else ""))
+
+
+COMMANDS = [plan, show, apply, reconcile, force_unlock, history]

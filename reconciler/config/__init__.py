@@ -1,0 +1,1 @@
+"""Config: TOML text -> validated pydantic models (Desired), with positioned errors."""

@@ -1,0 +1,140 @@
+"""Actions and plans: the plan-JSON contract (format_version 1), as frozen pydantic models."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reconciler import __version__
+
+FORMAT_VERSION = 1
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: the text hashed for ids and preconditions."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+def sha256_of(value: Any) -> str:
+    """sha256 (hex) of the canonical JSON of ``value``."""
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+class Action(BaseModel):
+    """One change to the world, planned by a resource kind and carried out by its executor.
+
+    ``id`` hashes address, kind and details, so the same change planned twice has
+    the same id. ``precondition`` hashes the observed facts the action relies on:
+    ``apply PLANFILE`` re-observes and refuses the plan when it differs.
+    ``depends_on`` holds ids (or, as a kind emits them, addresses) of actions that
+    must succeed first; ``before`` holds addresses whose actions must wait for this
+    one. The planner resolves both into ids in ``depends_on``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    address: str
+    kind: str
+    destructive: bool = False
+    reason: str
+    precondition: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    depends_on: list[str] = Field(default_factory=list)
+    before: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        address: str,
+        kind: str,
+        reason: str,
+        facts: Any,
+        details: dict[str, Any] | None = None,
+        destructive: bool = False,
+        depends_on: list[str] | None = None,
+        before: list[str] | None = None,
+    ) -> "Action":
+        """Build an action, deriving ``id`` from (address, kind, details) and
+        ``precondition`` from ``facts`` (any JSON-able value the action relies on)."""
+        details = details or {}
+        return cls(
+            id=sha256_of({"address": address, "kind": kind, "details": details})[:16],
+            address=address,
+            kind=kind,
+            destructive=destructive,
+            reason=reason,
+            precondition=sha256_of(facts),
+            details=details,
+            depends_on=list(depends_on or []),
+            before=list(before or []),
+        )
+
+    @property
+    def file_count(self) -> int | None:
+        """Files the action touches, when the kind says (``details.file_count`` or ``details.files``)."""
+        if isinstance(self.details.get("file_count"), int):
+            return int(self.details["file_count"])
+        files = self.details.get("files")
+        return len(files) if isinstance(files, list) else None
+
+    @property
+    def byte_count(self) -> int | None:
+        """Bytes the action moves or removes, when the kind says (``details.bytes``)."""
+        value = self.details.get("bytes")
+        return int(value) if isinstance(value, int) else None
+
+
+class AddressMessage(BaseModel):
+    """A message about one address: an observation error, or a note (e.g. "waiting: 3 files settling")."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str
+    message: str
+
+
+class Plan(BaseModel):
+    """What a run would do. Serialised as the plan file (JSON, format_version 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    tool_version: str = __version__
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc).replace(microsecond=0))
+    config_sha256: str
+    applyable: bool = True
+    targets: list[str] = Field(default_factory=list)
+    actions: list[Action] = Field(default_factory=list)
+    notes: list[AddressMessage] = Field(default_factory=list)
+    errors: list[AddressMessage] = Field(default_factory=list)
+    summary: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def plan_id(self) -> str:
+        """A stable id of this plan (its config, creation time and actions): used by the journal."""
+        return sha256_of(
+            {"config": self.config_sha256, "created_at": self.created_at, "actions": [a.id for a in self.actions]}
+        )[:16]
+
+    @property
+    def destructive_actions(self) -> list[Action]:
+        return [action for action in self.actions if action.destructive]
+
+    def to_json(self) -> str:
+        """The plan file text."""
+        return self.model_dump_json(indent=2) + "\n"
+
+
+def summarize(actions: list[Action]) -> dict[str, int]:
+    """Counts per action kind plus ``destructive``: the plan JSON's ``summary``."""
+    summary: dict[str, int] = {}
+    for action in actions:
+        summary[action.kind] = summary.get(action.kind, 0) + 1
+    summary["destructive"] = sum(1 for action in actions if action.destructive)
+    return summary

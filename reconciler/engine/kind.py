@@ -1,0 +1,159 @@
+"""The resource-kind protocol.
+
+A resource kind (replicas, database backups, projects, session datatypes) is a
+subclass of ``Kind`` in a module or package of its own under
+``reconciler/kinds/`` (found by name, so adding a kind touches no other file),
+or in a third-party package registered under the ``reconciler.kinds`` entry
+point group. It declares:
+
+- ``sections``: the top-level TOML keys it owns and their pydantic types; the
+  engine builds the config model from the union of all kinds' sections.
+- ``address_prefix``: its addresses are ``<prefix>:<name>`` (e.g. ``replica:/mnt/backup``).
+- ``observe(desired, ctx) -> Observation``: every read of the world.
+- ``diff(desired, observation) -> Diff``: pure; no I/O, no clock, no globals.
+- executors: methods decorated with ``@executor("copy")``, one per action kind,
+  each changing the world for one action. Executors must be idempotent and safe
+  to interrupt: the next run re-observes and converges.
+- optionally ``check`` (cross-reference checks on the config), ``commands``
+  (extra CLI commands), ``tables``/``schema_version``/``migrations`` (state).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from reconciler.engine.actions import Action, AddressMessage
+
+if TYPE_CHECKING:
+    import click
+    from pydantic import BaseModel
+    from sqlalchemy.engine import Connection
+
+    from reconciler.state.store import StateStore
+
+ConfigPath = tuple[str | int, ...]
+
+
+@dataclass
+class Observation:
+    """What a kind read of the world: its own ``facts`` plus per-address errors."""
+
+    facts: Any = None
+    errors: list[AddressMessage] = field(default_factory=list)
+
+
+@dataclass
+class Diff:
+    """What a kind's diff proposes: actions, notes ("waiting: ...") and errors it found."""
+
+    actions: list[Action] = field(default_factory=list)
+    notes: list[AddressMessage] = field(default_factory=list)
+    errors: list[AddressMessage] = field(default_factory=list)
+
+
+@dataclass
+class RunContext:
+    """Everything observers and executors may use besides the config.
+
+    ``options`` carries kind-specific flags from the CLI (e.g. ``full_scan``).
+    ``stop`` is set when the operator asked the run to stop (SIGTERM/SIGINT);
+    long executors should check it between units of work.
+    """
+
+    base_dir: Path
+    state: "StateStore"
+    targets: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+    progress: Callable[[str], None] = lambda message: None
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("reconciler"))
+
+
+def executor(action_kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a ``Kind`` method as the executor of ``action_kind`` actions.
+
+    The method is called as ``method(action, ctx)``; it returns an optional
+    one-line result ("copied 3 files, 1.2 MiB") and raises a ReconcilerError
+    (usually ApplyError) naming what failed.
+    """
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+        function.__reconciler_executes__ = action_kind  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
+class Kind(ABC):
+    """Base class of resource kinds. See the module docstring for the protocol."""
+
+    name: ClassVar[str]
+    address_prefix: ClassVar[str]
+    sections: ClassVar[dict[str, Any]] = {}
+    tables: ClassVar[list[type]] = []
+    schema_version: ClassVar[int] = 1
+    migrations: ClassVar[dict[int, Callable[["Connection"], None]]] = {}
+    executors: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        found = dict(getattr(cls, "executors", {}))
+        for attribute, value in vars(cls).items():
+            action_kind = getattr(value, "__reconciler_executes__", None)
+            if action_kind:
+                found[action_kind] = attribute
+        cls.executors = found
+
+    def address(self, name: str) -> str:
+        """The address of the managed thing called ``name``."""
+        return f"{self.address_prefix}:{name}"
+
+    def addresses(self, desired: "BaseModel") -> list[str]:
+        """Addresses the config declares for this kind (used by the empty-desired-set guard)."""
+        return []
+
+    def check(self, desired: "BaseModel") -> list[tuple[ConfigPath, str]]:
+        """Cross-reference checks the pydantic models cannot do alone.
+
+        Returns (config path, message) pairs; the loader turns them into
+        ``FILE:LINE:COL: message`` lines.
+        """
+        return []
+
+    @abstractmethod
+    def observe(self, desired: "BaseModel", ctx: RunContext) -> Observation:
+        """Read the world for everything this kind manages. Per-address failures go
+        into ``Observation.errors``; other addresses must still be observed."""
+
+    @abstractmethod
+    def diff(self, desired: "BaseModel", observation: Observation) -> Diff:
+        """Pure: the actions that make the world match ``desired``."""
+
+    def recheck(self, action: Action, desired: "BaseModel", observation: Observation) -> str | None:
+        """The precondition ``action`` would have now, or None when it is no longer planned.
+
+        The default re-diffs and looks the action up by id; kinds whose plans
+        change often (new files arriving) may narrow this to the action's own facts.
+        """
+        for fresh in self.diff(desired, observation).actions:
+            if fresh.id == action.id:
+                return fresh.precondition
+        return None
+
+    def apply(self, action: Action, ctx: RunContext) -> str | None:
+        """Run the executor registered for ``action.kind``."""
+        method_name = self.executors.get(action.kind)
+        if method_name is None:
+            from reconciler.errors import ApplyError
+
+            raise ApplyError(f"{action.address}: the {self.name} kind has no executor for '{action.kind}' actions")
+        return getattr(self, method_name)(action, ctx)
+
+    def commands(self) -> list["click.Command"]:
+        """Extra CLI commands of this kind (``replicas list``...)."""
+        return []

@@ -1,0 +1,103 @@
+"""The apply journal: every run and every action, written before and after it runs."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import uuid
+from datetime import datetime, timezone
+
+from sqlmodel import select
+
+from reconciler.engine.actions import Action
+from reconciler.state.store import StateStore
+from reconciler.state.tables import JournalEntry, RunRecord
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Journal:
+    """The journal of one run. Each write commits at once, so a killed run leaves
+    an honest record: actions ``started`` but never finished."""
+
+    def __init__(self, store: StateStore, plan_id: str, operation: str):
+        self.store = store
+        self.run_id = uuid.uuid4().hex[:12]
+        try:
+            who = f"{getpass.getuser()}@{socket.gethostname()}"
+        except (KeyError, OSError):
+            who = socket.gethostname()
+        with store.session() as session:
+            session.add(RunRecord(run_id=self.run_id, plan_id=plan_id, operation=operation, who=who, started_at=_now()))
+            session.commit()
+
+    def started(self, action: Action) -> int:
+        with self.store.session() as session:
+            entry = JournalEntry(
+                run_id=self.run_id,
+                action_id=action.id,
+                address=action.address,
+                kind=action.kind,
+                status="started",
+                started_at=_now(),
+            )
+            session.add(entry)
+            session.commit()
+            assert entry.id is not None
+            return entry.id
+
+    def finished(self, entry_id: int, status: str, error: str | None = None, result: str | None = None) -> None:
+        with self.store.session() as session:
+            entry = session.get(JournalEntry, entry_id)
+            assert entry is not None
+            entry.status = status
+            entry.finished_at = _now()
+            entry.error = error
+            entry.result = result
+            session.add(entry)
+            session.commit()
+
+    def not_run(self, action: Action, status: str, why: str) -> None:
+        """Record an action that was skipped or left pending, with the reason."""
+        with self.store.session() as session:
+            now = _now()
+            session.add(
+                JournalEntry(
+                    run_id=self.run_id,
+                    action_id=action.id,
+                    address=action.address,
+                    kind=action.kind,
+                    status=status,
+                    started_at=now,
+                    finished_at=now,
+                    error=why,
+                )
+            )
+            session.commit()
+
+    def close(self, status: str) -> None:
+        with self.store.session() as session:
+            run = session.get(RunRecord, self.run_id)
+            assert run is not None
+            run.status = status
+            run.finished_at = _now()
+            session.add(run)
+            session.commit()
+
+
+def run_of_plan(store: StateStore, plan_id: str) -> RunRecord | None:
+    """The earliest run that applied the plan ``plan_id``, if any."""
+    with store.session() as session:
+        statement = select(RunRecord).where(RunRecord.plan_id == plan_id).order_by(RunRecord.started_at)  # type: ignore[arg-type]
+        return session.exec(statement).first()
+
+
+def entries(store: StateStore, run_id: str | None = None) -> list[JournalEntry]:
+    """Journal entries, oldest first, optionally of one run."""
+    with store.session() as session:
+        statement = select(JournalEntry).order_by(JournalEntry.id)  # type: ignore[arg-type]
+        if run_id:
+            statement = statement.where(JournalEntry.run_id == run_id)
+        return list(session.exec(statement))
