@@ -15,7 +15,7 @@ from reconciler.state.tables import JournalEntry, RunRecord
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(timezone.utc)
 
 
 class Journal:

@@ -81,7 +81,7 @@ def acquire(store: StateStore, operation: str, timeout: float = 0.0) -> LockReco
             host=socket.gethostname(),
             pid=os.getpid(),
             operation=operation,
-            created_at=datetime.now(timezone.utc).replace(tzinfo=None),
+            created_at=datetime.now(timezone.utc),
         )
         try:
             with store.session() as session:

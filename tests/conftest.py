@@ -1,0 +1,86 @@
+"""Fixtures shared by all tests: state databases (SQLite and PostgreSQL), CLI runners."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _pg_admin_url() -> str | None:
+    """A PostgreSQL URL we may create databases with: $RECONCILER_TEST_PG_URL, or one on 127.0.0.1:5432."""
+    url = os.environ.get("RECONCILER_TEST_PG_URL", DEFAULT_PG)
+    try:
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=2, autocommit=True) as connection:
+            connection.execute("select 1")
+        return url
+    except Exception:
+        return None
+
+
+_PG = _pg_admin_url()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty state database: SQLite in tmp_path, and (where reachable) a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state' / 'reconciler.db'}"
+        return
+    if _PG is None:
+        pytest.skip("no PostgreSQL reachable (set RECONCILER_TEST_PG_URL or run one on 127.0.0.1:5432)")
+    import psycopg
+
+    name = f"reconciler_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_PG, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    base = _PG.rsplit("/", 1)[0]
+    yield f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    with psycopg.connect(_PG, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 120) -> Result:
+    """Run the real `reconciler` program in a subprocess (real exit codes, real signals)."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    completed = subprocess.run(
+        [sys.executable, "-m", "reconciler", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+def popen_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconciler", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+    )

@@ -1,0 +1,156 @@
+"""validate, fmt, init, schema: the config file's commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reconciler.cli.app import App
+from reconciler.cli.config_commands import config_schema, starter_names
+from tests.conftest import REPO
+
+THREE_MISTAKES = """\
+[toy]
+dri = "world"
+
+[toy.files.a]
+content = "x"
+slow = "5 minutes"
+fail = "sometimes"
+"""
+
+
+def test_validate_reports_every_mistake_with_its_position(workspace):
+    workspace.config.write_text(THREE_MISTAKES)
+    result = workspace.cli("validate")
+    assert result.code == 1
+    lines = result.err.strip().splitlines()
+    path = str(workspace.config)
+    # [toy] lacks its required `dir`, which the misspelt `dri` was meant to be: four problems in all.
+    assert lines == [
+        f"{path}:1:1: [toy] is missing the required key 'dir'",
+        f"{path}:2:1: unknown key 'dri' in [toy]; did you mean 'dir'?",
+        f"{path}:6:1: toy.files.a.slow = '5 minutes': invalid duration '5 minutes': write a number and a unit, "
+        'one of s, m, h, d, w (e.g. "90s", "15m", "1d")',
+        f"{path}:7:1: toy.files.a.fail = 'sometimes': Input should be a valid boolean, unable to interpret input",
+    ]
+
+
+def test_validate_three_mistakes_give_three_lines(workspace):
+    workspace.config.write_text('[toy]\ndir = "world"\nfiels = {}\n\n[toy.files.a]\nslow = "1 fortnight"\n'
+                                'max_size = [1]\n')
+    result = workspace.cli("validate")
+    assert result.code == 1
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].endswith(":3:1: unknown key 'fiels' in [toy]; did you mean 'files'?")
+    assert ":6:1: toy.files.a.slow = '1 fortnight': invalid duration" in lines[1]
+    assert ":7:1: toy.files.a.max_size" in lines[2]
+
+
+def test_a_toml_syntax_error_is_located(workspace):
+    workspace.config.write_text('[toy]\ndir = "world"\ncontent = "unterminated\n')
+    result = workspace.cli("validate")
+    assert result.code == 1
+    assert result.err.startswith(f"{workspace.config}:3:")
+    assert "TOML syntax error" in result.err and "Traceback" not in result.err
+
+
+def test_cross_reference_errors_are_located(workspace):
+    workspace.write_config({"a": {"content": "1", "after": ["nope"]}})
+    result = workspace.cli("validate")
+    assert result.code == 1
+    assert result.err.strip() == f"{workspace.config}:6:1: toy file 'a' comes after unknown 'nope'"
+
+
+def test_unknown_top_level_section_suggests_the_right_one(workspace):
+    workspace.config.write_text('[toi]\ndir = "world"\n')
+    result = workspace.cli("validate")
+    assert f"{workspace.config}:1:1: unknown key 'toi'; did you mean 'toy'?" in result.err
+
+
+def test_missing_config_file_says_how_to_make_one(workspace):
+    workspace.config.unlink(missing_ok=True)
+    result = workspace.cli("plan")
+    assert result.code == 1
+    assert result.err.strip() == (f"Error: {workspace.config}: no such config file; create one with "
+                                  "`reconciler init` or name another with --config")
+
+
+def test_config_is_found_through_the_environment_then_the_current_directory(workspace, monkeypatch):
+    workspace.write_config({})
+    monkeypatch.setenv("RECONCILER_CONFIG", str(workspace.config))
+    monkeypatch.chdir(workspace.root.parent)
+    from reconciler.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--state", workspace.state_url, "validate"])
+    assert exit_.value.code == 0
+    monkeypatch.delenv("RECONCILER_CONFIG")
+    monkeypatch.chdir(workspace.root)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--state", workspace.state_url, "validate"])
+    assert exit_.value.code == 0
+
+
+def test_fmt_normalises_and_keeps_comments(workspace):
+    messy = "# managed by the lab\n[toy]\n  dir='world'   # where\n\n\n\n[toy.files.a]\ncontent=\"x\"\n"
+    workspace.config.write_text(messy)
+    check = workspace.cli("fmt", "--check")
+    assert check.code == 1 and "not formatted" in check.err
+    assert workspace.config.read_text() == messy  # --check changes nothing
+    assert workspace.cli("fmt").code == 0
+    assert workspace.config.read_text() == (
+        '# managed by the lab\n[toy]\ndir = "world"   # where\n\n[toy.files.a]\ncontent = "x"\n'
+    )
+    assert workspace.cli("fmt", "--check").code == 0
+    assert workspace.cli("validate").code == 0
+
+
+def test_init_writes_a_valid_starter_and_never_overwrites(workspace):
+    workspace.config.unlink(missing_ok=True)
+    assert workspace.cli("init").code == 0
+    assert "reconciler plan" in workspace.config.read_text()
+    assert workspace.cli("validate").code == 0
+    again = workspace.cli("init")
+    assert again.code == 1 and "already exists; pass --force" in again.err
+    wrong = workspace.cli("init", "--force", "--example", "nope")
+    assert wrong.code == 1 and "choose one of" in wrong.err
+
+
+@pytest.mark.parametrize("name", starter_names())
+def test_every_starter_validates(tmp_path, name):
+    from reconciler.cli.config_commands import starter_text
+    from reconciler.config.loader import load_config
+    from reconciler.engine.registry import load_kinds
+
+    path = tmp_path / "reconciler.toml"
+    path.write_text(starter_text(name))
+    load_config(path, load_kinds(include_plugins=False))
+
+
+def test_committed_schema_is_up_to_date(monkeypatch):
+    monkeypatch.delenv("RECONCILER_PLUGINS", raising=False)
+    committed = json.loads((REPO / "schemas" / "reconciler.schema.json").read_text())
+    assert committed == config_schema(App()), "run: reconciler schema -o schemas/reconciler.schema.json"
+
+
+def test_schema_validates_the_examples(monkeypatch):
+    import jsonschema
+    import tomlkit
+
+    schema = json.loads((REPO / "schemas" / "reconciler.schema.json").read_text())
+    examples = sorted((REPO / "examples").glob("*.toml"))
+    for example in examples:
+        jsonschema.validate(tomlkit.parse(example.read_text()).unwrap(), schema)
+
+
+def test_every_example_validates(monkeypatch):
+    monkeypatch.delenv("RECONCILER_PLUGINS", raising=False)
+    from reconciler.config.loader import load_config
+    from reconciler.engine.registry import load_kinds
+
+    for example in sorted((REPO / "examples").glob("*.toml")):
+        load_config(Path(example), load_kinds(include_plugins=False))
