@@ -53,6 +53,7 @@ class App:
         return RunContext(
             base_dir=self.config.base_dir,
             state=self.store,
+            desired=self.config.model,
             targets=tuple(targets),
             options=options,
             log=logging.getLogger("reconciler"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import traceback
 
 import click
 
@@ -80,4 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except Exception as error:  # a bug: say so in one line; the traceback only with -v
+        if "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv):
+            traceback.print_exc()
+        click.echo(f"Error: internal error ({type(error).__name__}: {error}); please report it, "
+                   "with the output of the same command run with -v", err=True)
+        sys.exit(EXIT_ERROR)
     sys.exit(code if isinstance(code, int) else 0)

@@ -166,7 +166,7 @@ def load_config(path: Path, kinds: list[Kind]) -> LoadedConfig:
         raise ConfigError(sorted(set(issues), key=lambda issue: (issue.line, issue.col, issue.message))) from None
     issues = []
     for kind in kinds:
-        for location, message in kind.check(model):
+        for location, message in kind.check(model, path.parent):
             line, col = document.position(location)
             issues.append(ConfigIssue(file, line, col, message))
     if issues:

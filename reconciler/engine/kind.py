@@ -60,6 +60,7 @@ class Diff:
 class RunContext:
     """Everything observers and executors may use besides the config.
 
+    ``desired`` is the validated config model (executors read settings from it).
     ``options`` carries kind-specific flags from the CLI (e.g. ``full_scan``).
     ``stop`` is set when the operator asked the run to stop (SIGTERM/SIGINT);
     long executors should check it between units of work.
@@ -67,6 +68,7 @@ class RunContext:
 
     base_dir: Path
     state: "StateStore"
+    desired: Any = None
     targets: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -117,8 +119,9 @@ class Kind(ABC):
         """Addresses the config declares for this kind (used by the empty-desired-set guard)."""
         return []
 
-    def check(self, desired: "BaseModel") -> list[tuple[ConfigPath, str]]:
-        """Cross-reference checks the pydantic models cannot do alone.
+    def check(self, desired: "BaseModel", base_dir: Path) -> list[tuple[ConfigPath, str]]:
+        """Cross-reference checks the pydantic models cannot do alone (``base_dir``: the
+        config's directory, against which relative paths resolve).
 
         Returns (config path, message) pairs; the loader turns them into
         ``FILE:LINE:COL: message`` lines.

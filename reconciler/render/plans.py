@@ -53,6 +53,8 @@ def summary_line(plan: Plan) -> str:
     if not plan.actions:
         if plan.errors:
             return "No changes planned, but some addresses could not be observed (see errors above)."
+        if plan.notes:
+            return "No changes to make now; some work is waiting (see above)."
         return "No changes. Everything matches the configuration."
     parts = []
     for entry in kind_totals(plan.actions):

@@ -51,7 +51,7 @@ class ToyKind(Kind):
         section = desired.toy
         return [self.address(name) for name in section.files] if section else []
 
-    def check(self, desired):  # type: ignore[no-untyped-def]
+    def check(self, desired, base_dir):  # type: ignore[no-untyped-def]
         section = desired.toy
         problems = []
         if section:

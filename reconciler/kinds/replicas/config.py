@@ -1,0 +1,69 @@
+"""Config of the replicas kind: ``[origins.*]``, ``[replicas."<path or ssh URL>"]``, ``[ssh]``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field, field_validator
+
+from reconciler.config.model import LocalPath, Section
+from reconciler.kinds.replicas.location import Location, SshSettings
+from reconciler.units import Duration
+
+
+class OriginConfig(Section):
+    """A tree of instrument files: written once (perhaps slowly), then never modified."""
+
+    root: LocalPath = Field(description='Local path, or "ssh://[user@]host[:port]/abs/path".')
+    include: list[str] = Field(default_factory=list, description='Globs of files to keep (default all), e.g. "telem/**".')
+    exclude: list[str] = Field(default_factory=list, description='Globs of files to skip, e.g. "**/*.tmp".')
+    settle: Duration = Field(
+        default=timedelta(minutes=2), description="A file is copied once its mtime is at least this old."
+    )
+    immutable: bool = Field(
+        default=False,
+        description="Files never change once settled: directories whose mtime did not change are not re-listed.",
+    )
+    full_scan_every: Duration = Field(
+        default=timedelta(days=1), description="With immutable = true, still re-list everything this often."
+    )
+
+    @field_validator("root")
+    @classmethod
+    def _root_is_a_location(cls, value: str) -> str:
+        Location.parse(value)
+        return value
+
+    @property
+    def location(self) -> Location:
+        return Location.parse(self.root)
+
+
+class ReplicaConfig(Section):
+    """A place that must hold a copy of every file of its origins, laid out <prefix>/<origin>/<path>."""
+
+    local: bool | None = Field(default=None, description="Optional: inferred from the key (ssh:// is remote).")
+    origins: list[str] | None = Field(default=None, description="Origins to hold (default: all).")
+    import_origins: bool = Field(
+        default=False, description="Enrol what the replica already holds under <prefix>/<origin>/ (never copies)."
+    )
+    verify_every: Duration | None = Field(
+        default=None, description="Re-list the replica this often to catch drift (missing or changed copies)."
+    )
+
+
+class SshSection(Section):
+    """How reconciler runs ssh for ssh:// origins and replicas."""
+
+    config_file: LocalPath | None = Field(default=None, description="An ssh_config file (ssh -F).")
+    identity_file: LocalPath | None = Field(default=None, description="A private key (ssh -i).")
+    options: list[str] = Field(default_factory=list, description='Extra "-o" options, e.g. "StrictHostKeyChecking=yes".')
+    connect_timeout: Duration = Field(default=timedelta(seconds=10), description="ssh ConnectTimeout.")
+
+    def settings(self) -> SshSettings:
+        return SshSettings(
+            config_file=self.config_file,
+            identity_file=self.identity_file,
+            options=tuple(self.options),
+            connect_timeout=max(1, int(self.connect_timeout.total_seconds())),
+        )

@@ -1,0 +1,346 @@
+"""The inventory in SQL: every bulk operation is a few set-based statements over a
+scratch table of listed entries, never one ORM object per file."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.engine import Connection
+
+from reconciler.kinds.replicas import paths
+from reconciler.kinds.replicas.listing import Entry
+from reconciler.kinds.replicas.tables import (
+    OriginStatus,
+    PairStatus,
+    ReplicaStatus,
+    ScanEntry,
+    ScannedDir,
+)
+
+CHUNK = 20_000
+SCAN_TABLE = ScanEntry.__table__  # type: ignore[attr-defined]
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite may hand back naive ones)."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def new_scan_id() -> str:
+    return now_utc().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:12]
+
+
+def sweep_old_scans(connection: Connection, older_than: timedelta = timedelta(days=1)) -> None:
+    """Drop scratch rows left by runs killed mid-scan (scan ids start with their UTC time)."""
+    cutoff = (now_utc() - older_than).strftime("%Y%m%dT%H%M%S")
+    connection.execute(delete(SCAN_TABLE).where(SCAN_TABLE.c.scan_id < cutoff))
+
+
+def drop_scan(connection: Connection, scan_id: str) -> None:
+    connection.execute(delete(SCAN_TABLE).where(SCAN_TABLE.c.scan_id == scan_id))
+
+
+@dataclass
+class Loaded:
+    files: int = 0
+    bytes: int = 0
+
+
+def load_entries(connection: Connection, scan_id: str, entries: Iterable[Entry], dirs: list[Entry] | None = None) -> Loaded:
+    """Stream a listing into the scratch table in chunks; directories are also kept in ``dirs``."""
+    loaded = Loaded()
+    batch: list[dict[str, object]] = []
+    for entry in entries:
+        text_path = paths.to_text(entry.path)
+        if entry.entry_type == "f":
+            loaded.files += 1
+            loaded.bytes += entry.size
+            parent = paths.to_text(entry.path.rpartition(b"/")[0])
+        else:
+            parent = ""
+            if dirs is not None:
+                dirs.append(entry)
+        batch.append({"scan_id": scan_id, "entry_type": entry.entry_type, "path": text_path, "dir": parent,
+                      "size": entry.size, "mtime_ns": entry.mtime_ns})
+        if len(batch) >= CHUNK:
+            connection.execute(insert(SCAN_TABLE), batch)
+            batch = []
+    if batch:
+        connection.execute(insert(SCAN_TABLE), batch)
+    return loaded
+
+
+def load_paths(connection: Connection, scan_id: str, rows: Iterable[tuple[str, int, int]]) -> None:
+    """Put (path, size, mtime_ns) rows, already in stored text form, into the scratch table."""
+    batch: list[dict[str, object]] = []
+    for path, size, mtime_ns in rows:
+        batch.append({"scan_id": scan_id, "entry_type": "f", "path": path, "dir": paths.parent_of(path),
+                      "size": size, "mtime_ns": mtime_ns})
+        if len(batch) >= CHUNK:
+            connection.execute(insert(SCAN_TABLE), batch)
+            batch = []
+    if batch:
+        connection.execute(insert(SCAN_TABLE), batch)
+
+
+def known_dirs(connection: Connection, origin: str) -> dict[bytes, tuple[int, bool]]:
+    """Directories of an origin at its last listing: relative path -> (mtime_ns, settled)."""
+    table = ScannedDir.__table__  # type: ignore[attr-defined]
+    rows = connection.execute(select(table.c.path, table.c.mtime_ns, table.c.settled).where(table.c.origin == origin))
+    return {paths.to_bytes(path): (mtime_ns, bool(settled)) for path, mtime_ns, settled in rows}
+
+
+def origin_status(connection: Connection, origin: str) -> OriginStatus:
+    table = OriginStatus.__table__  # type: ignore[attr-defined]
+    row = connection.execute(select(table).where(table.c.origin == origin)).mappings().first()
+    return OriginStatus(**row) if row else OriginStatus(origin=origin)
+
+
+def _save_origin_status(connection: Connection, status: OriginStatus) -> None:
+    table = OriginStatus.__table__  # type: ignore[attr-defined]
+    values = status.model_dump()
+    if connection.execute(update_where(table, origin=status.origin).values(**values)).rowcount == 0:
+        connection.execute(insert(table).values(**values))
+
+
+def update_where(table, **keys):  # type: ignore[no-untyped-def]
+    statement = table.update()
+    for column, value in keys.items():
+        statement = statement.where(table.c[column] == value)
+    return statement
+
+
+def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: list[Entry], full: bool) -> int:
+    """Fold one origin listing (already in the scratch table) into the inventory.
+
+    New and changed files are upserted, files missing from listed directories
+    (or from directories that no longer exist) are marked gone, the directory
+    table is replaced for the fast path, and the origin's generation is bumped
+    when anything changed. Returns the number of inventory rows changed.
+    """
+    now = now_utc()
+    parameters = {"origin": origin, "scan": scan_id, "now": now, "false": False, "true": True}
+    changed = connection.execute(
+        text(
+            """
+            INSERT INTO origin_files (origin, path, dir, size, mtime_ns, first_seen, last_seen, gone_since, from_replica)
+            SELECT :origin, s.path, s.dir, s.size, s.mtime_ns, :now, :now, NULL, :false
+            FROM scan_entries s WHERE s.scan_id = :scan AND s.entry_type = 'f'
+            ON CONFLICT (origin, path) DO UPDATE SET
+                size = excluded.size, mtime_ns = excluded.mtime_ns, dir = excluded.dir,
+                last_seen = excluded.last_seen, gone_since = NULL, from_replica = excluded.from_replica
+            WHERE origin_files.size <> excluded.size OR origin_files.mtime_ns <> excluded.mtime_ns
+               OR origin_files.gone_since IS NOT NULL OR origin_files.from_replica = :true
+            """
+        ),
+        parameters,
+    ).rowcount
+    changed += connection.execute(
+        text(
+            """
+            UPDATE origin_files SET gone_since = :now
+            WHERE origin = :origin AND gone_since IS NULL AND from_replica = :false
+              AND (
+                (dir IN (SELECT path FROM scan_entries WHERE scan_id = :scan AND entry_type = 'd')
+                 AND NOT EXISTS (SELECT 1 FROM scan_entries s WHERE s.scan_id = :scan AND s.entry_type = 'f'
+                                 AND s.path = origin_files.path))
+                OR dir NOT IN (SELECT path FROM scan_entries WHERE scan_id = :scan AND entry_type IN ('d', 's'))
+              )
+            """
+        ),
+        parameters,
+    ).rowcount
+    if full:
+        connection.execute(
+            text(
+                """
+                UPDATE origin_files SET last_seen = :now
+                WHERE origin = :origin AND gone_since IS NULL AND last_seen < :now AND EXISTS (
+                    SELECT 1 FROM scan_entries s WHERE s.scan_id = :scan AND s.entry_type = 'f'
+                    AND s.path = origin_files.path)
+                """
+            ),
+            parameters,
+        )
+    dir_table = ScannedDir.__table__  # type: ignore[attr-defined]
+    connection.execute(delete(dir_table).where(dir_table.c.origin == origin))
+    rows = [{"origin": origin, "path": paths.to_text(entry.path), "mtime_ns": entry.mtime_ns,
+             "settled": entry.settled} for entry in dirs]
+    for start in range(0, len(rows), CHUNK):
+        connection.execute(insert(dir_table), rows[start : start + CHUNK])
+    status = origin_status(connection, origin)
+    status.last_scan = now
+    if full:
+        status.last_full_scan = now
+    if changed:
+        status.generation += 1
+    _save_origin_status(connection, status)
+    return int(changed)
+
+
+class Candidate(NamedTuple):
+    """An origin file the replica has no matching record of (a tuple: there may be millions)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    recorded: bool  # the replica has a record, but of another size/mtime
+
+
+def candidates(connection: Connection, replica: str, origin: str) -> Iterator[Candidate]:
+    """Files of ``origin`` that ``replica`` has no matching record of (new or changed), by path."""
+    rows = connection.execute(
+        text(
+            """
+            SELECT f.path, f.size, f.mtime_ns, c.file_id
+            FROM origin_files f
+            LEFT JOIN replica_copies c ON c.file_id = f.id AND c.replica = :replica
+            WHERE f.origin = :origin AND f.gone_since IS NULL AND f.from_replica = :false
+              AND (c.file_id IS NULL OR c.size <> f.size OR c.mtime_ns <> f.mtime_ns)
+            ORDER BY f.path
+            """
+        ),
+        {"replica": replica, "origin": origin, "false": False},
+    )
+    for path, size, mtime_ns, file_id in rows:
+        yield Candidate(path, size, mtime_ns, file_id is not None)
+
+
+def pair_complete_generation(connection: Connection, replica: str, origin: str) -> int:
+    table = PairStatus.__table__  # type: ignore[attr-defined]
+    value = connection.execute(
+        select(table.c.complete_generation).where(table.c.replica == replica, table.c.origin == origin)
+    ).scalar()
+    return -1 if value is None else int(value)
+
+
+def set_pair_complete(connection: Connection, replica: str, origin: str, generation: int) -> None:
+    table = PairStatus.__table__  # type: ignore[attr-defined]
+    if connection.execute(update_where(table, replica=replica, origin=origin).values(
+            complete_generation=generation)).rowcount == 0:
+        connection.execute(insert(table).values(replica=replica, origin=origin, complete_generation=generation))
+
+
+def replica_status(connection: Connection, replica: str) -> ReplicaStatus:
+    table = ReplicaStatus.__table__  # type: ignore[attr-defined]
+    row = connection.execute(select(table).where(table.c.replica == replica)).mappings().first()
+    return ReplicaStatus(**row) if row else ReplicaStatus(replica=replica)
+
+
+def touch_replica(connection: Connection, replica: str, *, sync: datetime | None = None,
+                  verify: datetime | None = None) -> None:
+    table = ReplicaStatus.__table__  # type: ignore[attr-defined]
+    status = replica_status(connection, replica)
+    status.last_sync = sync or status.last_sync
+    status.last_verify = verify or status.last_verify
+    values = status.model_dump()
+    if connection.execute(update_where(table, replica=replica).values(**values)).rowcount == 0:
+        connection.execute(insert(table).values(**values))
+
+
+def verify_against_listing(connection: Connection, replica: str, origin: str, scan_id: str) -> list[str]:
+    """Compare a replica's records with a fresh listing of ``<replica>/<origin>/`` (in the
+    scratch table). Records whose copy is missing or differs (size, or mtime to the
+    second) are dropped and their paths returned (drift); the rest are marked verified."""
+    parameters = {"replica": replica, "origin": origin, "scan": scan_id, "now": now_utc()}
+    mismatch = """
+        FROM replica_copies c JOIN origin_files f ON f.id = c.file_id
+        WHERE c.replica = :replica AND f.origin = :origin AND NOT EXISTS (
+            SELECT 1 FROM scan_entries s WHERE s.scan_id = :scan AND s.entry_type = 'f' AND s.path = f.path
+            AND s.size = c.size AND s.mtime_ns / 1000000000 = c.mtime_ns / 1000000000)
+    """
+    drifted = [row[0] for row in connection.execute(text("SELECT f.path " + mismatch), parameters)]
+    if drifted:
+        connection.execute(
+            text(f"DELETE FROM replica_copies WHERE replica = :replica AND file_id IN (SELECT c.file_id {mismatch})"),
+            parameters,
+        )
+    connection.execute(
+        text(
+            "UPDATE replica_copies SET verified_at = :now WHERE replica = :replica AND file_id IN "
+            "(SELECT id FROM origin_files WHERE origin = :origin)"
+        ),
+        parameters,
+    )
+    return sorted(drifted)
+
+
+class Unrecorded(NamedTuple):
+    """A file on a replica that the inventory has no replica record of."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    origin_size: int | None  # the origin file's size/mtime when the origin knows it
+    origin_mtime_ns: int | None
+
+
+def unrecorded(connection: Connection, replica: str, origin: str, scan_id: str) -> Iterator[Unrecorded]:
+    rows = connection.execute(
+        text(
+            """
+            SELECT s.path, s.size, s.mtime_ns, f.size, f.mtime_ns, f.from_replica
+            FROM scan_entries s
+            LEFT JOIN origin_files f ON f.origin = :origin AND f.path = s.path
+            LEFT JOIN replica_copies c ON c.file_id = f.id AND c.replica = :replica
+            WHERE s.scan_id = :scan AND s.entry_type = 'f' AND c.file_id IS NULL
+            ORDER BY s.path
+            """
+        ),
+        {"replica": replica, "origin": origin, "scan": scan_id},
+    )
+    for path, size, mtime_ns, origin_size, origin_mtime, from_replica in rows:
+        known = origin_size is not None and not from_replica
+        yield Unrecorded(path, size, mtime_ns, origin_size if known else None, origin_mtime if known else None)
+
+
+def record_copies(connection: Connection, replica: str, origin: str, scan_id: str, enrolled: bool) -> int:
+    """Record replica copies of the files in the scratch table ``scan_id``.
+
+    ``enrolled``: the files were found on the replica (their listed size/mtime is
+    recorded, and origin rows are created for files the origin has never shown);
+    otherwise they were just copied (the origin's size/mtime is recorded).
+    """
+    parameters = {"replica": replica, "origin": origin, "scan": scan_id, "now": now_utc(), "true": True}
+    if enrolled:
+        connection.execute(
+            text(
+                """
+                INSERT INTO origin_files (origin, path, dir, size, mtime_ns, first_seen, last_seen, gone_since,
+                                          from_replica)
+                SELECT :origin, s.path, s.dir, s.size, s.mtime_ns, :now, :now, NULL, :true
+                FROM scan_entries s WHERE s.scan_id = :scan AND s.entry_type = 'f'
+                ON CONFLICT (origin, path) DO NOTHING
+                """
+            ),
+            parameters,
+        )
+        source, copied_at = "s", "NULL"
+    else:
+        source, copied_at = "f", ":now"
+    return int(
+        connection.execute(
+            text(
+                f"""
+                INSERT INTO replica_copies (replica, file_id, size, mtime_ns, copied_at, verified_at)
+                SELECT :replica, f.id, {source}.size, {source}.mtime_ns, {copied_at}, :now
+                FROM scan_entries s JOIN origin_files f ON f.origin = :origin AND f.path = s.path
+                WHERE s.scan_id = :scan AND s.entry_type = 'f'
+                ON CONFLICT (replica, file_id) DO UPDATE SET
+                    size = excluded.size, mtime_ns = excluded.mtime_ns,
+                    copied_at = COALESCE(excluded.copied_at, replica_copies.copied_at),
+                    verified_at = excluded.verified_at
+                """
+            ),
+            parameters,
+        ).rowcount
+    )

@@ -1,0 +1,370 @@
+"""The replicas resource kind: origins' files copied to every replica, inventory kept.
+
+Observe: scan each origin into the inventory (fast path for immutable origins),
+probe each replica's root, and list replicas whose verification is due or that
+enrol existing backups. Diff (diff.py, pure): copy / enroll actions. Apply:
+one rsync per copy action; records written only for files rsync delivered.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import sh
+from pydantic import Field
+
+from reconciler.engine.actions import Action, AddressMessage, sha256_of
+from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
+from reconciler.errors import ApplyError, ObserveError
+from reconciler.kinds.replicas import inventory, paths
+from reconciler.kinds.replicas.config import OriginConfig, ReplicaConfig, SshSection
+from reconciler.kinds.replicas.diff import (
+    PairFacts,
+    ReplicaFacts,
+    copy_facts,
+    diff_replicas,
+    enrollable,
+    replica_address,
+)
+from reconciler.kinds.replicas.listing import Entry, make_matcher, require, walk_local, walk_remote
+from reconciler.kinds.replicas.location import Location, SshSettings
+from reconciler.kinds.replicas.rsync import copy_invocation, run_copy
+from reconciler.kinds.replicas.tables import (
+    OriginFile,
+    OriginStatus,
+    PairStatus,
+    ReplicaCopy,
+    ReplicaStatus,
+    ScanEntry,
+    ScannedDir,
+)
+
+
+def replica_location(key: str, base_dir: Path) -> Location:
+    """A replica's key as a location; relative local keys resolve against the config's directory."""
+    location = Location.parse(key)
+    if not location.is_remote and not os.path.isabs(os.path.expanduser(location.path)):
+        return Location(os.path.normpath(base_dir / os.path.expanduser(location.path)))
+    if not location.is_remote:
+        return Location(os.path.expanduser(location.path))
+    return location
+
+
+def _origins_of(desired: Any, replica: ReplicaConfig) -> list[str]:
+    return list(replica.origins) if replica.origins is not None else list(desired.origins)
+
+
+class ReplicasKind(Kind):
+    name = "replicas"
+    address_prefix = "replica"
+    sections = {
+        "origins": (dict[str, OriginConfig], Field(default_factory=dict, description="Trees of instrument files.")),
+        "replicas": (
+            dict[str, ReplicaConfig],
+            Field(default_factory=dict, description='Where copies must exist: key = local path or "ssh://host/path".'),
+        ),
+        "ssh": (SshSection, Field(default_factory=SshSection, description=SshSection.__doc__)),
+    }
+    tables = [OriginFile, ReplicaCopy, ScannedDir, OriginStatus, ReplicaStatus, PairStatus, ScanEntry]
+
+    # --- config -------------------------------------------------------------------------------
+
+    def addresses(self, desired: Any) -> list[str]:
+        return [replica_address(key) for key in desired.replicas]
+
+    def check(self, desired: Any, base_dir: Path) -> list[tuple[ConfigPath, str]]:
+        problems: list[tuple[ConfigPath, str]] = []
+        for key, replica in desired.replicas.items():
+            try:
+                location = Location.parse(key)
+            except ValueError as error:
+                problems.append((("replicas", key), str(error)))
+                continue
+            if replica.local is not None and replica.local == location.is_remote:
+                problems.append((("replicas", key, "local"),
+                                 f"local = {str(replica.local).lower()} contradicts the replica's key {key!r}"))
+            for name in replica.origins or []:
+                if name not in desired.origins:
+                    known = ", ".join(sorted(desired.origins)) or "none"
+                    problems.append((("replicas", key, "origins"),
+                                     f"replica {key!r} names unknown origin {name!r} (origins: {known})"))
+            if not location.is_remote:
+                location = replica_location(key, base_dir)
+                for name, origin in desired.origins.items():
+                    root = origin.location
+                    if not root.is_remote and (location.path + "/").startswith(root.path.rstrip("/") + "/"):
+                        problems.append((("replicas", key),
+                                         f"replica {key!r} lies inside origin {name!r} ({root.path}): "
+                                         "it would copy into itself; put it elsewhere"))
+        return problems
+
+    # --- observe ------------------------------------------------------------------------------
+
+    def observe(self, desired: Any, ctx: RunContext) -> Observation:
+        now_ns = time.time_ns()
+        facts = ReplicaFacts(now_ns=now_ns)
+        if not desired.replicas and not desired.origins:
+            return Observation(facts=facts)
+        require("rsync", "rsync")
+        ssh = desired.ssh.settings()
+        full_scan = bool(ctx.options.get("full_scan"))
+        wanted = {key: rep for key, rep in desired.replicas.items()
+                  if not ctx.targets or _targeted(replica_address(key), ctx.targets)}
+        needed_origins = {name for rep in wanted.values() for name in _origins_of(desired, rep)}
+        with ctx.state.engine.begin() as connection:
+            inventory.sweep_old_scans(connection)
+        origin_errors: dict[str, str] = {}
+        for name, origin in desired.origins.items():
+            if ctx.targets and name not in needed_origins:
+                continue
+            try:
+                self._scan_origin(ctx, name, origin, ssh, now_ns, full_scan)
+            except ObserveError as error:
+                origin_errors[name] = str(error)
+        for key, replica in wanted.items():
+            address = replica_address(key)
+            location = replica_location(key, ctx.base_dir)
+            try:
+                self._probe(location, ssh)
+                pairs = self._observe_replica(ctx, desired, key, replica, location, ssh, full_scan, origin_errors)
+            except ObserveError as error:
+                facts.errors.append(AddressMessage(address=address, message=str(error)))
+                continue
+            facts.pairs.extend(pairs)
+            for name in _origins_of(desired, replica):
+                if name in origin_errors:
+                    facts.errors.append(AddressMessage(address=address,
+                                                       message=f"origin {name}: {origin_errors[name]}"))
+        return Observation(facts=facts, errors=[])
+
+    def _scan_origin(self, ctx: RunContext, name: str, origin: OriginConfig, ssh: SshSettings, now_ns: int,
+                     full_scan: bool) -> None:
+        location = origin.location
+        matcher = make_matcher(origin.include, origin.exclude)
+        cutoff = now_ns - int(origin.settle.total_seconds() * 1e9)
+        with ctx.state.engine.begin() as connection:
+            status = inventory.origin_status(connection, name)
+            due = status.last_full_scan is None or (
+                inventory.now_utc() - inventory.as_utc(status.last_full_scan) >= origin.full_scan_every)
+            fast = origin.immutable and not full_scan and not due and not location.is_remote
+            known = inventory.known_dirs(connection, name) if fast else {}
+
+        def unchanged(directory: bytes, mtime_ns: int) -> bool:
+            previous = known.get(directory)
+            return previous is not None and previous[0] == mtime_ns and previous[1]
+
+        if location.is_remote:
+            entries = walk_remote(location, ssh, matcher, cutoff)
+        else:
+            entries = walk_local(location.path, matcher, cutoff, unchanged if fast else None)
+        scan_id = inventory.new_scan_id()
+        dirs: list[Entry] = []
+        try:
+            with ctx.state.engine.begin() as connection:
+                inventory.load_entries(connection, scan_id, entries, dirs)
+                inventory.apply_origin_scan(connection, name, scan_id, dirs, full=not fast)
+        finally:
+            with ctx.state.engine.begin() as connection:
+                inventory.drop_scan(connection, scan_id)
+        ctx.log.debug("scanned origin %s (%s)", name, "fast path" if fast else "full")
+
+    def _probe(self, location: Location, ssh: SshSettings) -> None:
+        """A replica's root must exist and be writable: a missing mount is never taken for an empty disk."""
+        if not location.is_remote:
+            if not os.path.isdir(location.path):
+                raise ObserveError(f"{location.path} does not exist or is not a directory; create or mount it "
+                                   "(reconciler never creates a replica's root)")
+            if not os.access(location.path, os.W_OK | os.X_OK):
+                raise ObserveError(f"{location.path}: permission denied (not writable by this user)")
+            return
+        quoted = shlex.quote(location.path)
+        command = f"test -d {quoted} || exit 3; test -w {quoted} || exit 4"
+        try:
+            sh.Command(require("ssh", "openssh-client"))(*location.ssh_args(ssh)[1:], command)
+        except sh.ErrorReturnCode as error:
+            if error.exit_code == 3:
+                raise ObserveError(f"{location} does not exist or is not a directory; create or mount it") from None
+            if error.exit_code == 4:
+                raise ObserveError(f"{location}: permission denied (not writable)") from None
+            lines = error.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise ObserveError(f"cannot reach {location.destination} over ssh: "
+                               f"{lines[-1] if lines else f'exit {error.exit_code}'}") from None
+
+    def _observe_replica(self, ctx: RunContext, desired: Any, key: str, replica: ReplicaConfig, location: Location,
+                         ssh: SshSettings, full_scan: bool, origin_errors: dict[str, str]) -> list[PairFacts]:
+        origin_names = [name for name in _origins_of(desired, replica) if name not in origin_errors]
+        with ctx.state.engine.begin() as connection:
+            status = inventory.replica_status(connection, key)
+        last_verify = status.last_verify
+        now = inventory.now_utc()
+        verify_due = replica.verify_every is not None and (
+            last_verify is None or full_scan or now - inventory.as_utc(last_verify) >= replica.verify_every)
+        enroll_due = replica.import_origins and (last_verify is None or full_scan or verify_due)
+        pairs: dict[str, PairFacts] = {}
+        for name in origin_names:
+            settle = desired.origins[name].settle
+            pairs[name] = PairFacts(replica=key, origin=name, configured=True,
+                                    settle_ns=int(settle.total_seconds() * 1e9))
+        listed = verify_due or enroll_due
+        scan_ids: dict[str, str] = {}
+        try:
+            if listed:
+                scan_ids = self._list_replica(ctx, location, ssh)
+            with ctx.state.engine.begin() as connection:
+                for name, scan_id in scan_ids.items():
+                    if name not in pairs:
+                        if not replica.import_origins:
+                            continue
+                        pairs[name] = PairFacts(replica=key, origin=name, configured=False)
+                    pair = pairs[name]
+                    if verify_due and pair.configured:
+                        pair.drift = set(inventory.verify_against_listing(connection, key, name, scan_id))
+                    if replica.import_origins:
+                        pair.unrecorded = list(inventory.unrecorded(connection, key, name, scan_id))
+                if verify_due:
+                    for name in origin_names:
+                        if name not in scan_ids:  # the replica holds nothing of this origin
+                            pairs[name].drift = set(inventory.verify_against_listing(
+                                connection, key, name, "none"))
+                # The listing is done with once nothing it found needs acting on; until then the
+                # next observation (apply's own, or the next run's) lists again and finds the same.
+                if listed and not any(pair.drift or enrollable(pair) for pair in pairs.values()):
+                    inventory.touch_replica(connection, key, verify=now)
+                for name in origin_names:
+                    pair = pairs[name]
+                    generation = inventory.origin_status(connection, name).generation
+                    if (not listed and not pair.drift and
+                            inventory.pair_complete_generation(connection, key, name) == generation):
+                        continue
+                    pair.candidates = list(inventory.candidates(connection, key, name))
+                    if not pair.candidates:
+                        inventory.set_pair_complete(connection, key, name, generation)
+                    elif pair.drift:
+                        inventory.set_pair_complete(connection, key, name, -1)
+        finally:
+            if scan_ids:
+                with ctx.state.engine.begin() as connection:
+                    for scan_id in scan_ids.values():
+                        inventory.drop_scan(connection, scan_id)
+        return list(pairs.values())
+
+    def _list_replica(self, ctx: RunContext, location: Location, ssh: SshSettings) -> dict[str, str]:
+        """List the whole replica into scratch tables, one per ``<origin>/`` directory found."""
+        everything = make_matcher([], [])
+        if location.is_remote:
+            entries = walk_remote(location, ssh, everything, settle_cutoff_ns=2**62)
+        else:
+            entries = walk_local(location.path, everything, settle_cutoff_ns=2**62)
+        scan_ids: dict[str, str] = {}
+
+        def split() -> Any:
+            for entry in entries:
+                if entry.entry_type != "f" or b"/" not in entry.path:
+                    continue
+                origin, _, rest = entry.path.partition(b"/")
+                name = os.fsdecode(origin)
+                if name not in scan_ids:
+                    scan_ids[name] = inventory.new_scan_id()
+                yield scan_ids[name], Entry("f", rest, entry.size, entry.mtime_ns)
+
+        with ctx.state.engine.begin() as connection:
+            batch: list[dict[str, object]] = []
+            for scan_id, entry in split():
+                batch.append({"scan_id": scan_id, "entry_type": "f", "path": paths.to_text(entry.path),
+                              "dir": paths.to_text(entry.path.rpartition(b"/")[0]), "size": entry.size,
+                              "mtime_ns": entry.mtime_ns})
+                if len(batch) >= inventory.CHUNK:
+                    connection.execute(inventory.insert(inventory.SCAN_TABLE), batch)
+                    batch = []
+            if batch:
+                connection.execute(inventory.insert(inventory.SCAN_TABLE), batch)
+        return scan_ids
+
+    # --- diff ---------------------------------------------------------------------------------
+
+    def diff(self, desired: Any, observation: Observation) -> Diff:
+        facts: ReplicaFacts = observation.facts
+        if facts is None:
+            return Diff()
+        return diff_replicas(facts)
+
+    def recheck(self, action: Action, desired: Any, observation: Observation) -> str | None:
+        """A copy stays valid while the files it copies are unchanged and still missing,
+        whatever else arrived meanwhile; other actions re-diff."""
+        if action.kind != "copy":
+            return super().recheck(action, desired, observation)
+        facts: ReplicaFacts = observation.facts
+        replica = action.address.split(":", 1)[1]
+        wanted = set(action.details["files"])
+        for pair in facts.pairs:
+            if pair.replica == replica and pair.origin == action.details["origin"]:
+                entries = [candidate for candidate in pair.candidates if candidate.path in wanted]
+                return sha256_of(copy_facts(replica, pair.origin, entries))
+        return None
+
+    # --- apply --------------------------------------------------------------------------------
+
+    @executor("copy")
+    def copy(self, action: Action, ctx: RunContext) -> str:
+        desired = ctx.desired
+        replica = action.address.split(":", 1)[1]
+        origin_name = action.details["origin"]
+        origin = desired.origins.get(origin_name)
+        if origin is None:
+            raise ApplyError(f"{action.address}: origin {origin_name} is no longer in the config; run plan again")
+        source = origin.location
+        destination = replica_location(replica, ctx.base_dir)
+        invocation = copy_invocation(source, destination, origin_name, desired.ssh.settings())
+        files: list[str] = action.details["files"]
+
+        def progress(done: int, total: int) -> None:
+            ctx.log.info("copy %s: %s/%s files from %s", action.address, f"{done:,}", f"{total:,}", origin_name)
+
+        result = run_copy(invocation, [paths.to_bytes(path) for path in files], progress)
+        delivered = files if result.complete else [paths.to_text(name) for name in result.transferred]
+        self._record(ctx, replica, origin_name, [(path, 0, 0) for path in delivered], enrolled=False)
+        if not result.complete:
+            raise ApplyError(f"{action.address}: {len(delivered):,} of {len(files):,} files copied; "
+                             f"{result.warning}; the next run retries the rest")
+        return f"copied {len(files):,} files ({len(result.transferred):,} transferred, the rest already there)"
+
+    @executor("enroll")
+    def enroll(self, action: Action, ctx: RunContext) -> str:
+        replica = action.address.split(":", 1)[1]
+        details = action.details
+        rows = list(zip(details["files"], details["_sizes"], details["_mtimes_ns"]))
+        self._record(ctx, replica, details["origin"], rows, enrolled=True)
+        with ctx.state.engine.begin() as connection:
+            inventory.touch_replica(connection, replica, verify=inventory.now_utc())
+        return f"enrolled {len(rows):,} files"
+
+    @staticmethod
+    def _record(ctx: RunContext, replica: str, origin: str, rows: list[tuple[str, int, int]], enrolled: bool) -> None:
+        scan_id = inventory.new_scan_id()
+        try:
+            with ctx.state.engine.begin() as connection:
+                inventory.load_paths(connection, scan_id, rows)
+                inventory.record_copies(connection, replica, origin, scan_id, enrolled)
+                if not enrolled:
+                    inventory.touch_replica(connection, replica, sync=inventory.now_utc())
+        finally:
+            with ctx.state.engine.begin() as connection:
+                inventory.drop_scan(connection, scan_id)
+
+    # --- commands -----------------------------------------------------------------------------
+
+    def commands(self) -> list[Any]:
+        from reconciler.kinds.replicas.commands import inventory_group, replicas_group
+
+        return [replicas_group, inventory_group]
+
+
+def _targeted(address: str, targets: tuple[str, ...]) -> bool:
+    from reconciler.engine.planner import matches_target
+
+    return matches_target(address, targets)
+

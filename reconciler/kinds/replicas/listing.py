@@ -1,0 +1,176 @@
+"""Listing a tree: locally with os.scandir, remotely with one streamed ``find``.
+
+A listing yields ``Entry`` tuples: files ('f'), directories that were listed
+('d') and, on the fast path, directories whose files were not re-read because
+nothing in them can have changed ('s'). Any error reading the tree raises
+ObserveError: a partial listing must never be mistaken for files being gone.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import sh
+from wcmatch import glob as wcglob
+
+from reconciler.errors import ObserveError, ToolMissingError
+from reconciler.kinds.replicas.location import Location, SshSettings
+
+PARTIAL_DIR = b".rsync-partial"
+FIND_FORMAT = r"%y %s %T@ %P\0"
+
+
+class Entry(NamedTuple):
+    entry_type: str  # 'f' file, 'd' listed directory, 's' skipped (unchanged) directory
+    path: bytes  # relative to the listed root; b"" for the root itself
+    size: int
+    mtime_ns: int
+    settled: bool = True  # for directories: every file in it was settled
+
+
+Matcher = Callable[[bytes], bool]
+
+
+def make_matcher(include: list[str], exclude: list[str]) -> Matcher:
+    """A predicate on relative paths: matches an include glob (all when none) and no exclude glob.
+
+    Globs follow shell rules with ``**`` spanning directories; dotfiles are not special.
+    """
+    flags = wcglob.GLOBSTAR | wcglob.DOTGLOB
+    compiled = wcglob.compile(
+        [os.fsencode(pattern) for pattern in (include or ["**"])],
+        flags=flags,
+        exclude=[os.fsencode(pattern) for pattern in exclude] or None,
+    )
+    return compiled.match  # type: ignore[no-any-return]
+
+
+def _join(parent: bytes, name: bytes) -> bytes:
+    return parent + b"/" + name if parent else name
+
+
+def walk_local(
+    root: str,
+    matcher: Matcher,
+    settle_cutoff_ns: int,
+    unchanged: Callable[[bytes, int], bool] | None = None,
+    skip_names: frozenset[bytes] = frozenset({PARTIAL_DIR}),
+) -> Iterator[Entry]:
+    """Walk ``root`` depth-first without following links.
+
+    ``unchanged(dir, mtime_ns)`` says a directory's files need not be re-read
+    (the immutable fast path); its subdirectories are still walked.
+    Files whose mtime is after ``settle_cutoff_ns`` make their directory unsettled.
+
+    Raises ObserveError when ``root`` or anything below it cannot be read.
+    """
+    top = os.fsencode(root)
+    try:
+        root_stat = os.stat(top)
+    except FileNotFoundError:
+        raise ObserveError(f"{root} does not exist") from None
+    except PermissionError:
+        raise ObserveError(f"{root}: permission denied") from None
+    except OSError as error:
+        raise ObserveError(f"{root}: {error.strerror}") from None
+    if not os.path.isdir(top):
+        raise ObserveError(f"{root} is not a directory")
+    stack: list[tuple[bytes, int]] = [(b"", root_stat.st_mtime_ns)]
+    while stack:
+        relative, dir_mtime = stack.pop()
+        skip_files = unchanged is not None and unchanged(relative, dir_mtime)
+        settled = True
+        full = _join(top, relative) if relative else top
+        try:
+            with os.scandir(full) as iterator:
+                for item in iterator:
+                    name = item.name
+                    if item.is_dir(follow_symlinks=False):
+                        if name not in skip_names:
+                            stack.append((_join(relative, name), item.stat(follow_symlinks=False).st_mtime_ns))
+                        continue
+                    if skip_files or not item.is_file(follow_symlinks=False):
+                        continue
+                    path = _join(relative, name)
+                    if not matcher(path):
+                        continue
+                    stat = item.stat(follow_symlinks=False)
+                    if stat.st_mtime_ns > settle_cutoff_ns:
+                        settled = False
+                    yield Entry("f", path, stat.st_size, stat.st_mtime_ns)
+        except PermissionError:
+            raise ObserveError(f"{os.fsdecode(full)}: permission denied") from None
+        except FileNotFoundError:
+            raise ObserveError(f"{os.fsdecode(full)} vanished while it was being listed; run again") from None
+        except OSError as error:
+            raise ObserveError(f"{os.fsdecode(full)}: {error.strerror}") from None
+        yield Entry("s" if skip_files else "d", relative, 0, dir_mtime, settled)
+
+
+def require(binary: str, package: str) -> str:
+    """The path of ``binary``. Raises ToolMissingError naming the install command."""
+    found = shutil.which(binary)
+    if not found:
+        raise ToolMissingError(binary, f"apt-get install {package}, or your system's package manager")
+    return found
+
+
+def _parse_mtime(text: bytes) -> int:
+    seconds, _, fraction = text.partition(b".")
+    return int(seconds) * 1_000_000_000 + int((fraction + b"000000000")[:9] or b"0")
+
+
+def walk_remote(
+    location: Location,
+    settings: SshSettings,
+    matcher: Matcher,
+    settle_cutoff_ns: int,
+) -> Iterator[Entry]:
+    """List a remote tree with one ``ssh host find … -printf`` whose output is streamed
+    (never one ssh call per file). No fast path: remote trees are listed in full.
+
+    Raises ObserveError when the host cannot be reached or the path cannot be read.
+    """
+    ssh = require("ssh", "openssh-client")
+    remote = " ".join(
+        shlex.quote(part)
+        for part in ["find", location.path + "/", "-mindepth", "1", "(", "-type", "f", "-o", "-type", "d", ")",
+                     "-printf", FIND_FORMAT]
+    )
+    command = sh.Command(ssh)
+    args = location.ssh_args(settings)[1:] + [f"test -d {shlex.quote(location.path)} && {remote}"]
+    buffer = b""
+    dirs: dict[bytes, tuple[int, bool]] = {b"": (0, True)}
+    try:
+        process = command(*args, _iter=True, _out_bufsize=1 << 16, _encoding="latin-1", _err_to_out=False)
+        for chunk in process:
+            buffer += chunk.encode("latin-1")
+            *records, buffer = buffer.split(b"\0")
+            for record in records:
+                kind, size, mtime, path = record.split(b" ", 3)
+                if path == PARTIAL_DIR or path.startswith(PARTIAL_DIR + b"/") or b"/" + PARTIAL_DIR in path:
+                    continue
+                mtime_ns = _parse_mtime(mtime)
+                if kind == b"d":
+                    dirs[path] = (mtime_ns, dirs.get(path, (0, True))[1])
+                    continue
+                if kind != b"f" or not matcher(path):
+                    continue
+                if mtime_ns > settle_cutoff_ns:
+                    parent = path.rpartition(b"/")[0]
+                    dirs[parent] = (dirs.get(parent, (0, True))[0], False)
+                yield Entry("f", path, int(size), mtime_ns)
+    except sh.ErrorReturnCode as error:
+        stderr = error.stderr.decode("utf-8", "replace").strip().splitlines()
+        reason = stderr[-1] if stderr else f"exit {error.exit_code}"
+        if error.exit_code == 255:
+            raise ObserveError(f"cannot reach {location.destination} over ssh: {reason}") from None
+        if error.exit_code == 1 and not stderr:
+            raise ObserveError(f"{location} does not exist or is not a directory") from None
+        raise ObserveError(f"listing {location} failed: {reason}") from None
+    for path, (mtime_ns, settled) in dirs.items():
+        yield Entry("d", path, 0, mtime_ns, settled)

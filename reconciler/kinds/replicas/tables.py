@@ -1,0 +1,95 @@
+"""The inventory: origin files, replica copies, and the bookkeeping of scans."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class OriginFile(SQLModel, table=True):
+    """One file of one origin, as last observed."""
+
+    __tablename__ = "origin_files"
+    __table_args__ = (
+        UniqueConstraint("origin", "path", name="uq_origin_files_origin_path"),
+        Index("ix_origin_files_origin_dir", "origin", "dir"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    origin: str
+    path: str  # relative to the origin root (see paths.py for the encoding)
+    dir: str  # the path's directory, for scoped "gone" marking
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    mtime_ns: int = Field(sa_column=Column(BigInteger, nullable=False))
+    first_seen: datetime
+    last_seen: datetime
+    gone_since: datetime | None = None
+    from_replica: bool = False  # known only from a replica (enrolled), not yet seen on the origin
+
+
+class ReplicaCopy(SQLModel, table=True):
+    """A copy of an origin file on a replica: what was copied (or enrolled) and when."""
+
+    __tablename__ = "replica_copies"
+
+    replica: str = Field(primary_key=True)
+    file_id: int = Field(primary_key=True, foreign_key="origin_files.id")
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    mtime_ns: int = Field(sa_column=Column(BigInteger, nullable=False))
+    copied_at: datetime | None = None
+    verified_at: datetime | None = None
+
+
+class ScannedDir(SQLModel, table=True):
+    """A directory of an origin at its last listing: the fast path for immutable origins."""
+
+    __tablename__ = "scanned_dirs"
+
+    origin: str = Field(primary_key=True)
+    path: str = Field(primary_key=True)
+    mtime_ns: int = Field(sa_column=Column(BigInteger, nullable=False))
+    settled: bool  # every file in it was settled when it was listed
+
+
+class OriginStatus(SQLModel, table=True):
+    __tablename__ = "origin_status"
+
+    origin: str = Field(primary_key=True)
+    last_scan: datetime | None = None
+    last_full_scan: datetime | None = None
+    generation: int = 0  # bumped whenever a scan changes the origin's inventory
+
+
+class ReplicaStatus(SQLModel, table=True):
+    __tablename__ = "replica_status"
+
+    replica: str = Field(primary_key=True)
+    last_sync: datetime | None = None
+    last_verify: datetime | None = None
+
+
+class PairStatus(SQLModel, table=True):
+    """A replica was complete for an origin at this inventory generation."""
+
+    __tablename__ = "replica_pair_status"
+
+    replica: str = Field(primary_key=True)
+    origin: str = Field(primary_key=True)
+    complete_generation: int = -1
+
+
+class ScanEntry(SQLModel, table=True):
+    """Scratch rows of one listing (files 'f', listed dirs 'd', skipped dirs 's'), removed after use."""
+
+    __tablename__ = "scan_entries"
+    __table_args__ = (Index("ix_scan_entries_scan_path", "scan_id", "path"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    scan_id: str  # starts with the UTC time, so leftovers of killed runs can be swept
+    entry_type: str
+    path: str
+    dir: str = ""
+    size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    mtime_ns: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))

@@ -1,0 +1,136 @@
+"""Real parts for integration tests: an sshd on 127.0.0.1, data trees, a replicas workspace."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from reconciler.cli.main import main
+from tests.conftest import Result, run_cli
+
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Sshd:
+    """A real sshd on 127.0.0.1 accepting one key for the current user."""
+
+    port: int
+    user: str
+    identity: Path
+    options: list[str]
+
+    def url(self, path: Path | str) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{path}"
+
+    def toml(self) -> str:
+        quoted = ", ".join(f'"{option}"' for option in self.options)
+        return f'[ssh]\nidentity_file = "{self.identity}"\noptions = [{quoted}]\nconnect_timeout = "5s"\n'
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    if SSHD is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("sshd not installed (apt-get install openssh-server); .ci/run installs it")
+    home = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / name)], check=True)
+    (home / "authorized_keys").write_text((home / "client_key.pub").read_text())
+    os.chmod(home / "authorized_keys", 0o600)
+    port = _free_port()
+    (home / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {home / 'host_key'}\n"
+        f"AuthorizedKeysFile {home / 'authorized_keys'}\nPidFile {home / 'sshd.pid'}\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        "PermitRootLogin prohibit-password\nLogLevel ERROR\nMaxStartups 100\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)
+    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(home / "sshd_config")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"sshd did not start: {process.stderr.read().decode() if process.stderr else ''}")
+            time.sleep(0.1)
+    options = ["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "LogLevel=ERROR",
+               f"IdentityFile={home / 'client_key'}"]
+    import getpass
+
+    yield Sshd(port=port, user=getpass.getuser(), identity=home / "client_key", options=options)
+    process.terminate()
+    process.wait(10)
+
+
+def make_tree(root: Path, files: dict[str, bytes | str], age_seconds: float = 3600) -> None:
+    """Create files (parents too) with an mtime ``age_seconds`` in the past (settled by default)."""
+    stamp = time.time() - age_seconds
+    for relative, content in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        os.utime(path, (stamp, stamp))
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file below ``root`` (skipping rsync's partial dir), by relative path, with its content."""
+    found = {}
+    for directory, dirnames, filenames in os.walk(root):
+        dirnames[:] = [name for name in dirnames if name != ".rsync-partial"]
+        for name in filenames:
+            path = Path(directory) / name
+            found[str(path.relative_to(root))] = path.read_bytes()
+    return found
+
+
+@dataclass
+class Site:
+    root: Path
+    state_url: str
+    capsys: pytest.CaptureFixture[str]
+
+    @property
+    def config(self) -> Path:
+        return self.root / "reconciler.toml"
+
+    def write(self, text: str) -> None:
+        self.config.write_text(text)
+
+    def args(self, *command: str) -> list[str]:
+        return ["--config", str(self.config), "--state", self.state_url, *command]
+
+    def cli(self, *command: str) -> Result:
+        self.capsys.readouterr()
+        try:
+            main(self.args(*command))
+            code = 0
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+        captured = self.capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    def run(self, *command: str, env: dict[str, str] | None = None) -> Result:
+        return run_cli(self.args(*command), env=env)
+
+
+@pytest.fixture
+def site(tmp_path: Path, state_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Site:
+    monkeypatch.delenv("RECONCILER_PLUGINS", raising=False)
+    return Site(tmp_path, state_url, capsys)

@@ -1,0 +1,251 @@
+"""Replicas between local directories: real files, the real rsync."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from tests.integration.conftest import make_tree, tree
+
+BASIC = """\
+[origins.exao1]
+root = "origin"
+settle = "2m"
+
+[replicas."backup"]
+"""
+
+
+def _setup(site, files=None, config=BASIC):
+    (site.root / "backup").mkdir(exist_ok=True)
+    make_tree(site.root / "origin", files or {"telem/a.bin": "alpha", "rawimages/cam1/b.fits": b"\x00" * 3000})
+    site.write(config)
+
+
+def test_copies_everything_then_nothing_then_only_what_is_new(site):
+    _setup(site)
+    plan = site.cli("plan", "--detailed-exitcode")
+    assert plan.code == 2
+    assert "+ copy: 2 files new on origin exao1" in plan.out
+    assert plan.out.strip().endswith("Plan: 1 copy (2 files, 2.9 KiB).")
+    assert site.cli("apply", "--auto-approve").code == 0
+    assert tree(site.root / "backup" / "exao1") == tree(site.root / "origin")
+    assert site.cli("plan", "--detailed-exitcode").code == 0
+
+    make_tree(site.root / "origin", {"telem/c.bin": "gamma"})
+    plan = site.cli("plan")
+    assert "1 files new on origin exao1" in plan.out and "telem/c.bin" in plan.out and "a.bin" not in plan.out
+    assert site.cli("reconcile").code == 0
+    assert (site.root / "backup/exao1/telem/c.bin").read_text() == "gamma"
+
+
+def test_a_changed_file_is_copied_again(site):
+    _setup(site)
+    site.cli("reconcile")
+    make_tree(site.root / "origin", {"telem/a.bin": "alpha, longer now"})
+    plan = site.cli("plan")
+    assert "1 changed on origin exao1" in plan.out
+    site.cli("reconcile")
+    assert (site.root / "backup/exao1/telem/a.bin").read_text() == "alpha, longer now"
+
+
+def test_files_still_being_written_wait_for_the_settle_time(site):
+    _setup(site)
+    make_tree(site.root / "origin", {"telem/fresh.bin": "being written"}, age_seconds=0)
+    plan = site.cli("plan")
+    assert "waiting: 1 files on origin exao1 changed within the settle time" in plan.out
+    assert "fresh.bin" not in plan.out.split("Waiting")[0]
+    site.cli("reconcile")
+    assert not (site.root / "backup/exao1/telem/fresh.bin").exists()
+    old = time.time() - 600
+    os.utime(site.root / "origin/telem/fresh.bin", (old, old))
+    site.cli("reconcile")
+    assert (site.root / "backup/exao1/telem/fresh.bin").read_text() == "being written"
+
+
+def test_files_gone_from_the_origin_stay_on_the_replica(site):
+    _setup(site)
+    site.cli("reconcile")
+    (site.root / "origin/telem/a.bin").unlink()
+    plan = site.cli("plan", "--detailed-exitcode")
+    assert plan.code == 0
+    assert (site.root / "backup/exao1/telem/a.bin").read_text() == "alpha"
+    stats = json.loads(site.cli("inventory", "stats", "--json").out)
+    assert stats == [{"origin": "exao1", "files": 1, "bytes": 3000, "gone": 1, "known_only_from_replica": 0,
+                      "last_scan": stats[0]["last_scan"]}]
+
+
+def test_include_and_exclude_globs(site):
+    _setup(site, {"telem/a.bin": "a", "telem/a.tmp": "t", "logs/x.log": "l", "other/y": "o"},
+           config=BASIC.replace('settle = "2m"', 'settle = "2m"\ninclude = ["telem/**", "logs/**"]\n'
+                                                  'exclude = ["**/*.tmp"]'))
+    site.cli("reconcile")
+    assert sorted(tree(site.root / "backup/exao1")) == ["logs/x.log", "telem/a.bin"]
+
+
+def test_awkward_names_are_copied_exactly(site):
+    names = {
+        "with space/a b.bin": "1",
+        "new\nline.bin": "2",
+        "-leading-dash.bin": "3",
+        "--rsync-option-lookalike": "4",
+        "ünïcödé/naïve.txt": "5",
+        "b64:not-really-base64": "6",
+    }
+    _setup(site, names)
+    raw = os.fsencode(site.root / "origin") + b"/latin1-\xe9\xff.bin"
+    with open(raw, "wb") as stream:
+        stream.write(b"7")
+    old = time.time() - 3600
+    os.utime(raw, (old, old))
+    assert site.cli("reconcile").code == 0
+    copied = os.fsencode(site.root / "backup/exao1") + b"/latin1-\xe9\xff.bin"
+    with open(copied, "rb") as stream:
+        assert stream.read() == b"7"
+    assert tree(site.root / "backup/exao1") == tree(site.root / "origin")
+    assert site.cli("plan", "--detailed-exitcode").code == 0  # nothing re-copied: names round-trip
+
+
+def test_fast_path_skips_unchanged_directories_only_for_immutable_origins(site):
+    _setup(site)
+    site.cli("reconcile")
+    directory = site.root / "origin/telem"
+    before = directory.stat()
+    path = directory / "a.bin"
+    path.write_text("ALPHA")  # modified in place: the directory's mtime does not change
+    os.utime(path, (time.time() - 3000, time.time() - 3000))
+    os.utime(directory, ns=(before.st_atime_ns, before.st_mtime_ns))
+    # immutable = false: every file is re-read, the change is found
+    assert "1 changed on origin exao1" in site.cli("plan").out
+
+    site.write(BASIC.replace('settle = "2m"', 'settle = "2m"\nimmutable = true'))
+    site.cli("reconcile")  # the first immutable run has no directory record: full scan, copies the change
+    path.write_text("ALPHA, again")
+    os.utime(path, (time.time() - 2000, time.time() - 2000))
+    os.utime(directory, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert site.cli("plan", "--detailed-exitcode").code == 0  # fast path: the directory was not re-listed
+    full = site.cli("plan", "--full-scan")
+    assert "1 changed on origin exao1" in full.out
+    # a new file changes its directory's mtime, so the fast path still sees it
+    make_tree(site.root / "origin", {"telem/new.bin": "n"})
+    assert "telem/new.bin" in site.cli("plan").out
+
+
+def test_enrolment_records_an_existing_backup_without_copying(site):
+    _setup(site, {"telem/a.bin": "alpha", "telem/b.bin": "beta", "telem/c.bin": "gamma"})
+    # an older backup made by hand: a and b already there (same size and mtime), an extra origin exao2
+    backup = site.root / "backup"
+    for name in ("a.bin", "b.bin"):
+        target = backup / "exao1/telem" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = site.root / "origin/telem" / name
+        target.write_bytes(source.read_bytes())
+        os.utime(target, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns))
+    make_tree(backup / "exao2", {"old/z.bin": "from a retired machine"})
+    site.write(BASIC + "import_origins = true\n")
+    inode_before = (backup / "exao1/telem/a.bin").stat().st_ino
+
+    plan = site.cli("plan")
+    assert "+ enroll: 2 files already on the replica for origin exao1" in plan.out
+    assert "+ enroll: 1 files already on the replica for origin exao2" in plan.out
+    assert "+ copy: 1 files new on origin exao1" in plan.out and "telem/c.bin" in plan.out
+    assert site.cli("apply", "--auto-approve").code == 0
+    assert (backup / "exao1/telem/a.bin").stat().st_ino == inode_before  # enrolment never copies
+    assert (backup / "exao1/telem/c.bin").read_text() == "gamma"
+    rows = json.loads(site.cli("replicas", "list", "--json").out)
+    assert rows[0]["files"] == 4 and rows[0]["missing_files"] == 0
+    stats = {row["origin"]: row for row in json.loads(site.cli("inventory", "stats", "--json").out)}
+    assert stats["exao2"]["known_only_from_replica"] == 1
+    assert site.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_verification_finds_drift_and_repairs_it(site):
+    _setup(site)
+    site.write(BASIC + 'verify_every = "1s"\n')
+    site.cli("reconcile")
+    (site.root / "backup/exao1/telem/a.bin").unlink()  # someone deleted a copy
+    time.sleep(1.1)
+    plan = site.cli("plan")
+    assert "origin exao1: 1 missing or different on the replica (drift)" in plan.out
+    site.cli("reconcile")
+    assert (site.root / "backup/exao1/telem/a.bin").read_text() == "alpha"
+    time.sleep(1.1)
+    assert site.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_a_missing_replica_fails_alone(site):
+    _setup(site)
+    site.write(BASIC + '\n[replicas."/nonexistent/mount"]\n')
+    result = site.cli("reconcile")
+    assert result.code == 1
+    assert "replica:/nonexistent/mount: /nonexistent/mount does not exist or is not a directory" in result.err
+    assert "never creates a replica's root" in result.err
+    assert tree(site.root / "backup/exao1") == tree(site.root / "origin")
+
+
+def test_a_missing_origin_is_reported_on_its_replicas(site):
+    _setup(site)
+    site.write(BASIC + '\n[origins.exao2]\nroot = "/nonexistent/origin"\n')
+    result = site.cli("plan")
+    assert result.code == 1
+    assert "replica:backup: origin exao2: /nonexistent/origin does not exist" in result.out
+    assert "2 files new on origin exao1" in result.out
+
+
+def test_config_mistakes_in_replicas_are_located(site):
+    site.write('[origins.exao1]\nroot = "origin"\n\n[replicas."origin/inside"]\norigins = ["exao9"]\n'
+               '[replicas."ftp://x/y"]\n')
+    result = site.cli("validate")
+    assert result.code == 1
+    lines = result.err.strip().splitlines()
+    assert any(":4:1: replica 'origin/inside' lies inside origin 'exao1'" in line for line in lines)
+    assert any(":5:1: replica 'origin/inside' names unknown origin 'exao9' (origins: exao1)" in line for line in lines)
+    assert any(":6:1: unsupported URL scheme 'ftp://'" in line for line in lines)
+
+
+def test_missing_rsync_is_one_clear_error(site, tmp_path):
+    _setup(site)
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    result = site.run("plan", env={"PATH": str(empty)})
+    assert result.code == 1
+    assert "'rsync' was not found on PATH; install it (apt-get install rsync" in (result.out + result.err)
+    assert "Traceback" not in result.err
+
+
+def test_a_saved_copy_plan_survives_new_arrivals_but_not_changes(site, tmp_path):
+    _setup(site)
+    plan_file = tmp_path / "p.json"
+    site.cli("plan", "-o", str(plan_file))
+    make_tree(site.root / "origin", {"telem/late.bin": "arrived after the plan"})
+    applied = site.cli("apply", str(plan_file))
+    assert applied.code == 0, applied.err
+    assert not (site.root / "backup/exao1/telem/late.bin").exists()  # exactly the saved plan
+
+    site.cli("plan", "-o", str(plan_file))
+    make_tree(site.root / "origin", {"telem/late.bin": "rewritten after the plan!"})
+    refused = site.cli("apply", str(plan_file))
+    assert refused.code == 1 and "Saved plan is stale" in refused.err
+
+
+def test_state_loss_never_loses_data_and_rebuilds_by_observing(site, tmp_path):
+    _setup(site)
+    site.cli("reconcile")
+    site.state_url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    plan = site.cli("plan")
+    assert "2 files new on origin exao1" in plan.out  # the new state knows nothing: rsync will confirm
+    assert site.cli("reconcile").code == 0
+    assert tree(site.root / "backup/exao1") == tree(site.root / "origin")
+
+
+def test_replicas_list_reports_what_is_held_and_missing(site):
+    _setup(site)
+    site.cli("plan")
+    before = json.loads(site.cli("replicas", "list", "--json").out)[0]
+    assert before["missing_files"] == 2 and before["missing_bytes"] == 3005 and before["last_sync"] is None
+    site.cli("reconcile")
+    after = json.loads(site.cli("replicas", "list", "--json").out)[0]
+    assert after["files"] == 2 and after["bytes"] == 3005 and after["missing_files"] == 0
+    assert after["url"] == str(Path(site.root / "backup")) and after["last_sync"]
