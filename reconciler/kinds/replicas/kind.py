@@ -254,7 +254,7 @@ class ReplicasKind(Kind):
 
     def _list_replica(self, ctx: RunContext, location: Location, ssh: SshSettings) -> dict[str, str]:
         """List the whole replica into scratch tables, one per ``<origin>/`` directory found."""
-        everything = make_matcher([], [])
+        everything = None
         if location.is_remote:
             entries = walk_remote(location, ssh, everything, settle_cutoff_ns=2**62)
         else:
@@ -271,17 +271,13 @@ class ReplicasKind(Kind):
                     scan_ids[name] = inventory.new_scan_id()
                 yield scan_ids[name], Entry("f", rest, entry.size, entry.mtime_ns)
 
-        with ctx.state.engine.begin() as connection:
-            batch: list[dict[str, object]] = []
+        def rows() -> Any:
             for scan_id, entry in split():
-                batch.append({"scan_id": scan_id, "entry_type": "f", "path": paths.to_text(entry.path),
-                              "dir": paths.to_text(entry.path.rpartition(b"/")[0]), "size": entry.size,
-                              "mtime_ns": entry.mtime_ns})
-                if len(batch) >= inventory.CHUNK:
-                    connection.execute(inventory.insert(inventory.SCAN_TABLE), batch)
-                    batch = []
-            if batch:
-                connection.execute(inventory.insert(inventory.SCAN_TABLE), batch)
+                yield (scan_id, "f", paths.to_text(entry.path), paths.to_text(entry.path.rpartition(b"/")[0]),
+                       entry.size, entry.mtime_ns)
+
+        with ctx.state.engine.begin() as connection:
+            inventory.bulk_insert_scan(connection, rows())
         return scan_ids
 
     # --- diff ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ ObserveError: a partial listing must never be mistaken for files being gone.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 from collections.abc import Callable, Iterator
@@ -35,18 +36,23 @@ class Entry(NamedTuple):
 Matcher = Callable[[bytes], bool]
 
 
-def make_matcher(include: list[str], exclude: list[str]) -> Matcher:
+def make_matcher(include: list[str], exclude: list[str]) -> Matcher | None:
     """A predicate on relative paths: matches an include glob (all when none) and no exclude glob.
+    None when there are no globs at all (everything matches; nothing to call per file).
 
     Globs follow shell rules with ``**`` spanning directories; dotfiles are not special.
+    The globs are translated once (by wcmatch) into compiled regular expressions.
     """
+    if not include and not exclude:
+        return None
     flags = wcglob.GLOBSTAR | wcglob.DOTGLOB
-    compiled = wcglob.compile(
-        [os.fsencode(pattern) for pattern in (include or ["**"])],
-        flags=flags,
-        exclude=[os.fsencode(pattern) for pattern in exclude] or None,
-    )
-    return compiled.match  # type: ignore[no-any-return]
+    included, _ = wcglob.translate([os.fsencode(p) for p in include or ["**"]], flags=flags)
+    excluded, _ = wcglob.translate([os.fsencode(p) for p in exclude], flags=flags) if exclude else ([], [])
+    include_any = re.compile(b"|".join(b"(?:%s)" % pattern for pattern in included)).fullmatch
+    if not excluded:
+        return lambda path: include_any(path) is not None
+    exclude_any = re.compile(b"|".join(b"(?:%s)" % pattern for pattern in excluded)).fullmatch
+    return lambda path: include_any(path) is not None and exclude_any(path) is None
 
 
 def _join(parent: bytes, name: bytes) -> bytes:
@@ -55,7 +61,7 @@ def _join(parent: bytes, name: bytes) -> bytes:
 
 def walk_local(
     root: str,
-    matcher: Matcher,
+    matcher: Matcher | None,
     settle_cutoff_ns: int,
     unchanged: Callable[[bytes, int], bool] | None = None,
     skip_names: frozenset[bytes] = frozenset({PARTIAL_DIR}),
@@ -96,7 +102,7 @@ def walk_local(
                     if skip_files or not item.is_file(follow_symlinks=False):
                         continue
                     path = _join(relative, name)
-                    if not matcher(path):
+                    if matcher is not None and not matcher(path):
                         continue
                     stat = item.stat(follow_symlinks=False)
                     if stat.st_mtime_ns > settle_cutoff_ns:
@@ -127,7 +133,7 @@ def _parse_mtime(text: bytes) -> int:
 def walk_remote(
     location: Location,
     settings: SshSettings,
-    matcher: Matcher,
+    matcher: Matcher | None,
     settle_cutoff_ns: int,
 ) -> Iterator[Entry]:
     """List a remote tree with one ``ssh host find … -printf`` whose output is streamed
@@ -158,7 +164,7 @@ def walk_remote(
                 if kind == b"d":
                     dirs[path] = (mtime_ns, dirs.get(path, (0, True))[1])
                     continue
-                if kind != b"f" or not matcher(path):
+                if kind != b"f" or (matcher is not None and not matcher(path)):
                     continue
                 if mtime_ns > settle_cutoff_ns:
                     parent = path.rpartition(b"/")[0]

@@ -3,8 +3,10 @@ per-file results parsed from its output."""
 
 from __future__ import annotations
 
+import ctypes
 import re
 import shlex
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from reconciler.kinds.replicas.listing import require
 from reconciler.kinds.replicas.location import Location, SshSettings
 
 PARTIAL_DIR = ".rsync-partial"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # rsync exit codes (rsync(1) "EXIT VALUES") that still leave some files transferred.
 PARTIAL_CODES = {23: "some files could not be transferred", 24: "some source files vanished before they were copied"}
 EXIT_MEANINGS = {
@@ -72,6 +75,17 @@ def copy_invocation(source: Location, destination: Location, origin: str, ssh: S
     return Invocation(["rsync", *rsync_options(shell), source.rsync_spec(), target.rsync_spec()])
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to send SIGTERM when reconciler dies (even by
+    kill -9), so an orphaned rsync stops, removes its temporary file, and never races the
+    next run. Elsewhere a no-op."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def unescape(line: bytes) -> bytes:
     """rsync writes unprintable bytes of names as ``\\#ooo`` (octal); undo that."""
     return _ESCAPE.sub(lambda match: bytes([int(match.group(1), 8)]), line)
@@ -100,11 +114,16 @@ def run_copy(invocation: Invocation, files: list[bytes],
     errors: list[str] = []
     last_report = time.monotonic()
 
-    def on_line(line: str) -> None:
-        nonlocal last_report
-        name = unescape(line.rstrip("\n").encode("latin-1"))
-        if name and not name.endswith(b"/"):
-            result.transferred.append(name)
+    pending = b""
+
+    def on_chunk(chunk: str) -> None:
+        nonlocal last_report, pending
+        pending += chunk.encode("latin-1")
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            name = unescape(line)
+            if name and not name.endswith(b"/"):
+                result.transferred.append(name)
         if progress and time.monotonic() - last_report >= progress_every:
             last_report = time.monotonic()
             progress(len(result.transferred), len(files))
@@ -113,12 +132,13 @@ def run_copy(invocation: Invocation, files: list[bytes],
         process = sh.Command(executable)(
             *invocation.argv[1:],
             _in=b"".join(name + b"\0" for name in files),
-            _out=on_line,
+            _out=on_chunk,
             _err=lambda line: errors.append(line.rstrip("\n")),
             _encoding="latin-1",
-            _out_bufsize=1,
+            _out_bufsize=1 << 16,
             _ok_code=list(range(256)),
             _bg=True,
+            _preexec_fn=_die_with_parent,
         )
         process.wait()
     except sh.SignalException as error:

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Replicas benchmark: reconciler and its peers (find, rsync) side by side, in one run.
+
+    python benchmarks/replicas.py                 # 200,000 files in 200 directories, 0-2 KiB each
+    python benchmarks/replicas.py --files 1000000 # the memory target
+
+Prints, for each measurement, reconciler's time, the peer's, and the ratio:
+  1. first plan (scan + inventory)           vs  find ROOT -type f -printf '%P\\t%s\\t%T@\\n'
+  2. plan, replica complete                  vs  rsync -an --stats src/ replica/
+  2b. the same with immutable = true         vs  the same rsync
+  3. apply of the whole tree to an empty replica vs rsync -a src/ dst/
+  4. peak RSS of the first plan (target <= 400 MiB at 1,000,000 files)
+Each reconciler run is the real CLI in its own process (Python start-up included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def generate(root: Path, files: int, directories: int, seed: int = 1) -> int:
+    rng = random.Random(seed)
+    total = 0
+    stamp = time.time() - 3600
+    per_dir = max(1, files // directories)
+    made = 0
+    for index in range(directories):
+        folder = root / f"telem/d{index:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for number in range(per_dir if index < directories - 1 else files - made):
+            size = rng.randint(0, 2048)
+            path = folder / f"f{number:06d}.bin"
+            with open(path, "wb") as stream:
+                stream.write(b"\x5a" * size)
+            os.utime(path, (stamp, stamp))
+            total += size
+            made += 1
+        os.utime(folder, (stamp, stamp))
+    return total
+
+
+def run(argv: list[str], cwd: Path | None = None) -> tuple[float, int, int]:
+    """Seconds, peak RSS in KiB, exit code of one process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 2):
+        error = process.stderr.read().decode() if process.stderr else ""
+        raise SystemExit(f"{argv[:4]} failed with {code}: {error[-2000:]}")
+    return elapsed, usage.ru_maxrss, code
+
+
+def config(work: Path, immutable: bool) -> Path:
+    path = work / ("immutable.toml" if immutable else "plain.toml")
+    path.write_text(
+        f'[state]\nurl = "sqlite:///{work}/{"immutable" if immutable else "plain"}.db"\n\n'
+        f'[origins.src]\nroot = "{work}/src"\nsettle = "1m"\nimmutable = {str(immutable).lower()}\n\n'
+        f'[replicas."{work}/replica"]\n'
+    )
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=200_000)
+    parser.add_argument("--dirs", type=int, default=200)
+    parser.add_argument("--keep", action="store_true", help="keep the generated trees")
+    arguments = parser.parse_args()
+    reconciler = [sys.executable, "-m", "reconciler"]
+    work = Path(tempfile.mkdtemp(prefix="reconciler-bench-"))
+    rows: list[tuple[str, float, str, float]] = []
+    try:
+        print(f"generating {arguments.files:,} files in {arguments.dirs} directories under {work} ...", flush=True)
+        size = generate(work / "src", arguments.files, arguments.dirs)
+        print(f"  {size / 2**20:.1f} MiB", flush=True)
+        (work / "replica").mkdir()
+        plain, immutable = config(work, False), config(work, True)
+
+        find_time, _, _ = run(["find", str(work / "src"), "-type", "f", "-printf", r"%P\t%s\t%T@\n"])
+        first, first_rss, _ = run([*reconciler, "--config", str(plain), "plan"])
+        rows.append(("1. first plan vs find -printf", first, "find", find_time))
+
+        rsync_copy, _, _ = run(["rsync", "-a", f"{work}/src/", f"{work}/rsync-copy/"])
+        apply_time, apply_rss, _ = run([*reconciler, "--config", str(plain), "apply", "--auto-approve"])
+        rows.append(("3. apply to an empty replica vs rsync -a", apply_time, "rsync -a", rsync_copy))
+
+        rsync_noop, _, _ = run(["rsync", "-an", "--stats", f"{work}/src/", f"{work}/replica/src/"])
+        noop, _, code = run([*reconciler, "--config", str(plain), "plan", "--detailed-exitcode"])
+        assert code == 0, "the replica should be complete"
+        rows.append(("2. plan, replica complete vs rsync -an", noop, "rsync -an", rsync_noop))
+
+        run([*reconciler, "--config", str(immutable), "apply", "--auto-approve"])  # builds its directory table
+        fast, _, code = run([*reconciler, "--config", str(immutable), "plan", "--detailed-exitcode"])
+        assert code == 0
+        rows.append(("2b. same, immutable = true vs rsync -an", fast, "rsync -an", rsync_noop))
+
+        print()
+        print(f"{'measurement':<46} {'reconciler':>11} {'peer':>11} {'ratio':>7}")
+        for name, ours, _peer, theirs in rows:
+            print(f"{name:<46} {ours:>10.2f}s {theirs:>10.2f}s {ours / theirs:>7.2f}")
+        print(f"{'4. peak RSS of the first plan':<46} {first_rss / 1024:>8.0f} MiB")
+        print(f"{'   peak RSS of apply':<46} {apply_rss / 1024:>8.0f} MiB")
+        print(f"files: {arguments.files:,}; python {sys.version.split()[0]}; "
+              f"rsync {subprocess.run(['rsync', '--version'], capture_output=True, text=True).stdout.split()[2]}")
+    finally:
+        if not arguments.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""kill -9 in the middle of a copy, then run again: nothing truncated, everything converges."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from reconciler.state import lock
+from reconciler.state.store import StateStore
+from tests.conftest import popen_cli
+from tests.integration.conftest import make_tree, tree
+
+
+def _rsyncs_writing_to(path) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as stream:
+                argv = stream.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"rsync") and any(str(path).encode() in arg for arg in argv):
+            found.append(int(pid))
+    return found
+
+
+def test_kill_9_during_a_copy_then_apply_again(site):
+    # Enough data that rsync is still busy when we kill: 300 files of 1 MiB.
+    payload = os.urandom(1 << 20)
+    make_tree(site.root / "origin", {f"raw/{index:04d}.fits": payload[index:] + payload[:index]
+                                     for index in range(300)})
+    (site.root / "backup").mkdir()
+    site.write('[origins.exao1]\nroot = "origin"\n\n[replicas."backup"]\n')
+    process = popen_cli(site.args("reconcile"))
+    target = site.root / "backup/exao1/raw"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not target.exists() or len(os.listdir(target)) < 20):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    time.sleep(1)  # rsync is told (PR_SET_PDEATHSIG) that its parent died; give it a moment to stop
+
+    assert not _rsyncs_writing_to(site.root / "backup"), "an orphaned rsync outlived reconciler"
+
+    origin = tree(site.root / "origin")
+    copied = tree(site.root / "backup/exao1")
+    assert copied, "the kill came too late to test anything"
+    for name, content in copied.items():
+        if os.path.basename(name).startswith("."):
+            continue  # rsync's own temporary names, never a final name
+        assert content == origin[name], f"{name} is truncated or corrupt under its final name"
+
+    store = StateStore(site.state_url)
+    stale = lock.holder(store)
+    store.dispose()
+    assert stale is not None and stale.pid == process.pid
+    assert site.cli("force-unlock", stale.lock_id).code == 0
+    result = site.cli("reconcile")
+    assert result.code == 0, result.err
+    final = {name: content for name, content in tree(site.root / "backup/exao1").items()
+             if not os.path.basename(name).startswith(".")}
+    assert final == origin
+    assert site.cli("plan", "--detailed-exitcode").code == 0
