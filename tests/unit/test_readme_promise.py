@@ -1,0 +1,24 @@
+"""The README's two set-up commands are the ones CI and users run."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import REPO
+
+
+def _setup_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.+?)\n```", section)
+
+
+def test_the_readme_has_exactly_two_setup_commands():
+    commands = _setup_commands()
+    assert len(commands) == 2
+    assert commands[0].startswith("pip install -e . && reconciler --config examples/quickstart.toml")
+
+
+def test_ci_runs_the_readmes_test_command():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert _setup_commands()[1] in ci
