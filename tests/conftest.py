@@ -58,6 +58,20 @@ class Result:
     err: str
 
 
+def invoke_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> Result:
+    """Run the CLI in this process (fast): exit code, stdout and stderr captured."""
+    from reconciler.cli.main import main
+
+    capsys.readouterr()
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return Result(code, captured.out, captured.err)
+
+
 def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
             timeout: float = 120) -> Result:
     """Run the real `reconciler` program in a subprocess (real exit codes, real signals)."""
@@ -72,6 +86,26 @@ def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None
         stdin=subprocess.DEVNULL,
     )
     return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+@dataclass
+class CliWorkspace:
+    """A directory with a reconciler.toml and a state database, and ways to run the CLI on them."""
+
+    root: Path
+    state_url: str
+    capsys: pytest.CaptureFixture[str]
+
+    @property
+    def config(self) -> Path:
+        return self.root / "reconciler.toml"
+
+    def args(self, *command: str) -> list[str]:
+        return ["--config", str(self.config), "--state", self.state_url, *command]
+
+    def cli(self, *command: str) -> Result:
+        """Run the CLI in this process (fast); exit code, stdout and stderr captured."""
+        return invoke_cli(self.args(*command), self.capsys)
 
 
 def popen_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -9,23 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli.main import main
-from tests.conftest import Result, run_cli
+from tests.conftest import CliWorkspace, Result, run_cli
 
 TOY_PLUGIN = "tests.engine.toykind:ToyKind"
 
 
 @dataclass
-class Workspace:
+class Workspace(CliWorkspace):
     """A config file using the toy kind, its world directory and its state database."""
-
-    root: Path
-    state_url: str
-    capsys: pytest.CaptureFixture[str]
-
-    @property
-    def config(self) -> Path:
-        return self.root / "reconciler.toml"
 
     @property
     def world(self) -> Path:
@@ -44,20 +35,6 @@ class Workspace:
                     lines.append(f'{key} = "{value}"')
             lines.append("")
         self.config.write_text("\n".join(lines) + textwrap.dedent(extra))
-
-    def args(self, *command: str) -> list[str]:
-        return ["--config", str(self.config), "--state", self.state_url, *command]
-
-    def cli(self, *command: str) -> Result:
-        """Run the CLI in this process (fast); exit code, stdout and stderr captured."""
-        self.capsys.readouterr()
-        try:
-            main(self.args(*command))
-            code = 0
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        captured = self.capsys.readouterr()
-        return Result(code, captured.out, captured.err)
 
     def run(self, *command: str, timeout: float = 120) -> Result:
         """Run the CLI as a separate process."""

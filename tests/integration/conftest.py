@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli.main import main
-from tests.conftest import Result, run_cli
+from tests.conftest import CliWorkspace, Result, run_cli
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
 
@@ -101,30 +100,11 @@ def tree(root: Path) -> dict[str, bytes]:
 
 
 @dataclass
-class Site:
-    root: Path
-    state_url: str
-    capsys: pytest.CaptureFixture[str]
-
-    @property
-    def config(self) -> Path:
-        return self.root / "reconciler.toml"
+class Site(CliWorkspace):
+    """A replicas config, its data trees and its state database."""
 
     def write(self, text: str) -> None:
         self.config.write_text(text)
-
-    def args(self, *command: str) -> list[str]:
-        return ["--config", str(self.config), "--state", self.state_url, *command]
-
-    def cli(self, *command: str) -> Result:
-        self.capsys.readouterr()
-        try:
-            main(self.args(*command))
-            code = 0
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        captured = self.capsys.readouterr()
-        return Result(code, captured.out, captured.err)
 
     def run(self, *command: str, env: dict[str, str] | None = None) -> Result:
         return run_cli(self.args(*command), env=env)

@@ -55,6 +55,16 @@ def make_matcher(include: list[str], exclude: list[str]) -> Matcher | None:
     return lambda path: include_any(path) is not None and exclude_any(path) is None
 
 
+def _unreadable(path: bytes, error: OSError, missing: str) -> ObserveError:
+    """The one-line error for a path that could not be read."""
+    name = os.fsdecode(path)
+    if isinstance(error, FileNotFoundError):
+        return ObserveError(f"{name} {missing}")
+    if isinstance(error, PermissionError):
+        return ObserveError(f"{name}: permission denied")
+    return ObserveError(f"{name}: {error.strerror}")
+
+
 def _join(parent: bytes, name: bytes) -> bytes:
     return parent + b"/" + name if parent else name
 
@@ -77,12 +87,8 @@ def walk_local(
     top = os.fsencode(root)
     try:
         root_stat = os.stat(top)
-    except FileNotFoundError:
-        raise ObserveError(f"{root} does not exist") from None
-    except PermissionError:
-        raise ObserveError(f"{root}: permission denied") from None
     except OSError as error:
-        raise ObserveError(f"{root}: {error.strerror}") from None
+        raise _unreadable(top, error, missing="does not exist") from None
     if not os.path.isdir(top):
         raise ObserveError(f"{root} is not a directory")
     stack: list[tuple[bytes, int]] = [(b"", root_stat.st_mtime_ns)]
@@ -108,12 +114,8 @@ def walk_local(
                     if stat.st_mtime_ns > settle_cutoff_ns:
                         settled = False
                     yield Entry("f", path, stat.st_size, stat.st_mtime_ns)
-        except PermissionError:
-            raise ObserveError(f"{os.fsdecode(full)}: permission denied") from None
-        except FileNotFoundError:
-            raise ObserveError(f"{os.fsdecode(full)} vanished while it was being listed; run again") from None
         except OSError as error:
-            raise ObserveError(f"{os.fsdecode(full)}: {error.strerror}") from None
+            raise _unreadable(full, error, missing="vanished while it was being listed; run again") from None
         yield Entry("s" if skip_files else "d", relative, 0, dir_mtime, settled)
 
 
