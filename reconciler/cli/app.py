@@ -50,7 +50,10 @@ class App:
         return self._store
 
     def run_context(self, targets: tuple[str, ...] = (), **options: Any) -> RunContext:
+        from reconciler.cli.progress import ProgressReporter
+
         return RunContext(
+            progress=ProgressReporter(),
             base_dir=self.config.base_dir,
             state=self.store,
             desired=self.config.model,

@@ -63,7 +63,9 @@ class RunContext:
     ``desired`` is the validated config model (executors read settings from it).
     ``options`` carries kind-specific flags from the CLI (e.g. ``full_scan``).
     ``stop`` is set when the operator asked the run to stop (SIGTERM/SIGINT);
-    long executors should check it between units of work.
+    long executors should check it between units of work. ``progress(label,
+    done, total)`` reports long work; the CLI shows a bar on a terminal and
+    periodic log lines otherwise, and throttles calls itself.
     """
 
     base_dir: Path
@@ -72,7 +74,7 @@ class RunContext:
     targets: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
-    progress: Callable[[str], None] = lambda message: None
+    progress: Callable[[str, int, int], None] = lambda label, done, total: None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("reconciler"))
 
 

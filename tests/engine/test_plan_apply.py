@@ -193,3 +193,42 @@ def test_history_lists_the_journal(workspace):
     shown = workspace.cli("history", "--json")
     rows = json.loads(shown.out)
     assert [(row["address"], row["status"]) for row in rows] == [("toy:a", "succeeded")]
+
+
+def _apply_on_a_terminal(workspace, answer: bytes) -> tuple[int, bytes]:
+    import os
+    import pty
+    import sys
+
+    from tests.conftest import REPO
+    from tests.engine.conftest import TOY_PLUGIN
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update({"PYTHONPATH": str(REPO), "RECONCILER_PLUGINS": TOY_PLUGIN})
+        os.execv(sys.executable, [sys.executable, "-m", "reconciler", *workspace.args("apply")])
+    output = b""
+    answered = False
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        if not answered and b"Apply these 1 action(s)?" in output:
+            os.write(fd, answer + b"\n")
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), output
+
+
+def test_apply_on_a_terminal_asks_first(workspace):
+    workspace.write_config({"a": {"content": "alpha"}})
+    code, output = _apply_on_a_terminal(workspace, b"n")
+    assert b"# toy:a" in output and b"Apply cancelled." in output and code == 0
+    assert workspace.files() == {}
+    code, output = _apply_on_a_terminal(workspace, b"y")
+    assert code == 0 and b"Apply complete: 1 succeeded." in output
+    assert workspace.files() == {"a": "alpha"}

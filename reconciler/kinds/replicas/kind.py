@@ -317,10 +317,10 @@ class ReplicasKind(Kind):
         invocation = copy_invocation(source, destination, origin_name, desired.ssh.settings())
         files: list[str] = action.details["files"]
 
-        def progress(done: int, total: int) -> None:
-            ctx.log.info("copy %s: %s/%s files from %s", action.address, f"{done:,}", f"{total:,}", origin_name)
-
-        result = run_copy(invocation, [paths.to_bytes(path) for path in files], progress)
+        label = f"copy {action.address} from {origin_name}"
+        result = run_copy(invocation, [paths.to_bytes(path) for path in files],
+                          lambda done, total: ctx.progress(label, done, total))
+        ctx.progress(label, len(files) if result.complete else len(result.transferred), len(files))
         delivered = files if result.complete else [paths.to_text(name) for name in result.transferred]
         self._record(ctx, replica, origin_name, [(path, 0, 0) for path in delivered], enrolled=False)
         if not result.complete:

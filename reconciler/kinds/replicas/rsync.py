@@ -7,7 +7,6 @@ import ctypes
 import re
 import shlex
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -100,7 +99,7 @@ class CopyResult:
 
 
 def run_copy(invocation: Invocation, files: list[bytes],
-             progress: Callable[[int, int], None] | None = None, progress_every: float = 5.0) -> CopyResult:
+             progress: Callable[[int, int], None] | None = None) -> CopyResult:
     """Run one rsync over ``files`` (relative paths, bytes) and report what arrived.
 
     Exit 0: every file of ``files`` is on the replica. Exit 23/24: only the files
@@ -112,20 +111,17 @@ def run_copy(invocation: Invocation, files: list[bytes],
     require("rsync", "rsync")
     result = CopyResult()
     errors: list[str] = []
-    last_report = time.monotonic()
-
     pending = b""
 
     def on_chunk(chunk: str) -> None:
-        nonlocal last_report, pending
+        nonlocal pending
         pending += chunk.encode("latin-1")
         *lines, pending = pending.split(b"\n")
         for line in lines:
             name = unescape(line)
             if name and not name.endswith(b"/"):
                 result.transferred.append(name)
-        if progress and time.monotonic() - last_report >= progress_every:
-            last_report = time.monotonic()
+        if progress:
             progress(len(result.transferred), len(files))
 
     try:

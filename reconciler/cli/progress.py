@@ -1,0 +1,52 @@
+"""Showing progress of long actions: a rich progress bar on a terminal, log lines otherwise."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+log = logging.getLogger("reconciler")
+
+
+class ProgressReporter:
+    """``reporter(label, done, total)``: called as often as the work likes; it throttles itself."""
+
+    def __init__(self, stream: TextIO | None = None, log_every: float = 10.0):
+        self.stream = stream or sys.stderr
+        self.log_every = log_every
+        self._last_logged: dict[str, float] = {}
+        self._bar: Progress | None = None
+        self._tasks: dict[str, int] = {}
+        if self.stream.isatty():
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                console=Console(file=self.stream), transient=True,
+            )
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if self._bar is not None:
+            if label not in self._tasks:
+                if not self._tasks:
+                    self._bar.start()
+                self._tasks[label] = self._bar.add_task(label, total=total)
+            self._bar.update(self._tasks[label], completed=done, total=total)
+            if done >= total:
+                self._bar.remove_task(self._tasks.pop(label))
+                if not self._tasks:
+                    self._bar.stop()
+            return
+        now = time.monotonic()
+        last = self._last_logged.get(label)
+        if done < total and last is not None and now - last < self.log_every:
+            return
+        self._last_logged[label] = now
+        log.info("%s: %s of %s files", label, f"{done:,}", f"{total:,}")
+
+    def close(self) -> None:
+        if self._bar is not None and self._tasks:
+            self._bar.stop()
