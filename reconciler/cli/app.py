@@ -39,7 +39,7 @@ class App:
 
     @property
     def state_url(self) -> str:
-        section = getattr(self.config.model, "state")
+        section = self.config.model.state  # type: ignore[attr-defined]
         return resolve_state_url(self.state_option, self.config.base_dir, section.url, section.url_env)
 
     @property

@@ -19,7 +19,7 @@ def _import_object(reference: str) -> object:
     module_name, _, attribute = reference.partition(":")
     try:
         module = importlib.import_module(module_name)
-        return getattr(module, attribute) if attribute else getattr(module, "KIND")
+        return getattr(module, attribute) if attribute else module.KIND
     except (ImportError, AttributeError) as error:
         raise ConfigError(
             f"{PLUGINS_VARIABLE}: cannot load resource kind '{reference}' ({error}); "

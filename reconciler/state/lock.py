@@ -100,7 +100,7 @@ def acquire(store: StateStore, operation: str, timeout: float = 0.0) -> LockReco
 def release(store: StateStore, lock: LockRecord) -> None:
     """Release a lock we hold (a no-op if it was force-unlocked meanwhile)."""
     with store.session() as session:
-        session.exec(delete(LockRecord).where(LockRecord.lock_id == lock.lock_id))  # type: ignore[call-overload]
+        session.exec(delete(LockRecord).where(LockRecord.lock_id == lock.lock_id))  # type: ignore[call-overload,arg-type]
         session.commit()
 
 

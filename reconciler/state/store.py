@@ -157,7 +157,7 @@ class StateStore:
         try:
             with Session(self.engine, expire_on_commit=False) as session:
                 yield session
-        except (OperationalError,) as error:
+        except OperationalError as error:
             reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
             raise StateError(f"state database {redact_url(self.url)}: {reason}") from None
 

@@ -65,9 +65,10 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             break
-        except OSError:
+        except OSError as error:
             if process.poll() is not None:
-                raise RuntimeError(f"sshd did not start: {process.stderr.read().decode() if process.stderr else ''}")
+                output = process.stderr.read().decode() if process.stderr else ""
+                raise RuntimeError(f"sshd did not start: {output}") from error
             time.sleep(0.1)
     options = ["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "LogLevel=ERROR",
                f"IdentityFile={home / 'client_key'}"]

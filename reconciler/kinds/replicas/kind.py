@@ -332,7 +332,7 @@ class ReplicasKind(Kind):
     def enroll(self, action: Action, ctx: RunContext) -> str:
         replica = action.address.split(":", 1)[1]
         details = action.details
-        rows = list(zip(details["files"], details["_sizes"], details["_mtimes_ns"]))
+        rows = list(zip(details["files"], details["_sizes"], details["_mtimes_ns"], strict=True))
         self._record(ctx, replica, details["origin"], rows, enrolled=True)
         with ctx.state.engine.begin() as connection:
             inventory.touch_replica(connection, replica, verify=inventory.now_utc())
