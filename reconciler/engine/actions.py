@@ -19,9 +19,23 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
 def sha256_of(value: Any) -> str:
-    """sha256 (hex) of the canonical JSON of ``value``."""
-    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+    """sha256 (hex) of the canonical JSON of ``value``, streamed into the hash: a plan
+    with a million paths never holds its JSON text in memory to hash it."""
+    digest = hashlib.sha256()
+    buffer: list[str] = []
+    size = 0
+    for chunk in _ENCODER.iterencode(value):
+        buffer.append(chunk)
+        size += len(chunk)
+        if size >= 1 << 16:
+            digest.update("".join(buffer).encode("utf-8"))
+            buffer, size = [], 0
+    digest.update("".join(buffer).encode("utf-8"))
+    return digest.hexdigest()
 
 
 class Action(BaseModel):
@@ -54,14 +68,16 @@ class Action(BaseModel):
         address: str,
         kind: str,
         reason: str,
-        facts: Any,
+        facts: Any = None,
+        precondition: str | None = None,
         details: dict[str, Any] | None = None,
         destructive: bool = False,
         depends_on: list[str] | None = None,
         before: list[str] | None = None,
     ) -> "Action":
         """Build an action, deriving ``id`` from (address, kind, details) and
-        ``precondition`` from ``facts`` (any JSON-able value the action relies on)."""
+        ``precondition`` from ``facts`` (any JSON-able value the action relies on),
+        unless the kind computed ``precondition`` itself (e.g. streaming over columns)."""
         details = details or {}
         return cls(
             id=sha256_of({"address": address, "kind": kind, "details": details})[:16],
@@ -69,7 +85,7 @@ class Action(BaseModel):
             kind=kind,
             destructive=destructive,
             reason=reason,
-            precondition=sha256_of(facts),
+            precondition=precondition if precondition is not None else sha256_of(facts),
             details=details,
             depends_on=list(depends_on or []),
             before=list(before or []),

@@ -37,9 +37,14 @@ def test_a_terminal_gets_a_progress_bar():
 
 def test_without_a_terminal_progress_is_logged_now_and_then(caplog):
     reporter = ProgressReporter(stream=io.StringIO(), log_every=3600)
-    with caplog.at_level(logging.INFO, logger="reconciler"):
-        for done in range(0, 1001, 100):
-            reporter("copy replica:/mnt/backup from exao1", done, 1000)
+    logger = logging.getLogger("reconciler")  # the CLI may have set propagate=False on it
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="reconciler"):
+            for done in range(0, 1001, 100):
+                reporter("copy replica:/mnt/backup from exao1", done, 1000)
+    finally:
+        logger.removeHandler(caplog.handler)
     messages = [record.getMessage() for record in caplog.records]
     assert messages == ["copy replica:/mnt/backup from exao1: 0 of 1,000 files",
                         "copy replica:/mnt/backup from exao1: 1,000 of 1,000 files"]

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler.kinds.replicas.diff import SECOND, PairFacts, ReplicaFacts, diff_replicas
-from reconciler.kinds.replicas.inventory import Candidate, Unrecorded
+from reconciler.kinds.replicas.inventory import Candidate, CandidateSet, Unrecorded
 
 NOW = 1_800_000_000 * SECOND
 SETTLE = 120 * SECOND
@@ -30,7 +30,7 @@ def pairs(draw):
                 unrecorded.append(Unrecorded(candidate.path, candidate.size if same else candidate.size + 1,
                                              candidate.mtime_ns, candidate.size, candidate.mtime_ns))
     return PairFacts(replica="/mnt/backup", origin="exao1", configured=True, settle_ns=SETTLE,
-                     candidates=candidates, drift=drift, unrecorded=unrecorded)
+                     candidates=CandidateSet.of(candidates), drift=drift, unrecorded=unrecorded)
 
 
 @given(pairs())
@@ -84,7 +84,7 @@ def test_an_unconfigured_origin_found_on_the_replica_is_only_enrolled():
 
 def test_drift_is_named_in_the_reason():
     pair = PairFacts(replica="r", origin="o", configured=True, settle_ns=SETTLE,
-                     candidates=[Candidate("a", 1, NOW - 3600 * SECOND, False),
-                                 Candidate("b", 1, NOW - 3600 * SECOND, False)], drift={"b"})
+                     candidates=CandidateSet.of([Candidate("a", 1, NOW - 3600 * SECOND, False),
+                                                 Candidate("b", 1, NOW - 3600 * SECOND, False)]), drift={"b"})
     (action,) = diff_replicas(ReplicaFacts(now_ns=NOW, pairs=[pair])).actions
     assert action.reason == "1 files new on origin o; 1 missing or different on the replica (drift)"

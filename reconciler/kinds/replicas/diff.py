@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import hashlib
+import json
+
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import Diff
-from reconciler.kinds.replicas.inventory import Candidate, Unrecorded
+from reconciler.kinds.replicas.inventory import CandidateSet, Unrecorded
 
 SECOND = 1_000_000_000
 
@@ -19,7 +22,7 @@ class PairFacts:
     origin: str
     configured: bool  # the origin is in the config (else it is only known from the replica)
     settle_ns: int = 0
-    candidates: list[Candidate] = field(default_factory=list)
+    candidates: CandidateSet = field(default_factory=CandidateSet)
     drift: set[str] = field(default_factory=set)
     unrecorded: list[Unrecorded] | None = None  # when the replica was listed and import_origins is on
 
@@ -39,10 +42,16 @@ def _same(size: int, mtime_ns: int, other_size: int | None, other_mtime_ns: int 
     return other_size == size and other_mtime_ns is not None and other_mtime_ns // SECOND == mtime_ns // SECOND
 
 
-def copy_facts(replica: str, origin: str, entries: list[Candidate]) -> dict[str, object]:
-    """What a copy relies on: the size and mtime of each file it copies."""
-    return {"replica": replica, "origin": origin,
-            "entries": [(entry.path, entry.size, entry.mtime_ns) for entry in entries]}
+def copy_precondition(replica: str, origin: str, candidates: CandidateSet, indices: list[int]) -> str:
+    """What a copy relies on: the size and mtime of each file it copies, hashed as a
+    stream (one JSON line per file) rather than built as one large value."""
+    digest = hashlib.sha256(json.dumps([replica, origin], ensure_ascii=False).encode("utf-8"))
+    paths, sizes, mtimes = candidates.paths, candidates.sizes, candidates.mtimes
+    for start in range(0, len(indices), 4096):
+        digest.update("".join(
+            f"{json.dumps(paths[i], ensure_ascii=False)} {sizes[i]} {mtimes[i]}\n" for i in indices[start:start + 4096]
+        ).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 def enrollable(pair: PairFacts) -> list[Unrecorded]:
@@ -82,23 +91,24 @@ def diff_pair(pair: PairFacts, now_ns: int) -> tuple[list[Action], list[AddressM
         return actions, notes
     enrolled = {entry.path for entry in to_enroll}
     cutoff = now_ns - pair.settle_ns
-    ready: list[Candidate] = []
+    candidates = pair.candidates
+    ready: list[int] = []
     settling = 0
-    for candidate in pair.candidates:
-        if candidate.path in enrolled:
+    for index, mtime_ns in enumerate(candidates.mtimes):
+        if enrolled and candidates.paths[index] in enrolled:
             continue
-        if candidate.mtime_ns > cutoff:
+        if mtime_ns > cutoff:
             settling += 1
         else:
-            ready.append(candidate)
+            ready.append(index)
     if settling:
         notes.append(AddressMessage(
             address=address,
             message=f"waiting: {settling:,} files on origin {pair.origin} changed within the settle time",
         ))
     if ready:
-        drift = sum(1 for candidate in ready if candidate.path in pair.drift)
-        changed = sum(1 for candidate in ready if candidate.recorded)
+        drift = sum(1 for index in ready if candidates.paths[index] in pair.drift) if pair.drift else 0
+        changed = sum(candidates.recorded[index] for index in ready)
         new = len(ready) - drift - changed
         parts = []
         if new:
@@ -114,8 +124,9 @@ def diff_pair(pair: PairFacts, now_ns: int) -> tuple[list[Action], list[AddressM
                 address=address,
                 kind="copy",
                 reason=reason,
-                facts=copy_facts(pair.replica, pair.origin, ready),
-                details={"origin": pair.origin, "files": [c.path for c in ready], "bytes": sum(c.size for c in ready)},
+                precondition=copy_precondition(pair.replica, pair.origin, candidates, ready),
+                details={"origin": pair.origin, "files": [candidates.paths[index] for index in ready],
+                         "bytes": sum(candidates.sizes[index] for index in ready)},
             )
         )
     return actions, notes

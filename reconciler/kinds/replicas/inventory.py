@@ -4,6 +4,7 @@ scratch table of listed entries, never one ORM object per file."""
 from __future__ import annotations
 
 import uuid
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -196,7 +197,7 @@ def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: l
 
 
 class Candidate(NamedTuple):
-    """An origin file the replica has no matching record of (a tuple: there may be millions)."""
+    """One origin file the replica has no matching record of."""
 
     path: str
     size: int
@@ -204,8 +205,40 @@ class Candidate(NamedTuple):
     recorded: bool  # the replica has a record, but of another size/mtime
 
 
-def candidates(connection: Connection, replica: str, origin: str) -> Iterator[Candidate]:
-    """Files of ``origin`` that ``replica`` has no matching record of (new or changed), by path."""
+class CandidateSet:
+    """Candidates as columns (a list of paths, arrays of sizes and mtimes): a million of
+    them cost about 100 bytes each instead of a tuple and three objects per file."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.sizes = array("q")
+        self.mtimes = array("q")
+        self.recorded = bytearray()
+
+    @classmethod
+    def of(cls, rows: Iterable[Candidate | tuple[str, int, int, bool]]) -> "CandidateSet":
+        result = cls()
+        for path, size, mtime_ns, recorded in rows:
+            result.append(path, size, mtime_ns, recorded)
+        return result
+
+    def append(self, path: str, size: int, mtime_ns: int, recorded: bool) -> None:
+        self.paths.append(path)
+        self.sizes.append(size)
+        self.mtimes.append(mtime_ns)
+        self.recorded.append(1 if recorded else 0)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[Candidate]:
+        for index, path in enumerate(self.paths):
+            yield Candidate(path, self.sizes[index], self.mtimes[index], bool(self.recorded[index]))
+
+
+def candidates(connection: Connection, replica: str, origin: str) -> CandidateSet:
+    """Files of ``origin`` that ``replica`` has no matching record of (new or changed), by path.
+    Rows are streamed (a server-side cursor on PostgreSQL), never all held twice."""
     rows = connection.execute(
         text(
             """
@@ -216,11 +249,13 @@ def candidates(connection: Connection, replica: str, origin: str) -> Iterator[Ca
               AND (c.file_id IS NULL OR c.size <> f.size OR c.mtime_ns <> f.mtime_ns)
             ORDER BY f.path
             """
-        ),
+        ).execution_options(stream_results=True, yield_per=10_000),
         {"replica": replica, "origin": origin, "false": False},
     )
+    result = CandidateSet()
     for path, size, mtime_ns, file_id in rows:
-        yield Candidate(path, size, mtime_ns, file_id is not None)
+        result.append(path, size, mtime_ns, file_id is not None)
+    return result
 
 
 def pair_complete_generation(connection: Connection, replica: str, origin: str) -> int:

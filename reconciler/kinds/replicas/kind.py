@@ -17,7 +17,7 @@ from typing import Any
 import sh
 from pydantic import Field
 
-from reconciler.engine.actions import Action, AddressMessage, sha256_of
+from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.kinds.replicas import inventory, paths
@@ -25,7 +25,7 @@ from reconciler.kinds.replicas.config import OriginConfig, ReplicaConfig, SshSec
 from reconciler.kinds.replicas.diff import (
     PairFacts,
     ReplicaFacts,
-    copy_facts,
+    copy_precondition,
     diff_replicas,
     enrollable,
     replica_address,
@@ -240,7 +240,7 @@ class ReplicasKind(Kind):
                     if (not listed and not pair.drift and
                             inventory.pair_complete_generation(connection, key, name) == generation):
                         continue
-                    pair.candidates = list(inventory.candidates(connection, key, name))
+                    pair.candidates = inventory.candidates(connection, key, name)
                     if not pair.candidates:
                         inventory.set_pair_complete(connection, key, name, generation)
                     elif pair.drift:
@@ -298,8 +298,9 @@ class ReplicasKind(Kind):
         wanted = set(action.details["files"])
         for pair in facts.pairs:
             if pair.replica == replica and pair.origin == action.details["origin"]:
-                entries = [candidate for candidate in pair.candidates if candidate.path in wanted]
-                return sha256_of(copy_facts(replica, pair.origin, entries))
+                paths = pair.candidates.paths
+                indices = [index for index, path in enumerate(paths) if path in wanted]
+                return copy_precondition(replica, pair.origin, pair.candidates, indices)
         return None
 
     # --- apply --------------------------------------------------------------------------------
