@@ -115,3 +115,54 @@ class Site(CliWorkspace):
 def site(tmp_path: Path, state_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Site:
     monkeypatch.delenv("RECONCILER_PLUGINS", raising=False)
     return Site(tmp_path, state_url, capsys)
+
+
+@dataclass(frozen=True)
+class MongoServer:
+    """A MongoDB wire-protocol server on 127.0.0.1: a real mongod when there is one, else nx-27017."""
+
+    uri: str
+    implementation: str  # "mongod", "external" or "nx-27017"
+
+    @property
+    def full_bson(self) -> bool:
+        """nx-27017 keeps documents as JSON: it refuses or rewrites some BSON types and renames indexes."""
+        return self.implementation != "nx-27017"
+
+
+@pytest.fixture(scope="session")
+def mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
+    external = os.environ.get("RECONCILER_TEST_MONGO_URI")
+    if external:
+        yield MongoServer(external, "external")
+        return
+    port = _free_port()
+    mongod = shutil.which("mongod")
+    if mongod:
+        data = tmp_path_factory.mktemp("mongod")
+        argv = [mongod, "--dbpath", str(data), "--bind_ip", "127.0.0.1", "--port", str(port), "--quiet"]
+        implementation = "mongod"
+    else:
+        nx = shutil.which("nx-27017")
+        if nx is None:
+            pytest.skip("no MongoDB server: install mongod, set RECONCILER_TEST_MONGO_URI, or pip install nx-27017")
+        data = tmp_path_factory.mktemp("nx")
+        argv = [nx, "--data-dir", str(data), "--host", "127.0.0.1", "-p", str(port),
+                "--pid-file", str(data / "nx.pid"), "--log-file", str(data / "nx.log")]
+        implementation = "nx-27017"
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    import pymongo
+
+    while True:
+        try:
+            pymongo.MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=500).admin.command("ping")
+            break
+        except Exception:
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stderr.read().decode() if process.stderr else ""
+                raise RuntimeError(f"{implementation} did not start: {output[-2000:]}") from None
+            time.sleep(0.2)
+    yield MongoServer(f"mongodb://127.0.0.1:{port}", implementation)
+    process.terminate()
+    process.wait(20)

@@ -1,3 +1,5 @@
-"""MongoDB backups (work in progress): the mongodump-compatible formats and restic's
-retention rules. The resource kind itself is not registered yet (this package
-defines no ``KIND``), so nothing here is reachable from the config or the CLI."""
+"""MongoDB backups with retention, in mongodump-compatible formats, as a resource kind."""
+
+from reconciler.kinds.backups.kind import BackupsKind
+
+KIND = BackupsKind

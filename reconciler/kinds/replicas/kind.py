@@ -19,6 +19,7 @@ from pydantic import Field
 
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
+from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.kinds.replicas import inventory, paths
 from reconciler.kinds.replicas.config import OriginConfig, ReplicaConfig, SshSection
@@ -113,7 +114,7 @@ class ReplicasKind(Kind):
         ssh = desired.ssh.settings()
         full_scan = bool(ctx.options.get("full_scan"))
         wanted = {key: rep for key, rep in desired.replicas.items()
-                  if not ctx.targets or _targeted(replica_address(key), ctx.targets)}
+                  if not ctx.targets or matches_target(replica_address(key), ctx.targets)}
         needed_origins = {name for rep in wanted.values() for name in _origins_of(desired, rep)}
         with ctx.state.engine.begin() as connection:
             inventory.sweep_old_scans(connection)
@@ -359,9 +360,4 @@ class ReplicasKind(Kind):
 
         return [replicas_group, inventory_group]
 
-
-def _targeted(address: str, targets: tuple[str, ...]) -> bool:
-    from reconciler.engine.planner import matches_target
-
-    return matches_target(address, targets)
 

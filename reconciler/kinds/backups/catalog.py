@@ -1,0 +1,118 @@
+"""Backups on disk: manifests, the catalog read from a destination, leftovers."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+MANIFEST_SUFFIX = ".manifest.json"
+TEMP_PREFIX = ".tmp-"
+
+
+class ManifestFile(BaseModel):
+    path: str  # relative to the destination directory
+    bytes: int
+    sha256: str
+
+
+class CollectionStats(BaseModel):
+    documents: int
+    bytes: int  # uncompressed BSON bytes
+
+
+class Manifest(BaseModel):
+    """``<backup>.manifest.json``: a backup without a complete manifest is not a backup."""
+
+    manifest_version: int = 1
+    backup_id: str
+    database_key: str  # the [databases.<key>] entry
+    database: str  # the MongoDB database name
+    format: str
+    compressed: bool
+    method: str
+    collections: dict[str, CollectionStats] = Field(default_factory=dict)
+    files: list[ManifestFile] = Field(default_factory=list)
+    server_version: str
+    tool_version: str
+    started_at: datetime
+    finished_at: datetime
+
+    @property
+    def documents(self) -> int:
+        return sum(stats.documents for stats in self.collections.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(item.bytes for item in self.files)
+
+
+@dataclass(frozen=True)
+class Backup:
+    manifest: Manifest
+    manifest_path: Path
+
+    @property
+    def backup_id(self) -> str:
+        return self.manifest.backup_id
+
+    @property
+    def time(self) -> datetime:
+        return self.manifest.started_at
+
+    @property
+    def data_path(self) -> Path:
+        """The archive file or the dump directory."""
+        return self.manifest_path.parent / self.manifest_path.name[: -len(MANIFEST_SUFFIX)]
+
+
+@dataclass
+class Catalog:
+    backups: list[Backup]  # oldest first
+    leftovers: list[Path]  # temporary or manifest-less data: not backups
+    unreadable: list[str]  # manifests that could not be read (never deleted by the tool)
+
+
+def backup_id_for(database_key: str, started: datetime) -> str:
+    return f"{database_key}-{started.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}"
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Raises ValueError with the reason when the manifest is not readable."""
+    try:
+        return Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, ValidationError) as error:
+        raise ValueError(f"{path}: unreadable manifest ({str(error).splitlines()[0]})") from None
+
+
+def read_catalog(destination: Path, database_key: str) -> Catalog:
+    """The backups of ``database_key`` in ``destination`` (truth is the directory, not the state).
+
+    Raises FileNotFoundError when the destination does not exist.
+    """
+    backups: list[Backup] = []
+    unreadable: list[str] = []
+    names = sorted(os.listdir(destination))
+    data_names: set[str] = set()
+    prefix = f"{database_key}-"
+    for name in names:
+        if not name.startswith(prefix) and not name.startswith(TEMP_PREFIX + prefix):
+            continue
+        if name.endswith(MANIFEST_SUFFIX):
+            try:
+                manifest = read_manifest(destination / name)
+            except ValueError as error:
+                unreadable.append(str(error))
+                continue
+            if manifest.database_key == database_key:
+                backups.append(Backup(manifest, destination / name))
+        else:
+            data_names.add(name)
+    complete = {backup.data_path.name for backup in backups}
+    leftovers = [destination / name for name in sorted(data_names - complete)]
+    backups.sort(key=lambda backup: backup.time)
+    return Catalog(backups, leftovers, unreadable)

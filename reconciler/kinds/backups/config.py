@@ -1,0 +1,69 @@
+"""Config of the backups kind: ``[databases.<name>]`` and ``[databases.<name>.backup]``."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from reconciler.config.model import LocalPath, Section
+from reconciler.kinds.backups.retention import Policy
+from reconciler.units import Duration
+
+
+class RetentionConfig(Section):
+    """restic's forget rules: each keep_* keeps the newest backup in each of the last N
+    periods that have backups (-1: no limit); rules are ORed; empty keeps everything."""
+
+    keep_last: int | None = Field(default=None, ge=-1)
+    keep_hourly: int | None = Field(default=None, ge=-1)
+    keep_daily: int | None = Field(default=None, ge=-1)
+    keep_weekly: int | None = Field(default=None, ge=-1)
+    keep_monthly: int | None = Field(default=None, ge=-1)
+    keep_yearly: int | None = Field(default=None, ge=-1)
+    keep_within: Duration | None = None
+
+    def policy(self) -> Policy:
+        return Policy(last=self.keep_last, hourly=self.keep_hourly, daily=self.keep_daily, weekly=self.keep_weekly,
+                      monthly=self.keep_monthly, yearly=self.keep_yearly, within=self.keep_within)
+
+
+class BackupConfig(Section):
+    """How often a database is backed up, where, in which format, and how long backups are kept."""
+
+    to: LocalPath = Field(description="Local directory holding the backups (it must exist).")
+    every: Duration = Field(default=timedelta(days=1), description="A backup is due when the newest is this old.")
+    format: Literal["archive", "directory"] = Field(
+        default="archive", description='"archive": one mongodump --archive file; "directory": <db>/<coll>.bson.')
+    method: Literal["python", "mongodump", "auto"] = Field(
+        default="auto", description='"auto": mongodump when on PATH, else python (pymongo, raw BSON).')
+    compress: bool = Field(default=True, description="gzip, as mongodump --gzip.")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+
+class DatabaseConfig(Section):
+    """A MongoDB database. Credentials belong in the environment: use uri_env."""
+
+    uri: str | None = Field(default=None, description='"mongodb://host:port" (no password here: use uri_env).')
+    uri_env: str | None = Field(default=None, description="Environment variable holding the connection string.")
+    database: str = Field(description='The database name, e.g. "meteor".')
+    collections: list[str] = Field(default_factory=lambda: ["*"], description='["*"] or a list of collection names.')
+    connect_timeout: Duration = Field(default=timedelta(seconds=5))
+    backup: BackupConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DatabaseConfig":
+        if (self.uri is None) == (self.uri_env is None):
+            raise ValueError("set exactly one of uri and uri_env")
+        return self
+
+    def resolve_uri(self) -> str:
+        """The connection string. Raises ValueError naming an unset variable (never the value)."""
+        if self.uri is not None:
+            return self.uri
+        value = os.environ.get(self.uri_env or "")
+        if not value:
+            raise ValueError(f"${self.uri_env} is not set; export the connection string in it")
+        return value

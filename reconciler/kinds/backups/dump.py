@@ -1,0 +1,254 @@
+"""Making a backup: the python method (pymongo, raw BSON, bounded memory) or mongodump.
+
+Every backup is written under a temporary name (``.tmp-<id>…``) and renamed into
+place only when complete; its manifest is written last. A backup without a
+manifest is a leftover, never a backup.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import sh
+from bson import json_util
+from pymongo.errors import PyMongoError
+
+from reconciler import __version__
+from reconciler.errors import ApplyError
+from reconciler.fsutil import atomic_write_text
+from reconciler.kinds.backups.archive import ArchiveReader, ArchiveWriter, CollectionMeta, open_maybe_gzip
+from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, TEMP_PREFIX, CollectionStats, Manifest, ManifestFile
+from reconciler.kinds.backups.connection import RAW, redact, server_version
+from reconciler.kinds.backups.dumpdir import find_collections, metadata_text, write_collection
+from reconciler.kinds.backups.bsonio import iter_documents
+
+BATCH = 1000
+
+
+@dataclass
+class DumpRequest:
+    database_key: str
+    database: str
+    collections: list[str]  # ["*"] or names
+    destination: Path
+    format: str  # archive | directory
+    compress: bool
+    backup_id: str
+
+
+@dataclass
+class CollectionPlan:
+    name: str
+    metadata: dict[str, Any]
+    has_data: bool = True
+    stats: CollectionStats = field(default_factory=lambda: CollectionStats(documents=0, bytes=0))
+
+
+def data_name(request: DumpRequest) -> str:
+    if request.format == "archive":
+        return f"{request.backup_id}.archive" + (".gz" if request.compress else "")
+    return request.backup_id
+
+
+def collection_plans(db: Any, wanted: list[str]) -> list[CollectionPlan]:
+    """The collections to dump with their metadata (options, indexes, uuid, type), as mongodump records them."""
+    plans = []
+    everything = "*" in wanted
+    for info in db.list_collections():
+        name = info["name"]
+        if name.startswith("system.") or (not everything and name not in wanted):
+            continue
+        kind = info.get("type", "collection")
+        metadata: dict[str, Any] = {"options": dict(info.get("options", {}))}
+        if kind == "collection":
+            metadata["indexes"] = [dict(index) for index in db[name].list_indexes()]
+        uuid = (info.get("info") or {}).get("uuid")
+        if uuid is not None and hasattr(uuid, "hex"):
+            metadata["uuid"] = uuid.hex if isinstance(uuid.hex, str) else uuid.hex()
+        metadata["collectionName"] = name
+        metadata["type"] = kind
+        plans.append(CollectionPlan(name, metadata, has_data=kind == "collection"))
+    missing = [] if everything else sorted(set(wanted) - {plan.name for plan in plans})
+    if missing:
+        raise ApplyError(f"database {db.name} has no collection {', '.join(missing)}")
+    return plans
+
+
+def _documents(db: Any, plan: CollectionPlan) -> Iterator[bytes]:
+    collection = db.get_collection(plan.name, codec_options=RAW)
+    for document in collection.find({}, batch_size=BATCH):
+        raw = document.raw
+        plan.stats.documents += 1
+        plan.stats.bytes += len(raw)
+        yield raw
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files_of(root: Path, base: Path) -> list[ManifestFile]:
+    if root.is_file():
+        return [ManifestFile(path=root.name, bytes=root.stat().st_size, sha256=_sha256(root))]
+    found = []
+    for directory, _, names in sorted(os.walk(root)):
+        for name in sorted(names):
+            path = Path(directory) / name
+            relative = str(path.relative_to(base))
+            found.append(ManifestFile(path=relative, bytes=path.stat().st_size, sha256=_sha256(path)))
+    return found
+
+
+def _fsync_tree(root: Path) -> None:
+    paths = [root] if root.is_file() else [Path(d) / n for d, _, names in os.walk(root) for n in names]
+    for path in paths:
+        with open(path, "rb") as stream:
+            os.fsync(stream.fileno())
+
+
+def _finish(request: DumpRequest, temporary: Path, collections: list[CollectionPlan], method: str, server: str,
+            started: datetime) -> Manifest:
+    """fsync, rename into place, then write the manifest: the backup exists from that moment."""
+    _fsync_tree(temporary)
+    final = request.destination / data_name(request)
+    os.replace(temporary, final)
+    files = _files_of(final, request.destination)
+    manifest = Manifest(
+        backup_id=request.backup_id, database_key=request.database_key, database=request.database,
+        format=request.format, compressed=request.compress, method=method,
+        collections={plan.name: plan.stats for plan in collections}, files=files, server_version=server,
+        tool_version=f"reconciler {__version__}", started_at=started, finished_at=datetime.now(timezone.utc),
+    )
+    atomic_write_text(request.destination / (final.name + MANIFEST_SUFFIX), manifest.model_dump_json(indent=2) + "\n")
+    return manifest
+
+
+def dump_python(client: Any, request: DumpRequest) -> Manifest:
+    """Dump with pymongo: each collection streamed as raw BSON (no decode, no re-encode).
+
+    Raises ApplyError (the URI never in it) when the server fails mid-way; the
+    temporary output is removed.
+    """
+    started = datetime.now(timezone.utc)
+    db = client[request.database]
+    temporary = request.destination / (TEMP_PREFIX + data_name(request))
+    try:
+        collections = collection_plans(db, request.collections)
+        version = server_version(client)
+        if request.format == "archive":
+            with open(temporary, "wb") as raw_stream:
+                stream: BinaryIO = gzip.GzipFile(fileobj=raw_stream, mode="wb", mtime=0) if request.compress \
+                    else raw_stream  # type: ignore[assignment]
+                writer = ArchiveWriter(stream, server_version=version, tool_version=f"reconciler {__version__}")
+                writer.begin([CollectionMeta(request.database, plan.name, metadata_text(plan.metadata))
+                              for plan in collections])
+                for plan in collections:
+                    if plan.has_data:
+                        writer.write_collection(request.database, plan.name, _documents(db, plan))
+                if stream is not raw_stream:
+                    stream.close()
+        else:
+            temporary.mkdir()
+            for plan in collections:
+                write_collection(temporary, request.database, plan.name, plan.metadata,
+                                 _documents(db, plan) if plan.has_data else None, request.compress)
+        return _finish(request, temporary, collections, "python", version, started)
+    except PyMongoError as error:
+        raise ApplyError(f"dumping {request.database} failed: {redact(str(error).splitlines()[0])}") from None
+    except OSError as error:
+        raise ApplyError(f"writing {temporary} failed: {error.strerror or error}") from None
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary) if temporary.is_dir() else temporary.unlink()
+
+
+def mongodump_argv(config_file: str, request: DumpRequest, output: Path) -> list[str]:
+    """mongodump's arguments; the URI (and any password) is in ``config_file``, never on the command line."""
+    argv = ["--config", config_file, "--db", request.database]
+    if "*" not in request.collections and len(request.collections) == 1:
+        argv += ["--collection", request.collections[0]]
+    if request.format == "archive":
+        argv.append(f"--archive={output}")
+    else:
+        argv += ["--out", str(output)]
+    if request.compress:
+        argv.append("--gzip")
+    return argv
+
+
+_DONE = re.compile(r"done dumping (\S+) \((\d+) documents?\)")
+
+
+def parse_mongodump_counts(stderr: str) -> dict[str, int]:
+    """``{namespace: documents}`` from mongodump's log lines."""
+    return {namespace: int(count) for namespace, count in _DONE.findall(stderr)}
+
+
+def dump_mongodump(mongodump: str, uri: str, client: Any, request: DumpRequest) -> Manifest:
+    """Dump with the mongodump program, then read its output back for the manifest.
+
+    Raises ApplyError with mongodump's last line (redacted) when it fails.
+    """
+    started = datetime.now(timezone.utc)
+    temporary = request.destination / (TEMP_PREFIX + data_name(request))
+    handle, config_file = tempfile.mkstemp(prefix="reconciler-mongodump-", suffix=".yaml")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(f"uri: {json_util.dumps(uri)}\n")
+        os.chmod(config_file, 0o600)
+        if "*" not in request.collections and len(request.collections) > 1:
+            raise ApplyError("the mongodump method dumps one collection or all; use method = \"python\" for a list")
+        try:
+            result = sh.Command(mongodump)(*mongodump_argv(config_file, request, temporary), _err_to_out=False)
+            stderr = result.stderr.decode("utf-8", "replace")
+        except sh.ErrorReturnCode as error:
+            lines = error.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise ApplyError(f"mongodump failed with exit {error.exit_code}: {redact(lines[-1] if lines else '')}") \
+                from None
+        counts = parse_mongodump_counts(stderr)
+        collections = _collections_from_output(temporary, request)
+        for plan in collections:
+            plan.stats.documents = counts.get(f"{request.database}.{plan.name}", plan.stats.documents)
+        return _finish(request, temporary, collections, "mongodump", server_version(client), started)
+    finally:
+        os.unlink(config_file)
+        if temporary.exists():
+            shutil.rmtree(temporary) if temporary.is_dir() else temporary.unlink()
+
+
+def _collections_from_output(output: Path, request: DumpRequest) -> list[CollectionPlan]:
+    plans: dict[str, CollectionPlan] = {}
+    if request.format == "archive":
+        with open(output, "rb") as raw:
+            reader = ArchiveReader(open_maybe_gzip(raw), output.name)
+            for meta in reader.contents.collections:
+                plans[meta.collection] = CollectionPlan(meta.collection, meta.parsed(), meta.has_data)
+            for namespace, document in reader.documents():
+                name = namespace.split(".", 1)[1]
+                plan = plans.setdefault(name, CollectionPlan(name, {}))
+                plan.stats.documents += 1
+                plan.stats.bytes += len(document)
+    else:
+        for found in find_collections(output):
+            plan = CollectionPlan(found.collection, found.read_metadata(), found.data is not None)
+            if found.data is not None:
+                with found.open_data() as stream:
+                    for document in iter_documents(stream, str(found.data)):
+                        plan.stats.documents += 1
+                        plan.stats.bytes += len(document)
+            plans[found.collection] = plan
+    return list(plans.values())

@@ -1,0 +1,20 @@
+"""The backup catalog cache. The truth is the destination directory: this table is
+rebuilt from the manifests on every observation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column
+from sqlmodel import Field, SQLModel
+
+
+class BackupRecord(SQLModel, table=True):
+    __tablename__ = "backup_catalog"
+
+    database_key: str = Field(primary_key=True)
+    backup_id: str = Field(primary_key=True)
+    time: datetime
+    path: str
+    bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
+    documents: int = Field(sa_column=Column(BigInteger, nullable=False))
