@@ -4,7 +4,6 @@ where no mongod exists), real files, the real CLI."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 import uuid

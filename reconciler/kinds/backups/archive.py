@@ -111,12 +111,13 @@ class ArchiveReader:
         while True:
             if self._at_terminator():
                 break
-            meta = self._document("a collection metadata document")
-            if meta is None:
+            document = self._document("a collection metadata document")
+            if document is None:
                 raise BsonFormatError(f"{name}: truncated in the collection metadata")
             try:
-                collections.append(CollectionMeta(str(meta["db"]), str(meta["collection"]),
-                                                  str(meta.get("metadata", "")), int(meta.get("size", 0))))
+                collections.append(CollectionMeta(str(document["db"]), str(document["collection"]),
+                                                  str(document.get("metadata", "")),
+                                                  int(str(document.get("size", 0)))))
             except KeyError as missing:
                 raise BsonFormatError(f"{name}: collection metadata at byte {self.offset} lacks {missing}") from None
         for meta in collections:

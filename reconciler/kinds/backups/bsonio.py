@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import bson
 from bson.errors import InvalidBSON
@@ -14,11 +14,15 @@ MAX_DOCUMENT = 16 * 1024 * 1024 + 16 * 1024
 _LENGTH = struct.Struct("<i")
 
 
+class Readable(Protocol):
+    def read(self, count: int, /) -> bytes: ...
+
+
 class BsonFormatError(ValueError):
     """A BSON stream is truncated or malformed (names the file and byte offset)."""
 
 
-def read_exact(stream: BinaryIO, count: int) -> bytes:
+def read_exact(stream: Readable, count: int) -> bytes:
     """``count`` bytes, or fewer only at the end of the stream."""
     chunks = []
     while count:
@@ -30,7 +34,7 @@ def read_exact(stream: BinaryIO, count: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_document(stream: BinaryIO, name: str, offset: int) -> bytes | None:
+def read_document(stream: Readable, name: str, offset: int) -> bytes | None:
     """The next document's raw bytes, None at a clean end of stream.
 
     Raises BsonFormatError for a truncated document, an impossible length, or a

@@ -84,7 +84,7 @@ def _catalog(key: str, db: Any) -> list[Backup]:
 def list_command(app: Any, database: str | None, as_json: bool) -> None:
     """Backups per database: time, age, size, documents, and the retention rules keeping each."""
     now = datetime.now(timezone.utc)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for key, db in _configured(app, database):
         backups = _catalog(key, db)
         decision = decide([b.time for b in backups], db.backup.retention.policy())

@@ -8,7 +8,6 @@ manifest is a leftover, never a backup.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import re
 import shutil
@@ -25,7 +24,7 @@ from pymongo.errors import PyMongoError
 
 from reconciler import __version__
 from reconciler.errors import ApplyError
-from reconciler.fsutil import atomic_write_text
+from reconciler.fsutil import atomic_write_text, sha256_file
 from reconciler.kinds.backups.archive import ArchiveReader, ArchiveWriter, CollectionMeta, open_maybe_gzip
 from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, TEMP_PREFIX, CollectionStats, Manifest, ManifestFile
 from reconciler.kinds.backups.connection import RAW, redact, server_version
@@ -93,23 +92,15 @@ def _documents(db: Any, plan: CollectionPlan) -> Iterator[bytes]:
         yield raw
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _files_of(root: Path, base: Path) -> list[ManifestFile]:
     if root.is_file():
-        return [ManifestFile(path=root.name, bytes=root.stat().st_size, sha256=_sha256(root))]
+        return [ManifestFile(path=root.name, bytes=root.stat().st_size, sha256=sha256_file(root))]
     found = []
     for directory, _, names in sorted(os.walk(root)):
         for name in sorted(names):
             path = Path(directory) / name
             relative = str(path.relative_to(base))
-            found.append(ManifestFile(path=relative, bytes=path.stat().st_size, sha256=_sha256(path)))
+            found.append(ManifestFile(path=relative, bytes=path.stat().st_size, sha256=sha256_file(path)))
     return found
 
 
@@ -213,7 +204,7 @@ def dump_mongodump(mongodump: str, uri: str, client: Any, request: DumpRequest) 
         if "*" not in request.collections and len(request.collections) > 1:
             raise ApplyError("the mongodump method dumps one collection or all; use method = \"python\" for a list")
         try:
-            result = sh.Command(mongodump)(*mongodump_argv(config_file, request, temporary), _err_to_out=False)
+            result = sh.Command(mongodump)(*mongodump_argv(config_file, request, temporary), _return_cmd=True)
             stderr = result.stderr.decode("utf-8", "replace")
         except sh.ErrorReturnCode as error:
             lines = error.stderr.decode("utf-8", "replace").strip().splitlines()

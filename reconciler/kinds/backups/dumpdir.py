@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import BinaryIO
 
 from bson import json_util
 
+from reconciler.fsutil import sha256_file
 from reconciler.kinds.backups.bsonio import BsonFormatError
 
 CANONICAL = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL)
@@ -109,7 +109,6 @@ class _HashingFile:
         self.path = path
         self.raw = open(path, "wb")
         self.stream: BinaryIO = gzip.GzipFile(fileobj=self.raw, mode="wb", mtime=0) if compress else self.raw  # type: ignore[assignment]
-        self.sha256 = hashlib.sha256()
         self.logical_bytes = 0
 
     def write(self, data: bytes) -> None:
@@ -123,10 +122,7 @@ class _HashingFile:
         self.raw.flush()
         os.fsync(self.raw.fileno())
         self.raw.close()
-        with open(self.path, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                self.sha256.update(block)
-        return self.path.stat().st_size, self.sha256.hexdigest()
+        return self.path.stat().st_size, sha256_file(self.path)
 
 
 @dataclass

@@ -62,10 +62,11 @@ def restore(source: BackupSource, client: Any, database: str | None, mapping: di
         raise ApplyError(f"refusing to restore the damaged backup {source.path}: " + "; ".join(problems[:5]))
     names = target_names(source, mapping)
     source_dbs = {item.db for item in source.collections}
-    target_db = database or (source_dbs.pop() if len(source_dbs) == 1 else None)
-    if target_db is None:
+    chosen = database or (source_dbs.pop() if len(source_dbs) == 1 else None)
+    if chosen is None:
         raise ApplyError(f"{source.path} holds several databases ({', '.join(sorted({i.db for i in source.collections}))}); "
                          "name the one to restore into with --database")
+    target_db: str = chosen
     db = client[target_db]
     report = RestoreReport(database=target_db)
     touched: list[str] = []
@@ -106,15 +107,15 @@ def restore(source: BackupSource, client: Any, database: str | None, mapping: di
                     progress(f"restore into {target_db}", done, max(total, done))
 
         for source_db, collection, document in source.documents(validate=False):
-            target = names.get(collection)
-            if target is None:
+            name = names.get(collection)
+            if name is None:
                 if f"{source_db}.{collection}" not in report.skipped:
                     report.skipped.append(f"{source_db}.{collection}")
                 continue
-            buffers.setdefault(target, []).append(RawBSONDocument(document))
-            sizes[target] = sizes.get(target, 0) + len(document)
-            if len(buffers[target]) >= BATCH_DOCUMENTS or sizes[target] >= BATCH_BYTES:
-                flush(target)
+            buffers.setdefault(name, []).append(RawBSONDocument(document))
+            sizes[name] = sizes.get(name, 0) + len(document)
+            if len(buffers[name]) >= BATCH_DOCUMENTS or sizes[name] >= BATCH_BYTES:
+                flush(name)
         for target in list(buffers):
             flush(target)
         return report

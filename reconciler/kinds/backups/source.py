@@ -3,12 +3,12 @@ a mongodump archive or output folder, or a jobflow-remote python dump."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.fsutil import sha256_file
 from reconciler.kinds.backups.archive import ArchiveReader, open_maybe_gzip
 from reconciler.kinds.backups.bsonio import BsonFormatError, check_document, iter_documents
 from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, Manifest, read_manifest
@@ -81,14 +81,6 @@ def open_source(path: Path, database: str | None = None) -> BackupSource:
     collections = [SourceCollection(item.db, item.collection, item.read_metadata(), item.data is not None)
                    for item in found]
     return BackupSource(path, "directory", collections, manifest, database)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify(source: BackupSource) -> list[str]:
