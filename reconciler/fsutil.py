@@ -38,3 +38,52 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class HashingWriter:
+    """A file opened for writing that hashes (sha256) and counts the bytes as they are
+    written, and fsyncs on close: a manifest never needs to read its files back."""
+
+    BUFFER = 1 << 20
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._file = open(path, "wb")
+        self._digest = hashlib.sha256()
+        self._pending = bytearray()
+        self.bytes = 0
+
+    def write(self, data: bytes) -> int:
+        self._pending += data
+        if len(self._pending) >= self.BUFFER:
+            self._drain()
+        return len(data)
+
+    def _drain(self) -> None:
+        if self._pending:
+            self._digest.update(self._pending)
+            self.bytes += len(self._pending)
+            self._file.write(self._pending)
+            self._pending = bytearray()
+
+    def flush(self) -> None:
+        self._drain()
+        self._file.flush()
+
+    def close(self) -> tuple[int, str]:
+        """Flush, fsync, close; return (bytes written, sha256 hex)."""
+        if not self._file.closed:
+            self._drain()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        return self.bytes, self._digest.hexdigest()
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import sh
 from bson import json_util
@@ -24,11 +24,11 @@ from pymongo.errors import PyMongoError
 
 from reconciler import __version__
 from reconciler.errors import ApplyError
-from reconciler.fsutil import atomic_write_text, sha256_file
+from reconciler.fsutil import HashingWriter, atomic_write_text, fsync_directory, sha256_file
 from reconciler.kinds.backups.archive import ArchiveReader, ArchiveWriter, CollectionMeta, open_maybe_gzip
 from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, TEMP_PREFIX, CollectionStats, Manifest, ManifestFile
 from reconciler.kinds.backups.connection import RAW, redact, server_version
-from reconciler.kinds.backups.dumpdir import find_collections, metadata_text, write_collection
+from reconciler.kinds.backups.dumpdir import WrittenFile, find_collections, metadata_text, write_collection
 from reconciler.kinds.backups.bsonio import iter_documents
 
 BATCH = 1000
@@ -84,12 +84,18 @@ def collection_plans(db: Any, wanted: list[str]) -> list[CollectionPlan]:
 
 
 def _documents(db: Any, plan: CollectionPlan) -> Iterator[bytes]:
+    """The collection's documents as raw bytes; counts go into ``plan.stats`` at the end
+    (not per document: the stats are a pydantic model, slow to assign a million times)."""
     collection = db.get_collection(plan.name, codec_options=RAW)
-    for document in collection.find({}, batch_size=BATCH):
-        raw = document.raw
-        plan.stats.documents += 1
-        plan.stats.bytes += len(raw)
-        yield raw
+    count = size = 0
+    try:
+        for document in collection.find({}, batch_size=BATCH):
+            raw = document.raw
+            count += 1
+            size += len(raw)
+            yield raw
+    finally:
+        plan.stats = CollectionStats(documents=count, bytes=size)
 
 
 def _files_of(root: Path, base: Path) -> list[ManifestFile]:
@@ -112,12 +118,23 @@ def _fsync_tree(root: Path) -> None:
 
 
 def _finish(request: DumpRequest, temporary: Path, collections: list[CollectionPlan], method: str, server: str,
-            started: datetime) -> Manifest:
-    """fsync, rename into place, then write the manifest: the backup exists from that moment."""
-    _fsync_tree(temporary)
+            started: datetime, written: list[WrittenFile] | None = None) -> Manifest:
+    """Rename into place, then write the manifest: the backup exists from that moment.
+
+    ``written``: files already fsynced and hashed while they were written (paths
+    relative to the dump root; "" for an archive). Otherwise (mongodump's output)
+    the files are fsynced and hashed here.
+    """
+    if written is None:
+        _fsync_tree(temporary)
     final = request.destination / data_name(request)
     os.replace(temporary, final)
-    files = _files_of(final, request.destination)
+    fsync_directory(request.destination)
+    if written is None:
+        files = _files_of(final, request.destination)
+    else:
+        files = [ManifestFile(path=f"{final.name}/{item.path}" if item.path else final.name, bytes=item.bytes,
+                              sha256=item.sha256) for item in written]
     manifest = Manifest(
         backup_id=request.backup_id, database_key=request.database_key, database=request.database,
         format=request.format, compressed=request.compress, method=method,
@@ -140,24 +157,27 @@ def dump_python(client: Any, request: DumpRequest) -> Manifest:
     try:
         collections = collection_plans(db, request.collections)
         version = server_version(client)
+        written: list[WrittenFile] = []
         if request.format == "archive":
-            with open(temporary, "wb") as raw_stream:
-                stream: BinaryIO = gzip.GzipFile(fileobj=raw_stream, mode="wb", mtime=0) if request.compress \
-                    else raw_stream  # type: ignore[assignment]
-                writer = ArchiveWriter(stream, server_version=version, tool_version=f"reconciler {__version__}")
-                writer.begin([CollectionMeta(request.database, plan.name, metadata_text(plan.metadata))
-                              for plan in collections])
-                for plan in collections:
-                    if plan.has_data:
-                        writer.write_collection(request.database, plan.name, _documents(db, plan))
-                if stream is not raw_stream:
-                    stream.close()
+            raw_stream = HashingWriter(temporary)
+            stream: Any = gzip.GzipFile(fileobj=raw_stream, mode="wb", mtime=0) if request.compress else raw_stream
+            writer = ArchiveWriter(stream, server_version=version, tool_version=f"reconciler {__version__}")
+            writer.begin([CollectionMeta(request.database, plan.name, metadata_text(plan.metadata))
+                          for plan in collections])
+            for plan in collections:
+                if plan.has_data:
+                    writer.write_collection(request.database, plan.name, _documents(db, plan))
+            if stream is not raw_stream:
+                stream.close()
+            size, digest = raw_stream.close()
+            written.append(WrittenFile("", size, digest))
         else:
             temporary.mkdir()
             for plan in collections:
-                write_collection(temporary, request.database, plan.name, plan.metadata,
-                                 _documents(db, plan) if plan.has_data else None, request.compress)
-        return _finish(request, temporary, collections, "python", version, started)
+                _count, files = write_collection(temporary, request.database, plan.name, plan.metadata,
+                                                 _documents(db, plan) if plan.has_data else None, request.compress)
+                written.extend(files)
+        return _finish(request, temporary, collections, "python", version, started, written)
     except PyMongoError as error:
         raise ApplyError(f"dumping {request.database} failed: {redact(str(error).splitlines()[0])}") from None
     except OSError as error:

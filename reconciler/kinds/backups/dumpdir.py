@@ -9,11 +9,11 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from bson import json_util
 
-from reconciler.fsutil import sha256_file
+from reconciler.fsutil import HashingWriter
 from reconciler.kinds.backups.bsonio import BsonFormatError
 
 CANONICAL = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL)
@@ -102,27 +102,21 @@ def find_collections(root: Path, database: str | None = None) -> list[DumpedColl
     return found
 
 
-class _HashingFile:
-    """A file being written that also counts and hashes its bytes (for the manifest)."""
+class _OutputFile:
+    """One dump file: gzip (when compressing) over a hashing writer."""
 
     def __init__(self, path: Path, compress: bool):
-        self.path = path
-        self.raw = open(path, "wb")
-        self.stream: BinaryIO = gzip.GzipFile(fileobj=self.raw, mode="wb", mtime=0) if compress else self.raw  # type: ignore[assignment]
-        self.logical_bytes = 0
+        self.raw = HashingWriter(path)
+        self.stream: Any = gzip.GzipFile(fileobj=self.raw, mode="wb", mtime=0) if compress else self.raw
 
     def write(self, data: bytes) -> None:
         self.stream.write(data)
-        self.logical_bytes += len(data)
 
     def close(self) -> tuple[int, str]:
         """Close; return (bytes on disk, sha256 of the bytes on disk)."""
         if self.stream is not self.raw:
             self.stream.close()
-        self.raw.flush()
-        os.fsync(self.raw.fileno())
-        self.raw.close()
-        return self.path.stat().st_size, sha256_file(self.path)
+        return self.raw.close()
 
 
 @dataclass
@@ -142,7 +136,7 @@ def write_collection(root: Path, db: str, collection: str, metadata: dict[str, o
     written: list[WrittenFile] = []
     count = 0
     if documents is not None:
-        data = _HashingFile(folder / f"{collection}.bson{suffix}", compress)
+        data = _OutputFile(folder / f"{collection}.bson{suffix}", compress)
         try:
             for raw in documents:
                 data.write(raw)
@@ -150,7 +144,7 @@ def write_collection(root: Path, db: str, collection: str, metadata: dict[str, o
         finally:
             size, digest = data.close()
         written.append(WrittenFile(f"{db}/{collection}.bson{suffix}", size, digest))
-    meta = _HashingFile(folder / f"{collection}.metadata.json{suffix}", compress)
+    meta = _OutputFile(folder / f"{collection}.metadata.json{suffix}", compress)
     try:
         meta.write(metadata_text(metadata).encode("utf-8"))
     finally:
