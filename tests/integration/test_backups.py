@@ -241,3 +241,33 @@ def test_a_missing_destination_is_reported_not_created(site, mongo, dbname):
     result = site.cli("plan")
     assert result.code == 1 and "nowhere does not exist; create or mount it" in result.out
     assert not (site.root / "nowhere").exists()
+
+
+def test_a_restore_that_fails_midway_leaves_nothing_behind(site, mongo, client, dbname, tmp_path):
+    dump = tmp_path / "dump" / "lab"
+    dump.mkdir(parents=True)
+    (dump / "a_good.bson").write_bytes(b"".join(bson.encode({"_id": index, "ok": True}) for index in range(10)))
+    duplicated = [bson.encode({"_id": 1}), bson.encode({"_id": 2}), bson.encode({"_id": 1})]
+    (dump / "b_bad.bson").write_bytes(b"".join(duplicated))  # valid BSON, but the server refuses the third
+    site.write("")
+    result = site.cli("backups", "restore", str(tmp_path / "dump"), "--uri", mongo.uri, "--database", dbname)
+    assert result.code == 1 and "failed and was rolled back" in result.err, result
+    assert client[dbname].list_collection_names() == []
+
+
+def test_two_collections_may_not_be_mapped_onto_one(site, mongo, client, dbname):
+    site.write("")
+    result = site.cli("backups", "restore", str(DATA / "jobflow-remote"), "--uri", mongo.uri, "--database", dbname,
+                      "--map", "jobs=x", "--map", "flows=x")
+    assert result.code == 1 and "--map sends several collections into x" in result.err
+    assert client[dbname].list_collection_names() == []
+
+
+def test_restores_a_mongodump_archive(site, mongo, client, dbname):
+    site.write("")
+    result = site.cli("backups", "restore", str(DATA / "mongo-tools/mongorestore/testdata/test.bar.archive"),
+                      "--uri", mongo.uri, "--database", dbname, "--map", "system.version=version")
+    if result.code != 0 and not mongo.full_bson:
+        pytest.skip(f"nx-27017 cannot hold these documents: {result.err.strip()}")
+    assert result.code == 0, result.err
+    assert client[dbname]["bar"].count_documents({}) == 1

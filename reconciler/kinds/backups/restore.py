@@ -32,8 +32,13 @@ def target_names(source: BackupSource, mapping: dict[str, str]) -> dict[str, str
     unknown = sorted(set(mapping) - {item.collection for item in source.collections})
     if unknown:
         raise ApplyError(f"--map names collections the backup does not hold: {', '.join(unknown)}")
-    return {item.collection: mapping.get(item.collection, item.collection) for item in source.collections
-            if item.has_data}
+    names = {item.collection: mapping.get(item.collection, item.collection) for item in source.collections
+             if item.has_data}
+    targets = list(names.values())
+    doubled = sorted({name for name in targets if targets.count(name) > 1})
+    if doubled:
+        raise ApplyError(f"--map sends several collections into {', '.join(doubled)}; give each its own name")
+    return names
 
 
 def refuse_non_empty(db: Any, targets: list[str]) -> None:
