@@ -271,3 +271,28 @@ def test_restores_a_mongodump_archive(site, mongo, client, dbname):
         pytest.skip(f"nx-27017 cannot hold these documents: {result.err.strip()}")
     assert result.code == 0, result.err
     assert client[dbname]["bar"].count_documents({}) == 1
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 256 KiB filesystem (tmpfs), so a dump runs out of space for real."""
+    import subprocess
+
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_a_full_disk_mid_dump_leaves_nothing_under_a_final_name(site, mongo, client, dbname, tiny_disk):
+    _seed(client, dbname, jobs=3000)  # about 400 KiB of BSON: more than the disk holds
+    site.write(f'[databases.cs]\nuri = "{mongo.uri}"\ndatabase = "{dbname}"\n[databases.cs.backup]\n'
+               f'to = "{tiny_disk}"\nmethod = "python"\ncompress = false\n')
+    result = site.cli("reconcile")
+    assert result.code == 1
+    assert "No space left on device" in result.err, result.err
+    assert list(tiny_disk.iterdir()) == []  # neither a final name nor a temporary one
