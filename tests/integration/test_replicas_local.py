@@ -249,3 +249,18 @@ def test_replicas_list_reports_what_is_held_and_missing(site):
     after = json.loads(site.cli("replicas", "list", "--json").out)[0]
     assert after["files"] == 2 and after["bytes"] == 3005 and after["missing_files"] == 0
     assert after["url"] == str(Path(site.root / "backup")) and after["last_sync"]
+
+
+def test_fast_path_finds_changes_below_unchanged_directories(site):
+    _setup(site, {"telem/cam1/2026/a.bin": "a", "telem/cam2/b.bin": "b"},
+           config=BASIC.replace('settle = "2m"', 'settle = "2m"\nimmutable = true'))
+    site.cli("reconcile")  # records every directory
+    make_tree(site.root / "origin", {"telem/cam1/2026/c.bin": "c"})  # only telem/cam1/2026 changes its mtime
+    plan = site.cli("plan")
+    assert "1 files new on origin exao1" in plan.out and "telem/cam1/2026/c.bin" in plan.out
+    site.cli("reconcile")
+    (site.root / "origin/telem/cam2/b.bin").unlink()  # a removal changes telem/cam2's mtime
+    site.cli("reconcile")
+    stats = json.loads(site.cli("inventory", "stats", "--json").out)[0]
+    assert stats["gone"] == 1 and stats["files"] == 2
+    assert (site.root / "backup/exao1/telem/cam2/b.bin").read_text() == "b"  # never deleted from the replica

@@ -154,14 +154,10 @@ class ReplicasKind(Kind):
             fast = origin.immutable and not full_scan and not due and not location.is_remote
             known = inventory.known_dirs(connection, name) if fast else {}
 
-        def unchanged(directory: bytes, mtime_ns: int) -> bool:
-            previous = known.get(directory)
-            return previous is not None and previous[0] == mtime_ns and previous[1]
-
         if location.is_remote:
             entries = walk_remote(location, ssh, matcher, cutoff)
         else:
-            entries = walk_local(location.path, matcher, cutoff, unchanged if fast else None)
+            entries = walk_local(location.path, matcher, cutoff, known if fast else None)
         scan_id = inventory.new_scan_id()
         dirs: list[Entry] = []
         try:

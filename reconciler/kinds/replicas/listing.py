@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 from collections.abc import Callable, Iterator
+from stat import S_ISDIR
 from typing import NamedTuple
 
 import sh
@@ -69,17 +70,44 @@ def _join(parent: bytes, name: bytes) -> bytes:
     return parent + b"/" + name if parent else name
 
 
+def _children(known: dict[bytes, tuple[int, bool]]) -> dict[bytes, list[bytes]]:
+    children: dict[bytes, list[bytes]] = {}
+    for path in known:
+        if path:
+            children.setdefault(path.rpartition(b"/")[0], []).append(path)
+    return children
+
+
+def _known_subdirs(top: bytes, relative: bytes, names: list[bytes]) -> list[tuple[bytes, int]] | None:
+    """The recorded subdirectories of an unchanged directory with their current mtimes, or
+    None when one is no longer a directory (then the directory is listed after all)."""
+    found = []
+    for path in names:
+        try:
+            stat = os.lstat(_join(top, path))
+        except FileNotFoundError:
+            return None
+        if not S_ISDIR(stat.st_mode):
+            return None
+        found.append((path, stat.st_mtime_ns))
+    return found
+
+
 def walk_local(
     root: str,
     matcher: Matcher | None,
     settle_cutoff_ns: int,
-    unchanged: Callable[[bytes, int], bool] | None = None,
+    known: dict[bytes, tuple[int, bool]] | None = None,
     skip_names: frozenset[bytes] = frozenset({PARTIAL_DIR}),
 ) -> Iterator[Entry]:
     """Walk ``root`` depth-first without following links.
 
-    ``unchanged(dir, mtime_ns)`` says a directory's files need not be re-read
-    (the immutable fast path); its subdirectories are still walked.
+    ``known`` (the immutable fast path) holds each directory's mtime and "all its
+    files were settled" flag from the previous listing. A directory whose mtime is
+    unchanged and whose files were settled is not read at all: its entries are
+    the same as then (creating, removing or renaming an entry changes a
+    directory's mtime), so its files are skipped ('s') and only its recorded
+    subdirectories are looked at, one stat each, for changes further down.
     Files whose mtime is after ``settle_cutoff_ns`` make their directory unsettled.
 
     Raises ObserveError when ``root`` or anything below it cannot be read.
@@ -91,12 +119,21 @@ def walk_local(
         raise _unreadable(top, error, missing="does not exist") from None
     if not os.path.isdir(top):
         raise ObserveError(f"{root} is not a directory")
+    children = _children(known) if known else {}
     stack: list[tuple[bytes, int]] = [(b"", root_stat.st_mtime_ns)]
     while stack:
         relative, dir_mtime = stack.pop()
-        skip_files = unchanged is not None and unchanged(relative, dir_mtime)
-        settled = True
         full = _join(top, relative) if relative else top
+        if known is not None and known.get(relative) == (dir_mtime, True):
+            try:
+                subdirs = _known_subdirs(top, relative, children.get(relative, []))
+            except OSError as error:
+                raise _unreadable(full, error, missing="vanished while it was being listed; run again") from None
+            if subdirs is not None:
+                stack.extend(subdirs)
+                yield Entry("s", relative, 0, dir_mtime, True)
+                continue
+        settled = True
         try:
             with os.scandir(full) as iterator:
                 for item in iterator:
@@ -105,7 +142,7 @@ def walk_local(
                         if name not in skip_names:
                             stack.append((_join(relative, name), item.stat(follow_symlinks=False).st_mtime_ns))
                         continue
-                    if skip_files or not item.is_file(follow_symlinks=False):
+                    if not item.is_file(follow_symlinks=False):
                         continue
                     path = _join(relative, name)
                     if matcher is not None and not matcher(path):
@@ -116,7 +153,7 @@ def walk_local(
                     yield Entry("f", path, stat.st_size, stat.st_mtime_ns)
         except OSError as error:
             raise _unreadable(full, error, missing="vanished while it was being listed; run again") from None
-        yield Entry("s" if skip_files else "d", relative, 0, dir_mtime, settled)
+        yield Entry("d", relative, 0, dir_mtime, settled)
 
 
 def require(binary: str, package: str) -> str:
