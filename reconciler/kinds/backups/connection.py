@@ -5,10 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pymongo
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
-from pymongo.errors import PyMongoError
 
 from reconciler.errors import ObserveError
 
@@ -21,11 +19,15 @@ def redact(text: str) -> str:
     return _CREDENTIALS.sub(lambda match: f"{match.group(1)}{match.group(2)}:***@", text)
 
 
-def connect(uri: str, timeout_seconds: float = 5.0) -> pymongo.MongoClient[Any]:
-    """A client that fails within ``timeout_seconds`` when the server is unreachable.
+def connect(uri: str, timeout_seconds: float = 5.0) -> Any:
+    """A pymongo client that fails within ``timeout_seconds`` when the server is unreachable
+    (pymongo is imported here: most commands never talk to a database).
 
     Raises ObserveError with the reason, the URI redacted.
     """
+    import pymongo
+    from pymongo.errors import PyMongoError
+
     try:
         client: pymongo.MongoClient[Any] = pymongo.MongoClient(
             uri, serverSelectionTimeoutMS=int(timeout_seconds * 1000), connectTimeoutMS=int(timeout_seconds * 1000),
@@ -43,7 +45,9 @@ def _first_line(error: BaseException) -> str:
     return text[0][:300] if text else type(error).__name__
 
 
-def server_version(client: pymongo.MongoClient[Any]) -> str:
+def server_version(client: Any) -> str:
+    from pymongo.errors import PyMongoError
+
     try:
         return str(client.admin.command("buildInfo").get("version") or "unknown")
     except PyMongoError:

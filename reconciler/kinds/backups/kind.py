@@ -26,7 +26,6 @@ from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, TEMP_PREFIX, backu
 from reconciler.kinds.backups.config import DatabaseConfig
 from reconciler.kinds.backups.connection import _CREDENTIALS, connect
 from reconciler.kinds.backups.diff import BackupFact, DatabaseFacts, database_address, diff_database
-from reconciler.kinds.backups.dump import DumpRequest, data_name, dump_mongodump, dump_python
 from reconciler.kinds.backups.tables import BackupRecord
 
 
@@ -121,6 +120,8 @@ class BackupsKind(Kind):
 
     @executor("backup")
     def backup(self, action: Action, ctx: RunContext) -> str:
+        from reconciler.kinds.backups.dump import DumpRequest, data_name, dump_mongodump, dump_python
+
         key = action.address.split(":", 1)[1]
         db = ctx.desired.databases.get(key)
         if db is None or db.backup is None:
