@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -143,11 +144,14 @@ def mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
         argv = [mongod, "--dbpath", str(data), "--bind_ip", "127.0.0.1", "--port", str(port), "--quiet"]
         implementation = "mongod"
     else:
-        nx = shutil.which("nx-27017")
-        if nx is None:
+        import importlib.util
+
+        if importlib.util.find_spec("nx_27017") is None:
             pytest.skip("no MongoDB server: install mongod, set RECONCILER_TEST_MONGO_URI, or pip install nx-27017")
         data = tmp_path_factory.mktemp("nx")
-        argv = [nx, "--data-dir", str(data), "--host", "127.0.0.1", "-p", str(port),
+        # run through this interpreter: pip's script directory need not be on PATH
+        argv = [sys.executable, "-c", "import sys; from nx_27017.nx_27017 import main; sys.exit(main())",
+                "--data-dir", str(data), "--host", "127.0.0.1", "-p", str(port),
                 "--pid-file", str(data / "nx.pid"), "--log-file", str(data / "nx.log")]
         implementation = "nx-27017"
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
