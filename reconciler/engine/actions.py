@@ -14,16 +14,12 @@ from reconciler import __version__
 FORMAT_VERSION = 1
 
 
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no spaces: the text hashed for ids and preconditions."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
-
-
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
 
 
 def sha256_of(value: Any) -> str:
-    """sha256 (hex) of the canonical JSON of ``value``, streamed into the hash: a plan
+    """sha256 (hex) of the canonical JSON of ``value`` (sorted keys, no spaces, UTF-8),
+    streamed into the hash: a plan
     with a million paths never holds its JSON text in memory to hash it."""
     digest = hashlib.sha256()
     buffer: list[str] = []
