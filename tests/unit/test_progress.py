@@ -35,16 +35,27 @@ def test_a_terminal_gets_a_progress_bar():
     assert b"/1000" in output and "━".encode() in output
 
 
-def test_without_a_terminal_progress_is_logged_now_and_then(caplog):
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_without_a_terminal_progress_is_logged_now_and_then():
     reporter = ProgressReporter(stream=io.StringIO(), log_every=3600)
-    logger = logging.getLogger("reconciler")  # the CLI may have set propagate=False on it
-    logger.addHandler(caplog.handler)
+    logger = logging.getLogger("reconciler")
+    collect = _Collect()
+    logger.addHandler(collect)  # on the logger itself: the CLI may have turned propagation off
+    level = logger.level
+    logger.setLevel(logging.INFO)
     try:
-        with caplog.at_level(logging.INFO, logger="reconciler"):
-            for done in range(0, 1001, 100):
-                reporter("copy replica:/mnt/backup from exao1", done, 1000)
+        for done in range(0, 1001, 100):
+            reporter("copy replica:/mnt/backup from exao1", done, 1000)
     finally:
-        logger.removeHandler(caplog.handler)
-    messages = [record.getMessage() for record in caplog.records]
-    assert messages == ["copy replica:/mnt/backup from exao1: 0 of 1,000 files",
-                        "copy replica:/mnt/backup from exao1: 1,000 of 1,000 files"]
+        logger.removeHandler(collect)
+        logger.setLevel(level)
+    assert collect.messages == ["copy replica:/mnt/backup from exao1: 0 of 1,000 files",
+                                "copy replica:/mnt/backup from exao1: 1,000 of 1,000 files"]
