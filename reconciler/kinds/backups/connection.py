@@ -41,8 +41,12 @@ def connect(uri: str, timeout_seconds: float = 5.0) -> Any:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:300] if text else type(error).__name__
+    """The cause, without pymongo's timeouts and topology description."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else type(error).__name__
+    for tail in (" (configured timeouts", ", Timeout:", ", Topology Description:"):
+        text = text.split(tail, 1)[0]
+    return text[:300]
 
 
 def server_version(client: Any) -> str:
