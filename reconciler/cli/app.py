@@ -7,12 +7,15 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.config.loader import LoadedConfig, discover_config_path, load_config
 from reconciler.engine.kind import Kind, RunContext
 from reconciler.engine.registry import load_kinds
 from reconciler.state.store import StateStore, resolve_state_url
+
+if TYPE_CHECKING:
+    from reconciler.cli.progress import ProgressReporter
 
 
 @dataclass
@@ -23,6 +26,7 @@ class App:
     state_option: str | None = None
     verbosity: int = 0
     _store: StateStore | None = field(default=None, init=False)
+    _progress: ProgressReporter | None = field(default=None, init=False)
 
     @cached_property
     def kinds(self) -> list[Kind]:
@@ -49,11 +53,18 @@ class App:
             self._store = StateStore(self.state_url, self.kinds)
         return self._store
 
-    def run_context(self, targets: tuple[str, ...] = (), **options: Any) -> RunContext:
-        from reconciler.cli.progress import ProgressReporter
+    @property
+    def progress(self) -> ProgressReporter:
+        """One progress display per invocation (every --watch round reuses it), stopped on exit."""
+        if self._progress is None:
+            from reconciler.cli.progress import ProgressReporter  # rich: only for commands that do work
 
+            self._progress = ProgressReporter()
+        return self._progress
+
+    def run_context(self, targets: tuple[str, ...] = (), **options: Any) -> RunContext:
         return RunContext(
-            progress=ProgressReporter(),
+            progress=self.progress,
             base_dir=self.config.base_dir,
             state=self.store,
             desired=self.config.model,
@@ -63,6 +74,8 @@ class App:
         )
 
     def close(self) -> None:
+        if self._progress is not None:
+            self._progress.close()  # a bar left by an action that failed midway
         if self._store is not None:
             self._store.dispose()
 

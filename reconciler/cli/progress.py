@@ -48,5 +48,7 @@ class ProgressReporter:
         log.info("%s: %s of %s files", label, f"{done:,}", f"{total:,}")
 
     def close(self) -> None:
+        """Stop a bar still showing (its task never reached its total)."""
         if self._bar is not None and self._tasks:
             self._bar.stop()
+            self._tasks.clear()

@@ -162,7 +162,6 @@ def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None,
                     mappings: tuple[str, ...]) -> None:
     """Restore a backup (ID, or PATH to any archive or dump folder from reconciler, mongodump or
     jobflow-remote) into empty collections; on failure nothing is left behind."""
-    from reconciler.cli.progress import ProgressReporter
     from reconciler.kinds.backups.restore import restore
 
     if (uri is None) == (uri_env is None):
@@ -183,7 +182,7 @@ def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None,
         raise ApplyError(f"cannot restore: {error}") from None
     client = connect(target)
     try:
-        report = restore(source, client, database, mapping, ProgressReporter())
+        report = restore(source, client, database, mapping, app.progress)
     finally:
         client.close()
     for name, count in report.collections.items():
