@@ -19,14 +19,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _resolve_against_config(value: str, info: ValidationInfo) -> str:
+def resolve_path(value: str, base_dir: Path | str | None) -> str:
+    """A config path as used: ``~`` expanded, a relative path joined to the config's
+    directory, normalised; URLs (``ssh://...``) unchanged."""
     if "://" in value:
         return value
-    base = (info.context or {}).get("base_dir")
     path = Path(os.path.expanduser(value))
-    if base is not None and not path.is_absolute():
-        path = Path(base) / path
+    if base_dir is not None and not path.is_absolute():
+        path = Path(base_dir) / path
     return os.path.normpath(path)
+
+
+def _resolve_against_config(value: str, info: ValidationInfo) -> str:
+    return resolve_path(value, (info.context or {}).get("base_dir"))
 
 
 LocalPath = Annotated[str, AfterValidator(_resolve_against_config)]

@@ -17,6 +17,7 @@ from typing import Any
 import sh
 from pydantic import Field
 
+from reconciler.config.model import resolve_path
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.engine.planner import matches_target
@@ -46,13 +47,9 @@ from reconciler.kinds.replicas.tables import (
 
 
 def replica_location(key: str, base_dir: Path) -> Location:
-    """A replica's key as a location; relative local keys resolve against the config's directory."""
+    """A replica's key as a location; local keys resolve like every path in the config."""
     location = Location.parse(key)
-    if not location.is_remote and not os.path.isabs(os.path.expanduser(location.path)):
-        return Location(os.path.normpath(base_dir / os.path.expanduser(location.path)))
-    if not location.is_remote:
-        return Location(os.path.expanduser(location.path))
-    return location
+    return location if location.is_remote else Location(resolve_path(location.path, base_dir))
 
 
 def _origins_of(desired: Any, replica: ReplicaConfig) -> list[str]:
