@@ -15,7 +15,8 @@ point group. It declares:
   each changing the world for one action. Executors must be idempotent and safe
   to interrupt: the next run re-observes and converges.
 - optionally ``check`` (cross-reference checks on the config), ``commands``
-  (extra CLI commands), ``tables``/``schema_version``/``migrations`` (state).
+  (extra CLI commands), ``tables`` (the SQLModel tables the state store creates for
+  it), ``schema_version`` and ``migrations``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLA
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from reconciler.errors import ConfigError, StateError
-from reconciler.state.tables import ENGINE_SCHEMA_VERSION, SchemaVersion
+from reconciler.state.tables import ENGINE_SCHEMA_VERSION, ENGINE_TABLES, SchemaVersion
 
 if TYPE_CHECKING:
     from reconciler.engine.kind import Kind
@@ -140,7 +140,8 @@ class StateStore:
                     .where(SchemaVersion.__table__.c.component == component)  # type: ignore[attr-defined]
                     .values(version=version)
                 )
-        SQLModel.metadata.create_all(self.engine)
+        tables = [*ENGINE_TABLES, *(table for kind in self.kinds for table in kind.tables)]
+        SQLModel.metadata.create_all(self.engine, tables=[table.__table__ for table in tables])  # type: ignore[attr-defined]
         for component, (version, _migrations) in components.items():
             if component in stored:
                 continue

@@ -61,3 +61,6 @@ class LockRecord(SQLModel, table=True):
     pid: int
     operation: str
     created_at: datetime
+
+
+ENGINE_TABLES: list[type[SQLModel]] = [SchemaVersion, RunRecord, JournalEntry, LockRecord]
