@@ -7,7 +7,7 @@ import uuid
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, insert, select, text
@@ -122,18 +122,13 @@ def origin_status(connection: Connection, origin: str) -> OriginStatus:
     return OriginStatus(**row) if row else OriginStatus(origin=origin)
 
 
-def _save_origin_status(connection: Connection, status: OriginStatus) -> None:
-    table = OriginStatus.__table__  # type: ignore[attr-defined]
-    values = status.model_dump()
-    if connection.execute(update_where(table, origin=status.origin).values(**values)).rowcount == 0:
-        connection.execute(insert(table).values(**values))
-
-
-def update_where(table, **keys):  # type: ignore[no-untyped-def]
+def put_row(connection: Connection, table: Any, keys: dict[str, Any], values: dict[str, Any]) -> None:
+    """Set one row's ``values``: update the row with these ``keys``, insert it when there is none."""
     statement = table.update()
     for column, value in keys.items():
         statement = statement.where(table.c[column] == value)
-    return statement
+    if connection.execute(statement.values(**values)).rowcount == 0:
+        connection.execute(insert(table).values(**keys, **values))
 
 
 def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: list[Entry], full: bool) -> int:
@@ -192,7 +187,8 @@ def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: l
         status.last_full_scan = now
     if changed:
         status.generation += 1
-    _save_origin_status(connection, status)
+    put_row(connection, OriginStatus.__table__, {"origin": origin},  # type: ignore[attr-defined]
+            status.model_dump(exclude={"origin"}))
     return int(changed)
 
 
@@ -267,10 +263,8 @@ def pair_complete_generation(connection: Connection, replica: str, origin: str) 
 
 
 def set_pair_complete(connection: Connection, replica: str, origin: str, generation: int) -> None:
-    table = PairStatus.__table__  # type: ignore[attr-defined]
-    if connection.execute(update_where(table, replica=replica, origin=origin).values(
-            complete_generation=generation)).rowcount == 0:
-        connection.execute(insert(table).values(replica=replica, origin=origin, complete_generation=generation))
+    put_row(connection, PairStatus.__table__, {"replica": replica, "origin": origin},  # type: ignore[attr-defined]
+            {"complete_generation": generation})
 
 
 def replica_status(connection: Connection, replica: str) -> ReplicaStatus:
@@ -281,13 +275,13 @@ def replica_status(connection: Connection, replica: str) -> ReplicaStatus:
 
 def touch_replica(connection: Connection, replica: str, *, sync: datetime | None = None,
                   verify: datetime | None = None) -> None:
-    table = ReplicaStatus.__table__  # type: ignore[attr-defined]
-    status = replica_status(connection, replica)
-    status.last_sync = sync or status.last_sync
-    status.last_verify = verify or status.last_verify
-    values = status.model_dump()
-    if connection.execute(update_where(table, replica=replica).values(**values)).rowcount == 0:
-        connection.execute(insert(table).values(**values))
+    values = {}
+    if sync is not None:
+        values["last_sync"] = sync
+    if verify is not None:
+        values["last_verify"] = verify
+    if values:
+        put_row(connection, ReplicaStatus.__table__, {"replica": replica}, values)  # type: ignore[attr-defined]
 
 
 def verify_against_listing(connection: Connection, replica: str, origin: str, scan_id: str) -> list[str]:
