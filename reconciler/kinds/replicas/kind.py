@@ -248,14 +248,13 @@ class ReplicasKind(Kind):
 
     def _list_replica(self, ctx: RunContext, location: Location, ssh: SshSettings) -> dict[str, str]:
         """List the whole replica into scratch tables, one per ``<origin>/`` directory found."""
-        everything = None
         if location.is_remote:
-            entries = walk_remote(location, ssh, everything, settle_cutoff_ns=2**62)
+            entries = walk_remote(location, ssh, None, settle_cutoff_ns=2**62)
         else:
-            entries = walk_local(location.path, everything, settle_cutoff_ns=2**62)
+            entries = walk_local(location.path, None, settle_cutoff_ns=2**62)
         scan_ids: dict[str, str] = {}
 
-        def split() -> Any:
+        def rows() -> Any:
             for entry in entries:
                 if entry.entry_type != "f" or b"/" not in entry.path:
                     continue
@@ -263,11 +262,7 @@ class ReplicasKind(Kind):
                 name = os.fsdecode(origin)
                 if name not in scan_ids:
                     scan_ids[name] = inventory.new_scan_id()
-                yield scan_ids[name], Entry("f", rest, entry.size, entry.mtime_ns)
-
-        def rows() -> Any:
-            for scan_id, entry in split():
-                yield (scan_id, "f", paths.to_text(entry.path), paths.to_text(entry.path.rpartition(b"/")[0]),
+                yield (scan_ids[name], "f", paths.to_text(rest), paths.to_text(rest.rpartition(b"/")[0]),
                        entry.size, entry.mtime_ns)
 
         with ctx.state.engine.begin() as connection:
