@@ -25,11 +25,11 @@ from pymongo.errors import PyMongoError
 from reconciler import __version__
 from reconciler.errors import ApplyError
 from reconciler.fsutil import HashingWriter, atomic_write_text, fsync_directory, sha256_file
-from reconciler.kinds.backups.archive import ArchiveReader, ArchiveWriter, CollectionMeta, open_maybe_gzip
+from reconciler.kinds.backups.archive import ArchiveWriter, CollectionMeta
 from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, TEMP_PREFIX, CollectionStats, Manifest, ManifestFile
 from reconciler.kinds.backups.connection import RAW, redact, server_version
-from reconciler.kinds.backups.dumpdir import WrittenFile, find_collections, metadata_text, write_collection
-from reconciler.kinds.backups.bsonio import iter_documents
+from reconciler.kinds.backups.dumpdir import WrittenFile, metadata_text, write_collection
+from reconciler.kinds.backups.source import open_source
 
 BATCH = 1000
 
@@ -231,7 +231,7 @@ def dump_mongodump(mongodump: str, uri: str, client: Any, request: DumpRequest) 
             raise ApplyError(f"mongodump failed with exit {error.exit_code}: {redact(lines[-1] if lines else '')}") \
                 from None
         counts = parse_mongodump_counts(stderr)
-        collections = _collections_from_output(temporary, request)
+        collections = _collections_from_output(temporary)
         for plan in collections:
             plan.stats.documents = counts.get(f"{request.database}.{plan.name}", plan.stats.documents)
         return _finish(request, temporary, collections, "mongodump", server_version(client), started)
@@ -241,25 +241,16 @@ def dump_mongodump(mongodump: str, uri: str, client: Any, request: DumpRequest) 
             shutil.rmtree(temporary) if temporary.is_dir() else temporary.unlink()
 
 
-def _collections_from_output(output: Path, request: DumpRequest) -> list[CollectionPlan]:
-    plans: dict[str, CollectionPlan] = {}
-    if request.format == "archive":
-        with open(output, "rb") as raw:
-            reader = ArchiveReader(open_maybe_gzip(raw), output.name)
-            for meta in reader.contents.collections:
-                plans[meta.collection] = CollectionPlan(meta.collection, meta.parsed(), meta.has_data)
-            for namespace, document in reader.documents():
-                name = namespace.split(".", 1)[1]
-                plan = plans.setdefault(name, CollectionPlan(name, {}))
-                plan.stats.documents += 1
-                plan.stats.bytes += len(document)
-    else:
-        for found in find_collections(output):
-            plan = CollectionPlan(found.collection, found.read_metadata(), found.data is not None)
-            if found.data is not None:
-                with found.open_data() as stream:
-                    for document in iter_documents(stream, str(found.data)):
-                        plan.stats.documents += 1
-                        plan.stats.bytes += len(document)
-            plans[found.collection] = plan
+def _collections_from_output(output: Path) -> list[CollectionPlan]:
+    """Collections, metadata and counts of mongodump's output, read back the way any backup is read."""
+    source = open_source(output)
+    plans = {item.collection: CollectionPlan(item.collection, item.metadata, item.has_data)
+             for item in source.collections}
+    counts: dict[str, list[int]] = {}
+    for _db, name, document in source.documents(validate=False):
+        count = counts.setdefault(name, [0, 0])
+        count[0] += 1
+        count[1] += len(document)
+    for name, (documents, size) in counts.items():
+        plans.setdefault(name, CollectionPlan(name, {})).stats = CollectionStats(documents=documents, bytes=size)
     return list(plans.values())
