@@ -98,6 +98,7 @@ class ArchiveReader:
         self.stream = stream
         self.name = name
         self.offset = 0
+        self._pending = b""  # bytes read ahead while looking for a terminator
         magic = read_exact(stream, 4)
         if magic != MAGIC:
             raise BsonFormatError(f"{name}: not a mongodump archive (wrong magic number {magic.hex() or 'none'})")
@@ -138,8 +139,7 @@ class ArchiveReader:
         return False
 
     def _document(self, what: str) -> dict[str, object] | None:
-        pending = getattr(self, "_pending", b"")
-        self._pending = b""
+        pending, self._pending = self._pending, b""
         raw = read_document(_Prefixed(pending, self.stream), self.name, self.offset)
         if raw is None:
             return None
@@ -171,8 +171,7 @@ class ArchiveReader:
             if namespace in finished:
                 raise BsonFormatError(f"{self.name}: documents for {namespace} after its end marker")
             while not self._at_terminator():
-                pending = self._pending
-                self._pending = b""
+                pending, self._pending = self._pending, b""
                 raw = read_document(_Prefixed(pending, self.stream), self.name, self.offset)
                 if raw is None:
                     raise BsonFormatError(f"{self.name}: truncated inside {namespace} at byte {self.offset}")

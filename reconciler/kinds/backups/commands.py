@@ -109,10 +109,10 @@ def list_command(app: Any, database: str | None, as_json: bool) -> None:
         click.echo("No backups yet.", err=True)
 
 
-def _find(app: Any, identifier: str) -> tuple[Path, str | None]:
+def _find(app: Any, identifier: str) -> Path:
     """A backup ID from the configured destinations, or a path."""
     if os.path.exists(identifier):
-        return Path(identifier), None
+        return Path(identifier)
     try:
         databases = _configured(app)
     except ConfigError:
@@ -120,7 +120,7 @@ def _find(app: Any, identifier: str) -> tuple[Path, str | None]:
     for key, db in databases:
         for backup in _catalog(key, db):
             if backup.backup_id == identifier:
-                return backup.data_path, db.database
+                return backup.data_path
     raise ConfigError(f"{identifier!r} is neither a backup id in the configured destinations nor a path; "
                       "see `reconciler backups list`")
 
@@ -130,7 +130,7 @@ def _find(app: Any, identifier: str) -> tuple[Path, str | None]:
 @click.pass_obj
 def verify_command(app: Any, backup: str | None) -> int:
     """Re-read backups (all, or one ID or PATH): checksums, BSON framing, archive CRCs, counts."""
-    targets = [_find(app, backup)[0]] if backup else [b.data_path for key, db in _configured(app)
+    targets = [_find(app, backup)] if backup else [b.data_path for key, db in _configured(app)
                                                         for b in _catalog(key, db)]
     failed = 0
     for path in targets:
@@ -175,7 +175,7 @@ def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None,
         if not sep or not old or not new:
             raise ConfigError(f"--map {item!r}: write OLD=NEW")
         mapping[old] = new
-    path, _ = _find(app, backup)
+    path = _find(app, backup)
     try:
         source = open_source(path, database)
     except BsonFormatError as error:

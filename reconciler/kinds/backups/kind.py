@@ -30,12 +30,8 @@ from reconciler.kinds.backups.tables import BackupRecord
 
 
 def policy_text(retention: Any) -> str:
+    """``keep_daily=7, keep_within=2d`` (durations serialise as they are written)."""
     parts = [f"{name}={value}" for name, value in retention.model_dump(exclude_none=True).items()]
-    if retention.keep_within is not None:
-        from reconciler.units import format_duration
-
-        parts = [part for part in parts if not part.startswith("keep_within")] + [
-            f"keep_within={format_duration(retention.keep_within)}"]
     return ", ".join(parts) or "keep everything"
 
 

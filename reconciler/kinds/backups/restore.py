@@ -83,7 +83,7 @@ def restore(source: BackupSource, client: Any, database: str | None, mapping: di
                 continue
             target = names[item.collection]
             if target not in existing:
-                options = {key: value for key, value in dict(item.metadata.get("options", {})).items()}
+                options = dict(item.metadata.get("options", {}))
                 db.command({"create": target, **options})
             touched.append(target)
             report.collections[target] = 0
