@@ -108,7 +108,6 @@ def run_copy(invocation: Invocation, files: list[bytes],
     """
     program = invocation.argv[0]
     executable = require(program, "rsync" if program == "rsync" else "openssh-client")
-    require("rsync", "rsync")
     result = CopyResult()
     errors: list[str] = []
     pending = b""
