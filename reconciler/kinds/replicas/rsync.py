@@ -98,17 +98,15 @@ class CopyResult:
     warning: str | None = None
 
 
-def run_copy(invocation: Invocation, files: list[bytes],
-             progress: Callable[[int, int], None] | None = None) -> CopyResult:
-    """Run one rsync over ``files`` (relative paths, bytes) and report what arrived.
+def run_rsync(argv: list[str], stdin: bytes, on_name: Callable[[bytes], None]) -> tuple[int, list[str]]:
+    """Run an rsync (or an ssh that runs one) with ``--out-format=%n``: ``on_name`` gets each
+    transferred name (unescaped, directories skipped). Returns (exit code, stderr lines).
+    The child dies with reconciler (see ``_die_with_parent``).
 
-    Exit 0: every file of ``files`` is on the replica. Exit 23/24: only the files
-    rsync printed are known to have arrived (``complete`` is False). Anything
-    else raises ApplyError with rsync's own last words and what its exit code means.
+    Raises ApplyError when it was killed by a signal, ToolMissingError when absent.
     """
-    program = invocation.argv[0]
+    program = argv[0]
     executable = require(program, "rsync" if program == "rsync" else "openssh-client")
-    result = CopyResult()
     errors: list[str] = []
     pending = b""
 
@@ -119,14 +117,12 @@ def run_copy(invocation: Invocation, files: list[bytes],
         for line in lines:
             name = unescape(line)
             if name and not name.endswith(b"/"):
-                result.transferred.append(name)
-        if progress:
-            progress(len(result.transferred), len(files))
+                on_name(name)
 
     try:
         process = sh.Command(executable)(
-            *invocation.argv[1:],
-            _in=b"".join(name + b"\0" for name in files),
+            *argv[1:],
+            _in=stdin,
             _out=on_chunk,
             _err=lambda line: errors.append(line.rstrip("\n")),
             _encoding="latin-1",
@@ -138,14 +134,38 @@ def run_copy(invocation: Invocation, files: list[bytes],
         process.wait()
     except sh.SignalException as error:
         raise ApplyError(f"rsync was killed by signal {-error.exit_code}") from None
-    code = process.exit_code
+    return process.exit_code, errors
+
+
+def failure(code: int, errors: list[str]) -> ApplyError:
+    """The error of an rsync that failed with ``code``: its last words and what the code means."""
+    reason = errors[-1] if errors else f"exit {code}"
+    meaning = EXIT_MEANINGS.get(code, "see rsync(1), EXIT VALUES")
+    return ApplyError(f"rsync failed with exit {code} ({meaning}): {reason}")
+
+
+def run_copy(invocation: Invocation, files: list[bytes],
+             progress: Callable[[int, int], None] | None = None) -> CopyResult:
+    """Run one rsync over ``files`` (relative paths, bytes) and report what arrived.
+
+    Exit 0: every file of ``files`` is on the replica. Exit 23/24: only the files
+    rsync printed are known to have arrived (``complete`` is False). Anything
+    else raises ApplyError with rsync's own last words and what its exit code means.
+    """
+    result = CopyResult()
+
+    def on_name(name: bytes) -> None:
+        result.transferred.append(name)
+        if progress:
+            progress(len(result.transferred), len(files))
+
+    code, errors = run_rsync(invocation.argv, b"".join(name + b"\0" for name in files), on_name)
     result.exit_code = code
     if code == 0:
         return result
-    reason = errors[-1] if errors else f"exit {code}"
     if code in PARTIAL_CODES:
         result.complete = False
+        reason = errors[-1] if errors else f"exit {code}"
         result.warning = f"rsync exit {code} ({PARTIAL_CODES[code]}): {reason}"
         return result
-    meaning = EXIT_MEANINGS.get(code, "see rsync(1), EXIT VALUES")
-    raise ApplyError(f"rsync failed with exit {code} ({meaning}): {reason}")
+    raise failure(code, errors)
