@@ -1,0 +1,114 @@
+"""Config of the projects kind: ``[instances.<name>]`` and ``[projects.<name>]``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from reconciler.config.model import LocalPath, Section
+from reconciler.kinds.projects.model import is_project_uid
+
+State = Literal["active", "archived", "detached"]
+
+
+class InstanceConfig(Section):
+    """A CryoSPARC instance: its database (a [databases.*] entry) and how reconciler acts on it."""
+
+    database: str = Field(description="The [databases.*] entry of this instance's MongoDB (meteor).")
+    driver: Literal["mongo", "cryosparcm"] = Field(
+        default="mongo",
+        description='"mongo": act on the database and directories directly; '
+                    '"cryosparcm": run `cryosparcm cli` calls of a real installation.')
+    instance_id: str = Field(description="What cs.lock holds for directories attached to this instance.")
+    cryosparcm: str = Field(default="cryosparcm",
+                            description='The cryosparcm program (driver = "cryosparcm"), e.g. '
+                                        '"/opt/cryosparc/cryosparc_master/bin/cryosparcm".')
+    owner_user_id: str | None = Field(
+        default=None, description="User id that attached projects belong to when the original owner is unknown here.")
+
+    @field_validator("instance_id")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("instance_id must not be empty")
+        return value
+
+
+class ProjectConfig(Section):
+    """Where a project directory must live, on which instance, and in which state."""
+
+    uid: str = Field(description='The project uid where it lives now, e.g. "P12".')
+    from_: str | None = Field(default=None, alias="from",
+                              description="The instance it lives on now; omit when it stays on `instance`.")
+    instance: str = Field(description="The instance it must end up on.")
+    path: LocalPath = Field(description="The desired absolute project directory.")
+    state: State = Field(default="active", description='"active", "archived" or "detached".')
+    force: bool = Field(default=False,
+                        description="Attach even when cs.lock names another instance (only when that instance is gone).")
+
+    model_config = {**Section.model_config, "populate_by_name": True}
+
+    @field_validator("uid")
+    @classmethod
+    def _uid(cls, value: str) -> str:
+        if not is_project_uid(value):
+            raise ValueError(f"{value!r} is not a project uid; write it like \"P12\"")
+        return value
+
+    @property
+    def source_instance(self) -> str:
+        return self.from_ or self.instance
+
+
+def _inside(inner: str, outer: str) -> bool:
+    return inner != outer and Path(inner).is_relative_to(outer)
+
+
+def check_projects(desired: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """Cross-references: instances, their databases, duplicate and nested project entries."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    instances = getattr(desired, "instances", {}) or {}
+    databases = getattr(desired, "databases", {}) or {}
+    ids: dict[str, str] = {}
+    for key, instance in instances.items():
+        if instance.database not in databases:
+            known = ", ".join(sorted(databases)) or "none"
+            problems.append((("instances", key, "database"),
+                             f"[instances.{key}] database = \"{instance.database}\" is not a [databases.*] entry "
+                             f"(known: {known})"))
+        if instance.instance_id in ids:
+            problems.append((("instances", key, "instance_id"),
+                             f"[instances.{key}] has the same instance_id as [instances.{ids[instance.instance_id]}]"))
+        ids.setdefault(instance.instance_id, key)
+    seen_uids: dict[tuple[str, str], str] = {}
+    seen_paths: dict[str, str] = {}
+    projects = getattr(desired, "projects", {}) or {}
+    for key, project in projects.items():
+        for field_name, name in (("instance", project.instance), ("from", project.from_)):
+            if name is not None and name not in instances:
+                known = ", ".join(sorted(instances)) or "none"
+                problems.append((("projects", key, field_name),
+                                 f"[projects.{key}] {field_name} = \"{name}\" is not an [instances.*] entry "
+                                 f"(known: {known})"))
+        if not os.path.isabs(project.path):
+            problems.append((("projects", key, "path"), f"[projects.{key}] path must be absolute"))
+        identity = (project.source_instance, project.uid)
+        if identity in seen_uids:
+            problems.append((("projects", key, "uid"),
+                             f"[projects.{key}] declares {project.uid} on {project.source_instance} again "
+                             f"(already [projects.{seen_uids[identity]}]); keep one entry per project"))
+        seen_uids.setdefault(identity, key)
+        if project.path in seen_paths:
+            problems.append((("projects", key, "path"),
+                             f"[projects.{key}] path is also the path of [projects.{seen_paths[project.path]}]"))
+        seen_paths.setdefault(project.path, key)
+    for key, project in projects.items():
+        for other_key, other in projects.items():
+            if _inside(project.path, other.path):
+                problems.append((("projects", key, "path"),
+                                 f"[projects.{key}] path {project.path} is inside the directory of "
+                                 f"[projects.{other_key}] ({other.path}); project directories cannot nest"))
+    return problems

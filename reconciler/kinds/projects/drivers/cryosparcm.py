@@ -1,0 +1,105 @@
+"""The ``cryosparcm`` driver: the same project operations through a real CryoSPARC
+installation's command line, ``cryosparcm cli "<function>(<arguments>)"``.
+
+It cannot run here (no CryoSPARC installation); the argument lists are built by
+pure functions and unit-tested against the call signatures of the CryoSPARC v4 CLI
+reference:
+
+- ``archive_project(project_uid)``
+- ``unarchive_project(project_uid, abs_path_export_project_dir)``
+- ``detach_project(project_uid)``
+- ``attach_project(owner_user_id, abs_path_export_project_dir)`` -> the new project uid
+- ``update_project_directory(project_uid, new_project_dir)``
+- ``update_project(project_uid, attrs)`` (to record ``imported_from``)
+- ``cryosparcm backup --dir=<directory> --file=<name>``
+
+Arguments are written as Python literals (``repr``), never spliced into a shell
+string: the program runs as an argument list.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sh
+
+from reconciler.errors import ApplyError, ToolMissingError
+
+_PROJECT_UID = re.compile(r"\bP[1-9][0-9]*\b")
+
+
+def cli_call(function: str, *arguments: Any) -> str:
+    """``archive_project('P12')``: a call expression with every argument as a Python literal."""
+    if not re.fullmatch(r"[a-z_]+", function):
+        raise ValueError(f"not a cryosparcm cli function name: {function!r}")
+    return f"{function}({', '.join(repr(argument) for argument in arguments)})"
+
+
+def cli_argv(cryosparcm: str, function: str, *arguments: Any) -> list[str]:
+    return [cryosparcm, "cli", cli_call(function, *arguments)]
+
+
+def backup_argv(cryosparcm: str, directory: str, name: str) -> list[str]:
+    """``cryosparcm backup``: the database dumped into ``directory/name``."""
+    return [cryosparcm, "backup", f"--dir={directory}", f"--file={name}"]
+
+
+class CryosparcmDriver:
+    """Runs ``cryosparcm cli`` for each operation; reads (busy jobs, documents) go to the database."""
+
+    def __init__(self, reader: Any, name: str, instance_id: str, cryosparcm: str = "cryosparcm",
+                 owner_user_id: str | None = None):
+        self.reader = reader  # a MongoDriver used only for reads
+        self.name = name
+        self.instance_id = instance_id
+        self.cryosparcm = cryosparcm
+        self.owner_user_id = owner_user_id
+
+    def _run(self, function: str, *arguments: Any) -> str:
+        argv = cli_argv(self.cryosparcm, function, *arguments)
+        try:
+            program = sh.Command(argv[0])
+        except sh.CommandNotFound:
+            raise ToolMissingError(argv[0], "set [instances.*] cryosparcm to the path of cryosparcm") from None
+        try:
+            return str(program(*argv[1:], _err_to_out=True, _timeout=3600))
+        except sh.ErrorReturnCode as error:
+            output = error.stdout.decode(errors="replace").strip().splitlines()
+            raise ApplyError(f"{' '.join(argv[1:])} on {self.name} failed (exit {error.exit_code}): "
+                             f"{output[-1] if output else 'no output'}") from None
+        except sh.TimeoutException:
+            raise ApplyError(f"{' '.join(argv[1:])} on {self.name} did not finish within an hour") from None
+
+    def busy_jobs(self, uid: str) -> list[str]:
+        return list(self.reader.busy_jobs(uid))
+
+    def next_free_uid(self) -> str:
+        return str(self.reader.next_free_uid())
+
+    def archive(self, uid: str) -> None:
+        self._run("archive_project", uid)
+
+    def unarchive(self, uid: str, path: str) -> None:
+        self._run("unarchive_project", uid, path)
+
+    def update_path(self, uid: str, path: str) -> None:
+        self._run("update_project_directory", uid, path)
+
+    def detach(self, uid: str) -> None:
+        self._run("detach_project", uid)
+
+    def attach(self, path: str, uid: str, imported_from: dict[str, str] | None = None, force: bool = False,
+               reattach: bool = False) -> tuple[str, list[str]]:
+        project = self.reader.project(uid) if reattach else None
+        owner = (project or {}).get("owner_user_id") or self.owner_user_id
+        if not owner:
+            raise ApplyError(f"attach_project on {self.name} needs an owner: set [instances.{self.name}] "
+                             "owner_user_id")
+        output = self._run("attach_project", owner, path)
+        found = _PROJECT_UID.findall(output)
+        new_uid = found[-1] if found else uid
+        notes = [] if new_uid == uid else [f"CryoSPARC assigned {new_uid} (the plan expected {uid})"]
+        if imported_from:
+            self._run("update_project", new_uid, {"imported_from": imported_from})
+        return new_uid, notes

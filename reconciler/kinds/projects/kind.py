@@ -1,0 +1,175 @@
+"""The projects resource kind: CryoSPARC project directories on instances, in declared
+places and states (observe.py reads, diff.py plans, the executors below act through
+a driver: drivers/mongo.py or drivers/cryosparcm.py)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from reconciler.engine.actions import Action
+from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
+from reconciler.errors import ApplyError
+from reconciler.kinds.backups.config import DatabaseConfig
+from reconciler.kinds.projects import model
+from reconciler.kinds.projects.config import InstanceConfig, ProjectConfig, check_projects
+from reconciler.kinds.projects.copy import copy_project
+from reconciler.kinds.projects.diff import diff_project, project_address
+from reconciler.kinds.projects.drivers import open_driver, open_reader
+from reconciler.kinds.projects.observe import find_imported, observe_projects
+from reconciler.kinds.projects.tables import ProjectCopy
+from reconciler.units import human_bytes
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ProjectsKind(Kind):
+    name = "projects"
+    address_prefix = "project"
+    sections = {
+        "databases": (dict[str, DatabaseConfig],
+                      Field(default_factory=dict, description="MongoDB databases, and how each is backed up.")),
+        "instances": (dict[str, InstanceConfig],
+                      Field(default_factory=dict, description="CryoSPARC instances (their meteor databases).")),
+        "projects": (dict[str, ProjectConfig],
+                     Field(default_factory=dict, description="Where each project lives, on which instance, in which state.")),
+    }
+    tables = [ProjectCopy]
+
+    def addresses(self, desired: Any) -> list[str]:
+        return [project_address(name) for name in desired.projects]
+
+    def check(self, desired: Any, base_dir: Path) -> list[tuple[ConfigPath, str]]:
+        return check_projects(desired)
+
+    def observe(self, desired: Any, ctx: RunContext) -> Observation:
+        if not desired.projects:
+            return Observation(facts=[])
+        return observe_projects(desired, ctx)
+
+    def diff(self, desired: Any, observation: Observation) -> Diff:
+        combined = Diff()
+        for facts in observation.facts or []:
+            diff = diff_project(facts)
+            combined.actions.extend(diff.actions)
+            combined.notes.extend(diff.notes)
+            combined.errors.extend(diff.errors)
+        return combined
+
+    # -- executors -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _uid(driver: Any, details: dict[str, Any]) -> str:
+        """The project's uid on the action's instance: for a migrated project, looked up by its
+        ``imported_from`` record (CryoSPARC may have assigned another uid than planned)."""
+        imported = details.get("imported_from")
+        if imported:
+            reader = getattr(driver, "reader", driver)
+            found = find_imported(reader, imported["instance_id"], imported["uid"])
+            if found is None:
+                raise ApplyError(f"no project imported from {imported['uid']} on {details['instance']}; "
+                                 "run plan again")
+            return str(found["uid"])
+        return str(details["uid"])
+
+    @executor("archive")
+    def archive(self, action: Action, ctx: RunContext) -> str:
+        with open_driver(ctx.desired, action.details["instance"]) as driver:
+            uid = self._uid(driver, action.details)
+            driver.archive(uid)
+        return f"archived {uid} on {action.details['instance']}"
+
+    @executor("unarchive")
+    def unarchive(self, action: Action, ctx: RunContext) -> str:
+        with open_driver(ctx.desired, action.details["instance"]) as driver:
+            uid = self._uid(driver, action.details)
+            driver.unarchive(uid, action.details["path"])
+        return f"unarchived {uid} on {action.details['instance']}"
+
+    @executor("detach")
+    def detach(self, action: Action, ctx: RunContext) -> str:
+        with open_driver(ctx.desired, action.details["instance"]) as driver:
+            uid = self._uid(driver, action.details)
+            driver.detach(uid)
+        return f"detached {uid} from {action.details['instance']}"
+
+    @executor("copy")
+    def copy(self, action: Action, ctx: RunContext) -> str:
+        source, destination = action.details["source"], action.details["destination"]
+        if not Path(source).is_dir():
+            raise ApplyError(f"{source} does not exist any more; run plan again")
+        name = action.address.split(":", 1)[1]
+        with ctx.state.session() as session:
+            row = session.get(ProjectCopy, (source, destination))
+            if row is None:
+                session.add(ProjectCopy(source=source, destination=destination, project=name, started_at=_now()))
+                session.commit()
+        summary, digest = copy_project(Path(source), Path(destination),
+                                       lambda done, total: ctx.progress(f"copy {name}", done, total))
+        with ctx.state.session() as session:
+            row = session.get(ProjectCopy, (source, destination))
+            assert row is not None
+            row.verified_at, row.files, row.bytes, row.records_sha256 = _now(), summary.files, summary.bytes, digest
+            row.removed_at = None
+            session.add(row)
+            session.commit()
+        return f"copied and verified {summary.files:,} files, {human_bytes(summary.bytes)}"
+
+    @staticmethod
+    def _verified(ctx: RunContext, source: str, destination: str) -> ProjectCopy | None:
+        with ctx.state.session() as session:
+            row = session.get(ProjectCopy, (source, destination))
+            return row if row is not None and row.verified_at is not None else None
+
+    @executor("update_path")
+    def update_path(self, action: Action, ctx: RunContext) -> str:
+        path, old = action.details["path"], action.details["old"]
+        if Path(old).exists() and self._verified(ctx, old, path) is None:
+            raise ApplyError(f"the copy {old} -> {path} was never verified; refusing to point the project at it")
+        with open_driver(ctx.desired, action.details["instance"]) as driver:
+            driver.update_path(action.details["uid"], path)
+        return f"{action.details['uid']} now lives in {path}"
+
+    @executor("attach")
+    def attach(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        with open_driver(ctx.desired, details["instance"]) as driver:
+            uid, notes = driver.attach(details["path"], details["uid"], details.get("imported_from"),
+                                       force=bool(details.get("force")), reattach=bool(details.get("reattach")))
+        return f"attached {details['path']} to {details['instance']} as {uid}" + "".join(f"; {n}" for n in notes)
+
+    @executor("remove_old")
+    def remove_old(self, action: Action, ctx: RunContext) -> str:
+        path, copy = action.details["path"], action.details["copy"]
+        row = self._verified(ctx, path, copy)
+        if row is None:
+            raise ApplyError(f"refusing to remove {path}: no verified copy of it at {copy} is recorded")
+        if not (Path(copy) / model.PROJECT_FILE).is_file():
+            raise ApplyError(f"refusing to remove {path}: its copy {copy} has no project.json any more")
+        for instance in ctx.desired.instances:
+            with open_reader(ctx.desired, instance) as reader:
+                for document in reader.db[model.PROJECTS].find({"project_dir": path}):
+                    if not document.get("detached") and not document.get("deleted"):
+                        raise ApplyError(f"refusing to remove {path}: {document['uid']} on {instance} still "
+                                         "uses it")
+        if Path(path).exists():
+            shutil.rmtree(path)
+        with ctx.state.session() as session:
+            row = session.get(ProjectCopy, (path, copy))
+            if row is not None:
+                row.removed_at = _now()
+                session.add(row)
+                session.commit()
+        return f"removed {path} ({row.files or 0:,} files, {human_bytes(row.bytes or 0)}; kept at {copy})"
+
+    def commands(self) -> list[Any]:
+        from reconciler.kinds.projects.commands import dev_group, projects_group
+
+        return [projects_group, dev_group]
+

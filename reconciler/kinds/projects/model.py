@@ -1,0 +1,193 @@
+"""The CryoSPARC v4 shaped instance model: what a project is in the database and on disk.
+
+Database (default name ``meteor``): ``projects`` (``uid`` ``P12``, ``uid_num``,
+``title``, ``project_dir``, ``owner_user_id``, ``archived``, ``detached``,
+``deleted``, ``created_at``, …), ``workspaces`` (``uid`` ``W1``, ``project_uid``,
+``workspace_type`` base|live, Live sessions with ``session_uid`` ``S1``,
+``session_dir``, ``status``), ``jobs`` (``uid`` ``J1``, ``project_uid``,
+``job_type``, ``status``, ``parents``, ``children``, ``workspace_uids``,
+``params_spec``), ``users`` and ``sched_config``.
+
+Project directory: the continuously exported records ``project.json``,
+``workspaces.json``, ``job_manifest.json`` and ``J<n>/job.json``, plus ``cs.lock``
+naming the instance the directory is attached to.
+
+This module holds the names, the uid arithmetic, and reading/writing of the
+exported records and the lock (small files; the callers are observers and
+executors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bson import json_util
+
+from reconciler.fsutil import atomic_write_text
+
+PROJECTS, WORKSPACES, JOBS, USERS, SCHED_CONFIG = "projects", "workspaces", "jobs", "users", "sched_config"
+PROJECT_FILE = "project.json"
+WORKSPACES_FILE = "workspaces.json"
+MANIFEST_FILE = "job_manifest.json"
+JOB_FILE = "job.json"
+LOCK_FILE = "cs.lock"
+EXPORTED_NAMES = (PROJECT_FILE, WORKSPACES_FILE, MANIFEST_FILE)
+# Job statuses during which a project must not be archived, detached or moved.
+BUSY_STATUSES = ("queued", "launched", "started", "running", "waiting")
+# Set on a project document while an attach is half done; observers treat it as "attach again".
+ATTACHING = "reconciler_attaching"
+_JSON = json_util.JSONOptions(json_mode=json_util.JSONMode.RELAXED, tz_aware=True, tzinfo=timezone.utc)
+_UID = re.compile(r"^([PJWS])([1-9][0-9]*)$")
+_JOB_DIR = re.compile(r"^J[1-9][0-9]*$")
+
+
+def uid_number(uid: str) -> int:
+    """``P12`` -> 12. Raises ValueError for anything that is not a uid."""
+    match = _UID.match(uid)
+    if not match:
+        raise ValueError(f"{uid!r} is not a uid like P12")
+    return int(match.group(2))
+
+
+def is_project_uid(text: str) -> bool:
+    match = _UID.match(text)
+    return bool(match and match.group(1) == "P")
+
+
+def dumps(value: Any) -> str:
+    """Extended JSON (relaxed: dates as ISO strings), sorted keys: the exported records' format."""
+    return json_util.dumps(value, json_options=_JSON, sort_keys=True, indent=1) + "\n"
+
+
+def loads(text: str) -> Any:
+    return json_util.loads(text, json_options=_JSON)
+
+
+class RecordsError(ValueError):
+    """An exported record is missing or unreadable; the message names the file."""
+
+
+@dataclass
+class Records:
+    """A project's exported records, as read from its directory."""
+
+    project: dict[str, Any]
+    workspaces: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecordsError(f"{path} is missing") from None
+    except PermissionError:
+        raise RecordsError(f"{path} is not readable (permission denied)") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RecordsError(f"{path} is not valid JSON ({str(error).splitlines()[0][:120]})") from None
+
+
+def job_dirs(directory: Path) -> list[Path]:
+    """``J<n>`` directories of a project directory, in uid order."""
+    try:
+        found = [entry for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False)
+                 and _JOB_DIR.match(entry.name)]
+    except FileNotFoundError:
+        return []
+    return [Path(entry.path) for entry in sorted(found, key=lambda entry: int(entry.name[1:]))]
+
+
+def read_records(directory: Path) -> Records:
+    """The exported records of ``directory``. Raises RecordsError naming the first bad file."""
+    project = _read_json(directory / PROJECT_FILE)
+    if not isinstance(project, dict) or not is_project_uid(str(project.get("uid", ""))):
+        raise RecordsError(f"{directory / PROJECT_FILE} does not hold a project document (no uid like P12)")
+    workspaces_path = directory / WORKSPACES_FILE
+    workspaces = _read_json(workspaces_path) if workspaces_path.exists() else []
+    if not isinstance(workspaces, list) or not all(isinstance(item, dict) for item in workspaces):
+        raise RecordsError(f"{workspaces_path} is not a list of workspace documents")
+    jobs = []
+    for job_dir in job_dirs(directory):
+        path = job_dir / JOB_FILE
+        if not path.exists():
+            continue  # a job directory without a record (being created) is not a job yet
+        job = _read_json(path)
+        if not isinstance(job, dict) or job.get("uid") != job_dir.name:
+            raise RecordsError(f"{path} does not hold the document of job {job_dir.name}")
+        jobs.append(job)
+    return Records(project=project, workspaces=workspaces, jobs=jobs)
+
+
+def exported_files(directory: Path) -> list[Path]:
+    """The exported record files present in ``directory`` (for checksums and freshness)."""
+    found = [directory / name for name in EXPORTED_NAMES if (directory / name).is_file()]
+    found += [job_dir / JOB_FILE for job_dir in job_dirs(directory) if (job_dir / JOB_FILE).is_file()]
+    return found
+
+
+def records_digest(directory: Path) -> tuple[str, float | None]:
+    """sha256 over the exported records (name and bytes, in order) and the newest mtime among them."""
+    digest = hashlib.sha256()
+    newest: float | None = None
+    for path in exported_files(directory):
+        digest.update(str(path.relative_to(directory)).encode() + b"\0")
+        digest.update(path.read_bytes())
+        mtime = path.stat().st_mtime
+        newest = mtime if newest is None else max(newest, mtime)
+    return digest.hexdigest(), newest
+
+
+def write_records(directory: Path, records: Records) -> None:
+    """Export ``records`` into ``directory`` (each file replaced atomically; ``_id`` left out)."""
+    def clean(document: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in document.items() if key != "_id"}
+
+    atomic_write_text(directory / PROJECT_FILE, dumps(clean(records.project)))
+    atomic_write_text(directory / WORKSPACES_FILE, dumps([clean(item) for item in records.workspaces]))
+    manifest = [{"uid": job["uid"], "job_type": job.get("job_type"), "status": job.get("status")}
+                for job in sorted(records.jobs, key=lambda job: uid_number(job["uid"]))]
+    atomic_write_text(directory / MANIFEST_FILE, dumps(manifest))
+    for job in records.jobs:
+        (directory / job["uid"]).mkdir(exist_ok=True)
+        atomic_write_text(directory / job["uid"] / JOB_FILE, dumps(clean(job)))
+
+
+def read_lock(directory: Path) -> str | None:
+    """The instance id in ``cs.lock`` (JSON ``{"instance_id": …}`` or a bare id), None without a lock."""
+    try:
+        text = (directory / LOCK_FILE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text.splitlines()[0] if text else ""
+    if isinstance(value, dict):
+        return str(value.get("instance_id", ""))
+    return str(value)
+
+
+def write_lock(directory: Path, instance_id: str) -> None:
+    now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    atomic_write_text(directory / LOCK_FILE, json.dumps({"instance_id": instance_id, "locked_at": now}) + "\n")
+
+
+def remove_lock(directory: Path) -> None:
+    (directory / LOCK_FILE).unlink(missing_ok=True)
+
+
+def rewrite_uid(records: Records, new_uid: str) -> Records:
+    """The same records under project uid ``new_uid``: the project's own uid and every
+    ``project_uid`` reference; job and workspace uids (and parents/children) are project-local
+    and stay."""
+    project = {**records.project, "uid": new_uid, "uid_num": uid_number(new_uid)}
+    workspaces = [{**item, "project_uid": new_uid} for item in records.workspaces]
+    jobs = [{**job, "project_uid": new_uid} for job in records.jobs]
+    return Records(project=project, workspaces=workspaces, jobs=jobs)

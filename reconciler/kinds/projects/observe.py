@@ -1,0 +1,142 @@
+"""Reading projects: documents on each instance, directories, locks, exported records,
+and the copies the state store remembers. Every read of the world for this kind is here."""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from pymongo.errors import PyMongoError
+from sqlmodel import select
+
+from reconciler.engine.actions import AddressMessage
+from reconciler.engine.kind import Observation, RunContext
+from reconciler.engine.planner import matches_target
+from reconciler.errors import ObserveError
+from reconciler.kinds.projects import model
+from reconciler.kinds.projects.copy import summarize_tree
+from reconciler.kinds.projects.diff import DirFacts, DocFacts, ProjectFacts, project_address
+from reconciler.kinds.projects.drivers import open_reader
+from reconciler.kinds.projects.drivers.mongo import MongoDriver
+from reconciler.kinds.projects.tables import ProjectCopy
+
+
+def doc_facts(reader: MongoDriver, document: dict[str, Any] | None) -> DocFacts | None:
+    if document is None:
+        return None
+    uid = str(document.get("uid"))
+    detached = bool(document.get("detached"))
+    return DocFacts(uid=uid, title=str(document.get("title", "")), project_dir=str(document.get("project_dir", "")),
+                    archived=bool(document.get("archived")), detached=detached,
+                    deleted=bool(document.get("deleted")), attaching=bool(document.get(model.ATTACHING)),
+                    busy_jobs=[] if detached else reader.busy_jobs(uid))
+
+
+def dir_facts(path: str, measure: bool = False) -> DirFacts:
+    """Existence, lock owner and records of a directory. Raises ObserveError for unreadable
+    or corrupt records (missing project.json, bad JSON, a job.json of another job)."""
+    directory = Path(path)
+    if not directory.is_dir():
+        return DirFacts(path=path, exists=False)
+    try:
+        with os.scandir(directory) as entries:
+            empty = next(entries, None) is None
+    except PermissionError:
+        raise ObserveError(f"{path} is not readable (permission denied)") from None
+    facts = DirFacts(path=path, exists=True, empty=empty, lock=model.read_lock(directory))
+    if empty:
+        return facts
+    if (directory / model.PROJECT_FILE).exists() or model.job_dirs(directory):
+        try:
+            records = model.read_records(directory)
+        except model.RecordsError as error:
+            raise ObserveError(str(error)) from None
+        facts.records_uid = str(records.project.get("uid"))
+    if measure:
+        summary = summarize_tree(directory)
+        facts.files, facts.bytes = summary.files, summary.bytes
+    return facts
+
+
+def find_imported(reader: MongoDriver, source_id: str, uid: str) -> dict[str, Any] | None:
+    """The project on ``reader``'s instance that an attach recorded as imported from (source_id, uid)."""
+    for document in reader.db[model.PROJECTS].find({"imported_from.instance_id": source_id,
+                                                    "imported_from.uid": uid}):
+        if not document.get("deleted"):
+            return dict(document)
+    return None
+
+
+class Readers:
+    """One open reader per instance for the whole observation (connect once each)."""
+
+    def __init__(self, desired: Any, stack: ExitStack):
+        self.desired = desired
+        self.stack = stack
+        self.open: dict[str, MongoDriver | ObserveError] = {}
+
+    def get(self, instance: str) -> MongoDriver:
+        if instance not in self.open:
+            try:
+                self.open[instance] = self.stack.enter_context(open_reader(self.desired, instance))
+            except ObserveError as error:
+                self.open[instance] = ObserveError(f"instance {instance}: {error}")
+        found = self.open[instance]
+        if isinstance(found, ObserveError):
+            raise found
+        return found
+
+
+def observe_project(name: str, project: Any, desired: Any, readers: Readers, ctx: RunContext) -> ProjectFacts:
+    facts = ProjectFacts(
+        name=name, uid=project.uid, source_instance=project.source_instance, instance=project.instance,
+        path=project.path, state=project.state, force=project.force,
+        instance_ids={key: value.instance_id for key, value in desired.instances.items()},
+        instance_databases={key: value.database for key, value in desired.instances.items()})
+    source = readers.get(project.source_instance)
+    facts.source_doc = doc_facts(source, source.project(project.uid))
+    if facts.source_instance != facts.instance:
+        target = readers.get(project.instance)
+        imported = find_imported(target, facts.instance_ids[facts.source_instance], project.uid)
+        facts.target_doc = doc_facts(target, imported)
+        if imported is not None and imported.get(model.ATTACHING):
+            facts.target_uid = str(imported["uid"])
+        elif imported is None:
+            facts.target_uid = project.uid if target.project(project.uid) is None else target.next_free_uid()
+    doc = facts.target_doc if facts.target_doc and not facts.target_doc.attaching else facts.source_doc
+    if doc is not None:
+        moving = doc.project_dir != project.path
+        facts.current_dir = dir_facts(doc.project_dir, measure=moving)
+        if not facts.current_dir.exists and not doc.detached and not moving:
+            raise ObserveError(f"the directory of {doc.uid}, {doc.project_dir}, is missing")
+    facts.desired_dir = dir_facts(project.path) if facts.current_dir is None or project.path != doc.project_dir \
+        else facts.current_dir
+    with ctx.state.session() as session:
+        rows = session.exec(select(ProjectCopy).where(ProjectCopy.project == name)).all()
+    current = doc.project_dir if doc else None
+    facts.copy_started = any(row.source == current and row.destination == project.path for row in rows)
+    facts.leftovers = sorted(row.source for row in rows if row.verified_at and row.removed_at is None
+                             and row.destination == current and Path(row.source).exists())
+    return facts
+
+
+def observe_projects(desired: Any, ctx: RunContext) -> Observation:
+    facts: list[ProjectFacts] = []
+    errors: list[AddressMessage] = []
+    with ExitStack() as stack:
+        readers = Readers(desired, stack)
+        for name, project in desired.projects.items():
+            address = project_address(name)
+            if ctx.targets and not matches_target(address, ctx.targets):
+                continue
+            try:
+                facts.append(observe_project(name, project, desired, readers, ctx))
+            except ObserveError as error:
+                errors.append(AddressMessage(address=address, message=str(error)))
+            except PyMongoError as error:
+                errors.append(AddressMessage(address=address, message=f"reading the instance failed: {error}"))
+            except OSError as error:
+                errors.append(AddressMessage(address=address, message=f"{error.filename}: {error.strerror}"))
+    return Observation(facts=facts, errors=errors)

@@ -1,0 +1,27 @@
+"""What the state store keeps for projects: copies made for moves, and whether they were verified.
+
+A move's old directory is removed only when a row here says its copy was verified
+(in this run or an earlier one); the world (documents, directories, cs.lock) is
+the truth for everything else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column
+from sqlmodel import Field, SQLModel
+
+
+class ProjectCopy(SQLModel, table=True):
+    __tablename__ = "project_copies"
+
+    source: str = Field(primary_key=True)
+    destination: str = Field(primary_key=True)
+    project: str  # the [projects.*] name
+    started_at: datetime
+    verified_at: datetime | None = None
+    files: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    records_sha256: str | None = None
+    removed_at: datetime | None = None  # the source directory was removed after the move
