@@ -157,9 +157,11 @@ def verify_command(app: Any, backup: str | None) -> int:
 @click.option("--uri-env", help="Environment variable holding the target connection string.")
 @click.option("--database", help="Target database (default: the one the backup was taken from).")
 @click.option("--map", "mappings", multiple=True, metavar="OLD=NEW", help="Restore collection OLD as NEW.")
+@click.option("--force-rollback", is_flag=True,
+              help="Restore a CryoSPARC database even though project directories are newer than the backup.")
 @click.pass_obj
 def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None, database: str | None,
-                    mappings: tuple[str, ...]) -> None:
+                    mappings: tuple[str, ...], force_rollback: bool) -> None:
     """Restore a backup (ID, or PATH to any archive or dump folder from reconciler, mongodump or
     jobflow-remote) into empty collections; on failure nothing is left behind."""
     from reconciler.kinds.backups.restore import restore
@@ -180,6 +182,7 @@ def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None,
         source = open_source(path, database)
     except BsonFormatError as error:
         raise ApplyError(f"cannot restore: {error}") from None
+    _rollback_guard(source, force_rollback)
     client = connect(target)
     try:
         report = restore(source, client, database, mapping, app.progress)
@@ -196,3 +199,20 @@ def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None,
 
 
 
+
+
+def _rollback_guard(source: Any, force: bool) -> None:
+    """Refuse to restore an instance's database over newer project directories (see projects/guard.py)."""
+    from reconciler.kinds.projects.guard import backup_time, newer_projects, refusal
+
+    try:
+        taken = backup_time(source)
+        found = newer_projects(source, taken)
+    except BsonFormatError as error:
+        raise ApplyError(f"cannot restore: {error}") from None
+    if not found:
+        return
+    if not force:
+        raise ApplyError(refusal(found, taken))
+    click.echo(f"warning: --force-rollback: restoring over newer project directories: "
+               f"{', '.join(item.uid for item in found)}", err=True)
