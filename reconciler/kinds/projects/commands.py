@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +55,15 @@ def project_rows(desired: Any, measure: bool = True) -> tuple[list[dict[str, Any
             exists = directory.is_dir()
             lock = model.read_lock(directory) if exists else None
             size = summarize_tree(directory) if exists and measure else None
+            newest = model.records_digest(directory)[1] if exists else None
             declared = _declared(desired, instance, document)
             row: dict[str, Any] = {
                 "instance": instance, "uid": document.get("uid"), "title": document.get("title", ""),
                 "path": str(directory), "exists": exists, "state": _state(document),
                 "files": size.files if size else None, "bytes": size.bytes if size else None,
                 "lock": names.get(lock or "", lock), "imported_from": document.get("imported_from"),
+                "records_changed": datetime.fromtimestamp(newest, timezone.utc).isoformat(timespec="seconds")
+                if newest else None,
                 "name": None, "desired": None, "in_sync": None}
             if declared:
                 name, project = declared
@@ -95,7 +99,8 @@ def list_projects(app: Any, as_json: bool, no_size: bool) -> None:
                 "-" if row["exists"] else "MISSING")
             click.echo(f"{row['instance']}/{uid}  {row['title']}")
             click.echo(f"  path:   {row['path']}  ({size})")
-            click.echo(f"  state:  {row['state']}, lock: {row['lock'] or 'none'}")
+            click.echo(f"  state:  {row['state']}, lock: {row['lock'] or 'none'}, "
+                       f"records changed {row['records_changed'] or '-'}")
             if row["desired"]:
                 want = row["desired"]
                 verdict = "as declared" if row["in_sync"] else (

@@ -219,7 +219,7 @@ def _plan_in_place(facts: ProjectFacts, doc: DocFacts, here: str, base: dict[str
             if problem:
                 return problem
         chain.add("attach", f"attach {facts.path} to {here} again as {doc.uid}",
-                  {**base, "path": facts.path, "reattach": True})
+                  {**base, "path": facts.path, "reattach": True, "force": facts.force})
         if facts.state == "archived":
             chain.add("archive", "desired state is archived", base, before=archive_before)
         return None
@@ -227,13 +227,20 @@ def _plan_in_place(facts: ProjectFacts, doc: DocFacts, here: str, base: dict[str
         problem = _add_copy(facts, None, current)  # checked first: nothing is archived for a copy that cannot be made
         if problem:
             return problem
-        if not doc.archived:
+        by_hand = _copy_needed(facts) is False  # the directory was moved by hand: only the document follows
+        archived = doc.archived
+        if not archived and not by_hand:
             chain.add("archive", f"archive before its directory moves to {facts.path} (the CryoSPARC guide: "
                                  "archive before a project's path changes)", base, before=archive_before)
+            archived = True
         _add_copy(facts, chain, current)
-        chain.add("update_path", f"point {doc.uid} at {facts.path}", {**base, "path": facts.path, "old": current})
-        if facts.state == "active":
+        chain.add("update_path", f"point {doc.uid} at {facts.path}" + (
+            f" ({current} is gone; {facts.path} holds the project's records)" if by_hand else ""),
+            {**base, "path": facts.path, "old": current})
+        if facts.state == "active" and archived:
             chain.add("unarchive", "desired state is active", {**base, "path": facts.path})
+        elif facts.state == "archived" and not archived:
+            chain.add("archive", "desired state is archived", base, before=archive_before)
         elif facts.state == "detached":
             chain.add("detach", "desired state is detached", base)
         return None

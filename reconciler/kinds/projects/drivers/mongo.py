@@ -21,6 +21,9 @@ from reconciler.kinds.projects.model import (ATTACHING, BUSY_STATUSES, JOBS, PRO
                                              Records, RecordsError)
 
 
+FLAGS = ("archived", "detached", "deleted")
+
+
 def _plain(document: Any) -> dict[str, Any]:
     return {key: value for key, value in dict(document).items() if key != "_id"}
 
@@ -51,7 +54,11 @@ class MongoDriver:
         jobs = [_plain(item) for item in self.db[JOBS].find({"project_uid": uid})]
         workspaces.sort(key=lambda item: model.uid_number(item["uid"]))
         jobs.sort(key=lambda item: model.uid_number(item["uid"]))
-        return Records(project=_plain(project), workspaces=workspaces, jobs=jobs)
+        plain = _plain(project)
+        for flag in FLAGS:  # some servers (nx-27017) store a $set True as 1; the records say true/false
+            if flag in plain:
+                plain[flag] = bool(plain[flag])
+        return Records(project=plain, workspaces=workspaces, jobs=jobs)
 
     def _refuse_busy(self, uid: str, operation: str) -> None:
         busy = self.busy_jobs(uid)
