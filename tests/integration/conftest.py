@@ -59,8 +59,9 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         "PermitRootLogin prohibit-password\nLogLevel ERROR\nMaxStartups 100\n"
     )
     Path("/run/sshd").mkdir(exist_ok=True)
+    log = open(home / "sshd.log", "wb")  # a file, not a pipe nobody reads (a full pipe blocks sshd)
     process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(home / "sshd_config")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -68,7 +69,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
             break
         except OSError as error:
             if process.poll() is not None:
-                output = process.stderr.read().decode() if process.stderr else ""
+                output = (home / "sshd.log").read_text(errors="replace")
                 raise RuntimeError(f"sshd did not start: {output}") from error
             time.sleep(0.1)
     options = ["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "LogLevel=ERROR",
@@ -78,6 +79,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     yield Sshd(port=port, user=getpass.getuser(), identity=home / "client_key", options=options)
     process.terminate()
     process.wait(10)
+    log.close()
 
 
 def make_tree(root: Path, files: dict[str, bytes | str], age_seconds: float = 3600) -> None:
@@ -154,7 +156,11 @@ def mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
                 "--data-dir", str(data), "--host", "127.0.0.1", "-p", str(port),
                 "--pid-file", str(data / "nx.pid"), "--log-file", str(data / "nx.log")]
         implementation = "nx-27017"
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr goes to a file: a pipe nobody reads fills up (64 KiB of nx-27017's warnings)
+    # and then blocks the server in the middle of a request.
+    stderr_path = tmp_path_factory.mktemp("mongo-stderr") / "stderr.log"
+    stderr = open(stderr_path, "wb")
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.monotonic() + 30
     import pymongo
 
@@ -164,9 +170,10 @@ def mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
             break
         except Exception:
             if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stderr.read().decode() if process.stderr else ""
+                output = stderr_path.read_text(errors="replace")
                 raise RuntimeError(f"{implementation} did not start: {output[-2000:]}") from None
             time.sleep(0.2)
     yield MongoServer(f"mongodb://127.0.0.1:{port}", implementation)
     process.terminate()
     process.wait(20)
+    stderr.close()
