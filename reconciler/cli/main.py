@@ -8,7 +8,7 @@ import traceback
 import click
 
 from reconciler import __version__
-from reconciler.cli import config_commands, run_commands
+from reconciler.cli import config_commands, report_command, run_commands
 from reconciler.cli.app import App, setup_logging
 from reconciler.errors import ConfigError, ReconcilerError
 
@@ -45,7 +45,7 @@ def cli(context: click.Context, config_option: str | None, state_option: str | N
     setup_logging(verbose, timestamps=False)
 
 
-for module in (config_commands, run_commands):
+for module in (config_commands, run_commands, report_command):
     for command in module.COMMANDS:
         cli.add_command(command)
 

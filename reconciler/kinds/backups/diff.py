@@ -43,7 +43,8 @@ def database_address(key: str) -> str:
     return f"database:{key}"
 
 
-def _age(delta: timedelta) -> str:
+def age_text(delta: timedelta) -> str:
+    """A backup's age, rounded: "45s", "3h12m", "4d5h"."""
     seconds = int(delta.total_seconds())
     if seconds < 120:
         return f"{seconds}s"
@@ -65,7 +66,7 @@ def diff_database(facts: DatabaseFacts) -> Diff:
     if newest is None or facts.now - newest.time >= facts.every:
         if facts.reachable:
             reason = "no backup yet" if newest is None else (
-                f"the newest backup is {_age(facts.now - newest.time)} old (every {format_duration(facts.every)})")
+                f"the newest backup is {age_text(facts.now - newest.time)} old (every {format_duration(facts.every)})")
             backup_action = Action.create(
                 address=address, kind="backup", reason=reason,
                 facts={"newest": newest.backup_id if newest else None},

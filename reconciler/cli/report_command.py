@@ -1,0 +1,31 @@
+"""``reconciler report --html FILE``: the data management report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reconciler.fsutil import atomic_write_text
+
+
+@click.command("report")
+@click.option("--html", "html_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report here (one self-contained HTML file).")
+@click.pass_obj
+def report_command(app: Any, html_path: Path) -> None:
+    """Projects and Live sessions (sizes and states per datatype), replica completeness,
+    backup freshness and retention, as one HTML page."""
+    from reconciler.render.report import render_report
+    from reconciler.report.collect import collect
+
+    report = collect(app)
+    atomic_write_text(html_path, render_report(report))
+    click.echo(f"wrote {html_path} ({len(report.projects)} projects, {len(report.replicas)} replicas, "
+               f"{len(report.backups)} databases)", err=True)
+    for problem in report.problems:
+        click.echo(f"warning: {problem}", err=True)
+
+
+COMMANDS = [report_command]

@@ -1,0 +1,1 @@
+"""The data management report: one self-contained HTML page (``reconciler report --html``)."""
