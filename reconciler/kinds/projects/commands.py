@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from datetime import datetime, timezone
@@ -28,12 +29,30 @@ def _declared(desired: Any, instance: str, document: dict[str, Any]) -> tuple[st
     imported = document.get("imported_from") or {}
     ids = {key: value.instance_id for key, value in desired.instances.items()}
     for name, project in desired.projects.items():
+        if project.bundle is not None:
+            origin = _bundle_origin(project.bundle)
+            if project.instance == instance and origin and imported.get("instance_id") == origin[0] \
+                    and imported.get("uid") == origin[1]:
+                return name, project
+            continue
         if project.source_instance == instance and project.uid == document.get("uid"):
             return name, project
         if project.instance == instance and imported.get("instance_id") == ids.get(project.source_instance) \
                 and imported.get("uid") == project.uid:
             return name, project
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def _bundle_origin(path: str) -> tuple[str, str] | None:
+    """(source instance id, source uid) from a bundle's bundle.json, None when unreadable."""
+    from reconciler.kinds.projects.bundle import BundleError, read_header
+
+    try:
+        header = read_header(Path(path))
+    except BundleError:
+        return None
+    return header.source_instance.get("instance_id", ""), header.project_uid
 
 
 def project_rows(desired: Any, measure: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
@@ -149,3 +168,113 @@ def make_instance_command(uri: str | None, uri_env: str | None, database: str, r
     for project in made:
         click.echo(f"{project.uid}  {project.title}  {project.project_dir}  "
                    f"({len(project.jobs)} jobs, sessions {', '.join(project.sessions) or '-'})")
+
+
+def _referenced_users(reader: Any, records: Any) -> list[dict[str, Any]]:
+    """The users a project's documents name (``*user_id`` fields), with only their id, name and
+    emails: never passwords, tokens or other secrets."""
+    ids: set[str] = set()
+
+    def visit(value: Any, key: str = "") -> None:
+        if isinstance(value, dict):
+            for name, item in value.items():
+                visit(item, name)
+        elif isinstance(value, list):
+            for item in value:
+                visit(item, key)
+        elif key.endswith("user_id") and isinstance(value, str):
+            ids.add(value)
+
+    visit(records.project)
+    visit(records.workspaces)
+    visit(records.jobs)
+    users = []
+    for user in reader.db[model.USERS].find({"_id": {"$in": sorted(ids)}}):
+        users.append({"_id": user["_id"], "name": user.get("name", ""),
+                      "emails": [{"address": item.get("address")} for item in user.get("emails") or []
+                                 if isinstance(item, dict)]})
+    return users
+
+
+@projects_group.command("export")
+@click.argument("uid")
+@click.option("--instance", required=True, help="The [instances.*] entry the project is on.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The bundle: NAME.bundle.tar, .tar.gz or .tar.zst.")
+@click.option("--include-data/--metadata-only", default=True, show_default=True,
+              help="Carry the project directory, or only its documents.")
+@click.option("--sign-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Add an HMAC-SHA256 of the manifest made with this key file.")
+@click.pass_obj
+def export_command(app: Any, uid: str, instance: str, output: Path, include_data: bool,
+                   sign_key: Path | None) -> None:
+    """Write a project (documents + directory) as one verifiable bundle file."""
+    from reconciler.kinds.projects.bundle import export_bundle, load_key
+
+    desired = app.config.model
+    with open_reader(desired, instance) as reader:
+        document = reader.project(uid)
+        if document is None:
+            raise ObserveError(f"no project {uid} on {instance}")
+        busy = reader.busy_jobs(uid)
+        if busy:
+            raise ObserveError(f"jobs {', '.join(busy)} of {uid} are queued or running; export when they finish")
+        records = reader.records(uid)
+        users = _referenced_users(reader, records)
+    directory = Path(document["project_dir"]) if include_data else None
+    if directory is not None and not directory.is_dir():
+        raise ObserveError(f"the directory of {uid}, {directory}, is missing (use --metadata-only for the documents)")
+    summary = export_bundle(output, records, users, {"name": instance, "instance_id": reader.instance_id},
+                            directory, load_key(sign_key), lambda done, total: app.progress("export", done, total))
+    click.echo(f"wrote {output}: {summary['members']:,} members, {human_bytes(summary['bytes'])} of data"
+               + (", signed" if sign_key else ""))
+    if summary["external_links"]:
+        first = summary["external_links"][0]
+        click.echo(f"note: {len(summary['external_links'])} links point outside the project and are not carried "
+                   f"(e.g. {first['path']} -> {first['target']})", err=True)
+
+
+@projects_group.command("verify-bundle")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--verify-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Require a valid signature made with this key file.")
+@click.option("--json", "as_json", is_flag=True, help="The bundle's bundle.json after the checks.")
+def verify_bundle_command(bundle: Path, verify_key: Path | None, as_json: bool) -> None:
+    """Check every checksum, the manifest's completeness, bundle.json's schema and safety."""
+    from reconciler.kinds.projects.bundle import describe, header_json, load_key, verify_bundle
+
+    header, problems = verify_bundle(bundle, load_key(verify_key))
+    if problems:
+        click.echo(f"DAMAGED {bundle}")
+        for problem in problems:
+            click.echo(f"  {problem}")
+        raise SystemExit(1)
+    assert header is not None
+    click.echo(header_json(header) if as_json else f"ok {bundle}: {describe(header)}")
+
+
+@projects_group.command("import")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--instance", required=True, help="The [instances.*] entry to import into.")
+@click.option("--path", "destination", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The new, absolute project directory.")
+@click.option("--uid", help="The uid to give the project (default: the next free one).")
+@click.option("--owner-fallback", help="User (id or email) to own the project when its owner is not a user here.")
+@click.option("--verify-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Refuse unsigned bundles and bundles whose signature does not match this key.")
+@click.pass_obj
+def import_command(app: Any, bundle: Path, instance: str, destination: Path, uid: str | None,
+                   owner_fallback: str | None, verify_key: Path | None) -> None:
+    """Verify a bundle, then import it with a new uid; on any failure nothing is left behind."""
+    from reconciler.kinds.projects.bundle import load_key
+    from reconciler.kinds.projects.bundle_import import import_bundle
+
+    if not destination.is_absolute():
+        raise ConfigError(f"--path {destination}: give an absolute path")
+    with open_reader(app.config.model, instance) as reader:
+        report = import_bundle(bundle.resolve(), reader, app.store, destination, uid, owner_fallback,
+                               load_key(verify_key))
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"imported {bundle.name} into {instance} as {report.uid} at {report.path} "
+               f"({report.jobs} jobs, {report.workspaces} workspaces, {report.files:,} files; owner {report.owner})")

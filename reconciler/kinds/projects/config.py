@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from reconciler.config.model import LocalPath, Section
 from reconciler.kinds.projects.model import is_project_uid
@@ -40,7 +40,10 @@ class InstanceConfig(Section):
 class ProjectConfig(Section):
     """Where a project directory must live, on which instance, and in which state."""
 
-    uid: str = Field(description='The project uid where it lives now, e.g. "P12".')
+    uid: str | None = Field(default=None, description='The project uid where it lives now, e.g. "P12" '
+                                                     '(not with source).')
+    source: str | None = Field(default=None, description='"bundle:/path/P12.bundle.tar": import this bundle '
+                                                         "when the project is not on the instance yet.")
     from_: str | None = Field(default=None, alias="from",
                               description="The instance it lives on now; omit when it stays on `instance`.")
     instance: str = Field(description="The instance it must end up on.")
@@ -53,10 +56,29 @@ class ProjectConfig(Section):
 
     @field_validator("uid")
     @classmethod
-    def _uid(cls, value: str) -> str:
-        if not is_project_uid(value):
+    def _uid(cls, value: str | None) -> str | None:
+        if value is not None and not is_project_uid(value):
             raise ValueError(f"{value!r} is not a project uid; write it like \"P12\"")
         return value
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("bundle:"):
+            raise ValueError('write source as "bundle:/path/to/P12.bundle.tar"')
+        return value
+
+    @model_validator(mode="after")
+    def _uid_or_source(self) -> "ProjectConfig":
+        if (self.uid is None) == (self.source is None):
+            raise ValueError("set exactly one of uid (a project on an instance) and source (a bundle to import)")
+        if self.source is not None and self.from_ is not None:
+            raise ValueError("a project imported from a bundle has no `from` instance")
+        return self
+
+    @property
+    def bundle(self) -> str | None:
+        return self.source[len("bundle:"):] if self.source else None
 
     @property
     def source_instance(self) -> str:
@@ -95,10 +117,10 @@ def check_projects(desired: Any) -> list[tuple[tuple[str | int, ...], str]]:
                                  f"(known: {known})"))
         if not os.path.isabs(project.path):
             problems.append((("projects", key, "path"), f"[projects.{key}] path must be absolute"))
-        identity = (project.source_instance, project.uid)
+        identity = (project.source_instance, project.uid or project.source or "")
         if identity in seen_uids:
             problems.append((("projects", key, "uid"),
-                             f"[projects.{key}] declares {project.uid} on {project.source_instance} again "
+                             f"[projects.{key}] declares {project.uid or project.source} on {project.source_instance} again "
                              f"(already [projects.{seen_uids[identity]}]); keep one entry per project"))
         seen_uids.setdefault(identity, key)
         if project.path in seen_paths:

@@ -63,6 +63,7 @@ class ProjectFacts:
     current_dir: DirFacts | None = None
     desired_dir: DirFacts | None = None
     copy_started: bool = False  # the state store knows a copy current -> desired began
+    bundle: dict[str, str] | None = None  # source = "bundle:…": path, source instance id, source uid
     leftovers: list[str] = field(default_factory=list)  # old directories of finished moves, verified, still there
 
 
@@ -142,6 +143,8 @@ def diff_project(facts: ProjectFacts) -> Diff:
     """The steps that bring one project to its declared instance, path and state."""
     diff = Diff()
     address = project_address(facts.name)
+    if facts.bundle is not None and facts.source_doc is None:
+        return _plan_import(facts)
     migrating = facts.source_instance != facts.instance
     arrived = migrating and facts.target_doc is not None and not facts.target_doc.attaching
     doc = facts.target_doc if arrived else facts.source_doc
@@ -288,3 +291,29 @@ def _plan_migration(facts: ProjectFacts, doc: DocFacts, chain: _Chain) -> str | 
                                                             "imported_from": imported_from},
                   before=[f"database:{database}"] if database else [])
     return None
+
+
+def _plan_import(facts: ProjectFacts) -> Diff:
+    """A project declared from a bundle and not on its instance yet: import it."""
+    diff = Diff()
+    bundle = facts.bundle or {}
+    desired = facts.desired_dir
+    if desired is not None and desired.exists and not desired.empty and not facts.copy_started:
+        diff.errors.append(AddressMessage(address=project_address(facts.name), message=(
+            f"{facts.path} exists and is not empty; a bundle is imported only into a new directory")))
+        return diff
+    chain = _Chain(facts)
+    imported_from = {"instance_id": bundle.get("instance_id", ""), "uid": bundle.get("uid", "")}
+    chain.add("import", f"import {bundle.get('path')} ({bundle.get('uid')} from {bundle.get('instance')}) into "
+                        f"{facts.instance} as {facts.target_uid} at {facts.path}",
+              {"bundle": bundle.get("path"), "instance": facts.instance, "uid": facts.target_uid, "path": facts.path})
+    if facts.state == "archived":
+        database = facts.instance_databases.get(facts.instance)
+        chain.add("archive", "desired state is archived", {"instance": facts.instance, "uid": facts.target_uid,
+                                                            "imported_from": imported_from},
+                  before=[f"database:{database}"] if database else [])
+    elif facts.state == "detached":
+        chain.add("detach", "desired state is detached", {"instance": facts.instance, "uid": facts.target_uid,
+                                                           "imported_from": imported_from})
+    diff.actions.extend(chain.actions)
+    return diff

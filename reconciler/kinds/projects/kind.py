@@ -21,7 +21,7 @@ from reconciler.kinds.projects.copy import copy_project
 from reconciler.kinds.projects.diff import diff_project, project_address
 from reconciler.kinds.projects.drivers import open_driver, open_reader
 from reconciler.kinds.projects.observe import find_imported, observe_projects
-from reconciler.kinds.projects.tables import ProjectCopy
+from reconciler.kinds.projects.tables import BundleImport, ProjectCopy
 from reconciler.units import human_bytes
 
 
@@ -40,7 +40,7 @@ class ProjectsKind(Kind):
         "projects": (dict[str, ProjectConfig],
                      Field(default_factory=dict, description="Where each project lives, on which instance, in which state.")),
     }
-    tables = [ProjectCopy]
+    tables = [ProjectCopy, BundleImport]
 
     def addresses(self, desired: Any) -> list[str]:
         return [project_address(name) for name in desired.projects]
@@ -143,6 +143,19 @@ class ProjectsKind(Kind):
             uid, notes = driver.attach(details["path"], details["uid"], details.get("imported_from"),
                                        force=bool(details.get("force")), reattach=bool(details.get("reattach")))
         return f"attached {details['path']} to {details['instance']} as {uid}" + "".join(f"; {n}" for n in notes)
+
+    @executor("import")
+    def import_(self, action: Action, ctx: RunContext) -> str:
+        from reconciler.kinds.projects.bundle_import import import_bundle
+
+        details = action.details
+        config = ctx.desired.instances[details["instance"]]
+        with open_reader(ctx.desired, details["instance"]) as reader:
+            report = import_bundle(Path(details["bundle"]), reader, ctx.state, Path(details["path"]),
+                                   uid=details["uid"], owner_fallback=config.owner_user_id)
+        for note in report.notes:
+            ctx.log.warning("%s: %s", action.address, note)
+        return f"imported as {report.uid} at {report.path} ({report.jobs} jobs, {report.files:,} files)"
 
     @executor("remove_old")
     def remove_old(self, action: Action, ctx: RunContext) -> str:

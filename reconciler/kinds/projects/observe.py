@@ -89,7 +89,42 @@ class Readers:
         return found
 
 
+def observe_bundle_project(name: str, project: Any, desired: Any, readers: Readers) -> ProjectFacts:
+    """A project declared with source = "bundle:…": on its instance already (found by its
+    ``imported_from``), or to be imported."""
+    from reconciler.kinds.projects.bundle import BundleError, read_header
+
+    try:
+        header = read_header(Path(project.bundle))
+    except BundleError as error:
+        raise ObserveError(str(error)) from None
+    source_id = header.source_instance.get("instance_id", "")
+    facts = ProjectFacts(
+        name=name, uid=header.project_uid, source_instance=project.instance, instance=project.instance,
+        path=project.path, state=project.state, force=project.force,
+        instance_ids={key: value.instance_id for key, value in desired.instances.items()},
+        instance_databases={key: value.database for key, value in desired.instances.items()},
+        bundle={"path": project.bundle, "instance_id": source_id, "uid": header.project_uid,
+                "instance": header.source_instance.get("name", "?")})
+    target = readers.get(project.instance)
+    imported = find_imported(target, source_id, header.project_uid)
+    if imported is not None and not imported.get(model.ATTACHING):
+        facts.source_doc = doc_facts(target, imported)
+        facts.uid = facts.source_doc.uid
+    else:
+        facts.target_uid = str(imported["uid"]) if imported is not None else target.next_free_uid()
+        facts.copy_started = imported is not None  # an import killed half-way: its directory is ours
+    return facts
+
+
 def observe_project(name: str, project: Any, desired: Any, readers: Readers, ctx: RunContext) -> ProjectFacts:
+    if project.source is not None:
+        facts = observe_bundle_project(name, project, desired, readers)
+        doc = facts.source_doc
+        if doc is None:
+            facts.desired_dir = dir_facts(project.path)
+            return facts
+        return _observe_dirs(facts, doc, project, ctx, name)
     facts = ProjectFacts(
         name=name, uid=project.uid, source_instance=project.source_instance, instance=project.instance,
         path=project.path, state=project.state, force=project.force,
@@ -106,6 +141,11 @@ def observe_project(name: str, project: Any, desired: Any, readers: Readers, ctx
         elif imported is None:
             facts.target_uid = project.uid if target.project(project.uid) is None else target.next_free_uid()
     doc = facts.target_doc if facts.target_doc and not facts.target_doc.attaching else facts.source_doc
+    return _observe_dirs(facts, doc, project, ctx, name)
+
+
+def _observe_dirs(facts: ProjectFacts, doc: DocFacts | None, project: Any, ctx: RunContext,
+                  name: str) -> ProjectFacts:
     if doc is not None:
         moving = doc.project_dir != project.path
         facts.current_dir = dir_facts(doc.project_dir, measure=moving)

@@ -25,3 +25,19 @@ class ProjectCopy(SQLModel, table=True):
     bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     records_sha256: str | None = None
     removed_at: datetime | None = None  # the source directory was removed after the move
+
+
+class BundleImport(SQLModel, table=True):
+    """Checkpoints of a bundle import: a run killed half-way is rolled back by the next one."""
+
+    __tablename__ = "bundle_imports"
+
+    id: int | None = Field(default=None, primary_key=True)
+    bundle: str
+    instance: str
+    uid: str
+    destination: str
+    staging: str
+    stage: str  # extracting | inserting | done | rolled_back
+    started_at: datetime
+    finished_at: datetime | None = None

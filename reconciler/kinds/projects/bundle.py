@@ -1,0 +1,416 @@
+"""Portable project bundles: a project's documents and directory as one tar file a user
+can keep, inspect and carry to another instance.
+
+Layout (members in this order):
+
+- ``bundle.json``: format version, source instance, project uid, the project, workspace
+  and job documents as canonical Extended JSON, the users they reference, links that
+  pointed outside the project (not carried), creation time, tool version;
+- ``data/…``: the project directory (without ``cs.lock``, which belongs to an instance),
+  omitted with ``--metadata-only``;
+- ``MANIFEST.sha256``: ``<sha256>  <member>`` for every member before it (files: their
+  bytes; directories: sha256 of ``directory``; symlinks: sha256 of ``symlink:<target>``);
+- ``MANIFEST.sha256.hmac`` (optional): HMAC-SHA256 of the manifest with a shared key.
+
+Written as a stream (memory does not grow with the project) under a temporary name,
+renamed when complete; ``.tar.gz`` and ``.tar.zst`` compress the whole stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import os
+import posixpath
+import tarfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from bson import json_util
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reconciler import __version__
+from reconciler.errors import ReconcilerError
+from reconciler.kinds.projects.model import LOCK_FILE, Records
+from reconciler.kinds.replicas.rsync import PARTIAL_DIR
+
+FORMAT_VERSION = 1
+HEADER, MANIFEST, SIGNATURE, DATA = "bundle.json", "MANIFEST.sha256", "MANIFEST.sha256.hmac", "data/"
+_CANONICAL = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True, tzinfo=timezone.utc)
+_BLOCK = 1 << 20
+
+
+class BundleError(ReconcilerError, ValueError):
+    """A bundle is damaged, incomplete, tampered with, unsafe or not a bundle; the message says which."""
+
+
+class BundleHeader(BaseModel):
+    """The schema of ``bundle.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: Literal[1]
+    tool_version: str
+    created_at: datetime
+    source_instance: dict[str, str] = Field(description="name and instance_id")
+    project_uid: str
+    includes_data: bool
+    project: str  # canonical Extended JSON of the project document
+    workspaces: str
+    jobs: str
+    users: str
+    external_links: list[dict[str, str]] = Field(default_factory=list)
+
+    def records(self) -> Records:
+        return Records(project=_load(self.project), workspaces=_load(self.workspaces), jobs=_load(self.jobs))
+
+    def user_documents(self) -> list[dict[str, Any]]:
+        return list(_load(self.users))
+
+
+def _dump(value: Any) -> str:
+    return json_util.dumps(value, json_options=_CANONICAL, sort_keys=True)
+
+
+def _load(text: str) -> Any:
+    return json_util.loads(text, json_options=_CANONICAL)
+
+
+def _directory_digest() -> str:
+    return hashlib.sha256(b"directory").hexdigest()
+
+
+def _link_digest(target: str) -> str:
+    return hashlib.sha256(b"symlink:" + target.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+# -- compression ------------------------------------------------------------------------------
+
+
+def compression_of(path: Path) -> str:
+    name = path.name
+    if name.endswith((".zst", ".zstd")):
+        return "zst"
+    if name.endswith((".gz", ".tgz")):
+        return "gz"
+    return "none"
+
+
+@contextmanager
+def _writer(path: Path, kind: str) -> Iterator[IO[bytes]]:
+    with open(path, "wb") as raw:
+        if kind == "zst":
+            import zstandard
+
+            with zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(raw, closefd=False) as stream:
+                yield stream
+        elif kind == "gz":
+            import gzip
+
+            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as stream:
+                yield stream
+        else:
+            yield raw
+        raw.flush()
+        os.fsync(raw.fileno())
+
+
+@contextmanager
+def _reader(path: Path) -> Iterator[IO[bytes]]:
+    with open(path, "rb") as raw:
+        magic = raw.read(4)
+        raw.seek(0)
+        if magic == b"\x28\xb5\x2f\xfd":
+            import zstandard
+
+            with zstandard.ZstdDecompressor().stream_reader(raw) as stream:
+                yield stream  # type: ignore[misc]
+        elif magic[:2] == b"\x1f\x8b":
+            import gzip
+
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                yield stream
+        else:
+            yield raw
+
+
+class _HashingReader:
+    """Reads a file for tarfile and hashes what was read."""
+
+    def __init__(self, stream: IO[bytes]):
+        self.stream = stream
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.digest.update(data)
+        return data
+
+
+# -- export -----------------------------------------------------------------------------------
+
+
+def _walk(root: Path, top: bool = True) -> Iterator[Path]:
+    """Every entry below ``root`` in a stable order (directories before their contents),
+    without the instance's lock and rsync's partial directories."""
+    entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+    for entry in entries:
+        if entry.name == PARTIAL_DIR or (top and entry.name == LOCK_FILE):
+            continue
+        yield Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(Path(entry.path), top=False)
+
+
+def export_bundle(output: Path, records: Records, users: list[dict[str, Any]], source: dict[str, str],
+                  directory: Path | None, key: bytes | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Write the bundle to ``output`` (temporary name, renamed when complete).
+
+    ``directory`` None: metadata only. Returns a summary (members, bytes, external links).
+    """
+    output = Path(output)
+    temporary = output.with_name(f".{output.name}.partial")
+    external: list[dict[str, str]] = []
+    plan: list[Path] = []
+    if directory is not None:
+        for path in _walk(directory):
+            if path.is_symlink():
+                target = os.readlink(path)
+                resolved = Path(os.path.normpath(path.parent / target))
+                if not resolved.is_relative_to(directory):
+                    external.append({"path": str(path.relative_to(directory)), "target": target})
+                    continue
+            plan.append(path)
+    header = BundleHeader(
+        format_version=FORMAT_VERSION, tool_version=__version__,
+        created_at=datetime.now(timezone.utc).replace(microsecond=0), source_instance=source,
+        project_uid=str(records.project["uid"]), includes_data=directory is not None,
+        project=_dump({k: v for k, v in records.project.items() if k != "_id"}),
+        workspaces=_dump([{k: v for k, v in item.items() if k != "_id"} for item in records.workspaces]),
+        jobs=_dump([{k: v for k, v in item.items() if k != "_id"} for item in records.jobs]),
+        users=_dump(users), external_links=external)
+    manifest: list[tuple[str, str]] = []
+    total_bytes = 0
+    try:
+        with _writer(temporary, compression_of(output)) as stream, tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            data = header.model_dump_json(indent=1).encode()
+            _add_bytes(tar, HEADER, data)
+            manifest.append((hashlib.sha256(data).hexdigest(), HEADER))
+            for index, path in enumerate(plan):
+                name = DATA + path.relative_to(directory).as_posix()  # type: ignore[arg-type]
+                info = tar.gettarinfo(str(path), arcname=name)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                if info.issym():
+                    target = os.readlink(path)
+                    if os.path.isabs(target):  # inside the project: make it relative to the link
+                        target = os.path.relpath(target, path.parent)
+                        info.linkname = target
+                    tar.addfile(info)
+                    manifest.append((_link_digest(info.linkname), name))
+                elif info.isdir():
+                    tar.addfile(info)
+                    manifest.append((_directory_digest(), name))
+                elif info.isreg():
+                    with open(path, "rb") as source_file:
+                        reader = _HashingReader(source_file)
+                        tar.addfile(info, reader)  # type: ignore[arg-type]
+                    manifest.append((reader.digest.hexdigest(), name))
+                    total_bytes += info.size
+                else:
+                    raise BundleError(f"{path} is neither a file, a directory nor a link; cannot bundle it")
+                if progress:
+                    progress(index + 1, len(plan))
+            text = "".join(f"{digest}  {name}\n" for digest, name in manifest).encode()
+            _add_bytes(tar, MANIFEST, text)
+            if key is not None:
+                _add_bytes(tar, SIGNATURE, hmac.new(key, text, hashlib.sha256).hexdigest().encode() + b"\n")
+        os.replace(temporary, output)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return {"members": len(manifest), "bytes": total_bytes, "external_links": external}
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(datetime.now(timezone.utc).timestamp())
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+# -- verification -----------------------------------------------------------------------------
+
+
+def unsafe_reason(member: tarfile.TarInfo) -> str | None:
+    """Why a member may not be extracted (stricter than tarfile's data filter), or None."""
+    name = member.name
+    if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    parts = name.split("/")
+    if ".." in parts:
+        return "'..' in the path"
+    if not (member.isreg() or member.isdir() or member.issym()):
+        return "not a regular file, directory or symlink (devices, fifos and hard links are refused)"
+    if member.issym():
+        target = member.linkname
+        if os.path.isabs(target):
+            return f"symlink to the absolute path {target}"
+        joined = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+        if joined.startswith("../") or joined == ".." or not joined.startswith(DATA.rstrip("/")):
+            return f"symlink pointing outside the project ({target})"
+    if member.mode & 0o6000:
+        return "setuid/setgid bits"
+    return None
+
+
+def read_header(path: Path) -> BundleHeader:
+    """Only ``bundle.json`` (the first member): cheap, for plans. Raises BundleError."""
+    try:
+        with _reader(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            member = tar.next()
+            if member is None or member.name != HEADER or not member.isreg():
+                raise BundleError(f"{path}: not a reconciler bundle (its first member is not {HEADER})")
+            handle = tar.extractfile(member)
+            assert handle is not None
+            return _parse_header(handle.read(), path)
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise BundleError(f"{path}: cannot read the bundle ({error})") from None
+
+
+def _parse_header(data: bytes, path: Path) -> BundleHeader:
+    try:
+        return BundleHeader.model_validate_json(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise BundleError(f"{path}: bundle.json does not follow the bundle schema ({where}: {first['msg']})") from None
+
+
+def verify_bundle(path: Path, key: bytes | None = None) -> tuple[BundleHeader | None, list[str]]:
+    """Read the whole bundle: every checksum, the manifest's completeness, bundle.json's schema,
+    unsafe members, the signature. Returns (header, problems); no problems means intact."""
+    problems: list[str] = []
+    digests: dict[str, str] = {}
+    order: list[str] = []
+    header: BundleHeader | None = None
+    manifest_text: bytes | None = None
+    signature: bytes | None = None
+    try:
+        with _reader(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                order.append(member.name)
+                if member.name in digests or member.name in (MANIFEST, SIGNATURE) and member.name in order[:-1]:
+                    problems.append(f"{member.name}: appears twice")
+                reason = unsafe_reason(member)
+                if reason:
+                    problems.append(f"{member.name}: refused: {reason}")
+                    continue
+                if member.isreg():
+                    handle = tar.extractfile(member)
+                    assert handle is not None
+                    digest = hashlib.sha256()
+                    kept = bytearray() if member.name in (HEADER, MANIFEST, SIGNATURE) else None
+                    for block in iter(lambda: handle.read(_BLOCK), b""):
+                        digest.update(block)
+                        if kept is not None:
+                            kept.extend(block)
+                    if member.name == MANIFEST:
+                        manifest_text = bytes(kept or b"")
+                        continue
+                    if member.name == SIGNATURE:
+                        signature = bytes(kept or b"")
+                        continue
+                    if member.name == HEADER:
+                        try:
+                            header = _parse_header(bytes(kept or b""), path)
+                        except BundleError as error:
+                            problems.append(str(error))
+                    digests[member.name] = digest.hexdigest()
+                elif member.isdir():
+                    digests[member.name] = _directory_digest()
+                else:
+                    digests[member.name] = _link_digest(member.linkname)
+    except (tarfile.TarError, EOFError, OSError, ValueError) as error:
+        problems.append(f"the archive is truncated or damaged ({type(error).__name__}: {error})")
+        return header, problems
+    if not order or order[0] != HEADER:
+        problems.append(f"the first member is not {HEADER}: not a reconciler bundle")
+    if manifest_text is None:
+        problems.append(f"{MANIFEST} is missing")
+        return header, problems
+    listed: dict[str, str] = {}
+    for number, line in enumerate(manifest_text.decode("utf-8", "replace").splitlines(), 1):
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64:
+            problems.append(f"{MANIFEST} line {number} is malformed")
+            continue
+        listed[name] = digest
+    for name, digest in listed.items():
+        if name not in digests:
+            problems.append(f"{name}: listed in the manifest but missing from the bundle")
+        elif digests[name] != digest:
+            problems.append(f"{name}: checksum mismatch (the member was changed)")
+    for name in digests:
+        if name not in listed:
+            problems.append(f"{name}: in the bundle but not in the manifest")
+    if key is not None:
+        if signature is None:
+            problems.append("the bundle is not signed (no MANIFEST.sha256.hmac) but a key was given")
+        elif not hmac.compare_digest(signature.strip().decode("ascii", "replace"),
+                                     hmac.new(key, manifest_text, hashlib.sha256).hexdigest()):
+            problems.append("the signature does not match: the manifest was changed or the key is wrong")
+    return header, problems
+
+
+def extract_data(path: Path, destination: Path) -> int:
+    """Extract the ``data/`` members into ``destination`` (which must exist and be empty),
+    with the member checks of ``unsafe_reason`` and tarfile's ``data`` filter. Returns the count."""
+    count = 0
+
+    def only_data(member: tarfile.TarInfo, target: str) -> tarfile.TarInfo | None:
+        nonlocal count
+        if not member.name.startswith(DATA):
+            return None
+        reason = unsafe_reason(member)
+        if reason:
+            raise BundleError(f"{member.name}: refused: {reason}")
+        renamed = member.replace(name=member.name[len(DATA):], deep=False)
+        if not renamed.name:
+            return None
+        count += 1
+        return tarfile.data_filter(renamed, target)
+
+    try:
+        with _reader(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            tar.extractall(destination, filter=only_data)
+    except (tarfile.TarError, EOFError) as error:
+        raise BundleError(f"{path}: extraction failed ({error})") from None
+    return count
+
+
+def load_key(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    data = Path(path).read_bytes().strip()
+    if len(data) < 16:
+        raise BundleError(f"{path}: a signing key must be at least 16 bytes")
+    return data
+
+
+def describe(header: BundleHeader) -> str:
+    records = header.records()
+    return (f"{header.project_uid} '{records.project.get('title', '')}' from {header.source_instance.get('name')} "
+            f"({len(records.jobs)} jobs, {len(records.workspaces)} workspaces, "
+            f"{'with data' if header.includes_data else 'metadata only'}, made {header.created_at:%Y-%m-%d %H:%M}Z)")
+
+
+def header_json(header: BundleHeader) -> str:
+    return json.dumps(json.loads(header.model_dump_json()), indent=2)
