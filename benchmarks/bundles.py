@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Bundles benchmark: exporting a project with a large (sparse) file beside GNU tar, in one run.
+
+    python benchmarks/bundles.py [--size-gib 5] [--compression none|gz|zst] [--keep]
+
+A project directory is made with exported records, a few job files and one sparse file of
+--size-gib GiB (no disk space used; every byte is still read, hashed and written). The
+bundle goes to a temporary directory on the same disk; with --compression none it is as big
+as the sparse file, so leave room or pick zst (zeros compress to almost nothing).
+Each side runs in its own process; CPU seconds and peak RSS come from wait4().
+
+Prints wall seconds and peak RSS of `reconciler projects export` (the library call, without
+a database), `verify-bundle`, and the peer (`tar -cf`, with -z or --zstd to match), and the
+ratios. Target: export peak RSS bounded (the same whatever the project size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# This process imports nothing of reconciler: a child's peak RSS (wait4) includes the parent's
+# image at fork time, which would inflate every figure, the peer's too.
+
+
+def run(argv: list[str]) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds, peak RSS (KiB) of one process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}\n{process.stderr.read().decode() if process.stderr else ''}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+
+
+MAKE_PROJECT = """
+import os, sys
+from pathlib import Path
+from reconciler.kinds.projects import model
+project, size = Path(sys.argv[1]), int(sys.argv[2])
+project.mkdir()
+jobs = [{"uid": f"J{index}", "project_uid": "P1", "job_type": "extract", "status": "completed",
+         "parents": [], "children": []} for index in range(1, 4)]
+model.write_records(project, model.Records({"uid": "P1", "uid_num": 1, "title": "big", "project_dir": str(project)},
+                                           [{"uid": "W1", "project_uid": "P1"}], jobs))
+for job in jobs:
+    (project / job["uid"] / "small.cs").write_bytes(os.urandom(4096))
+with open(project / "J3" / "particles_stack.mrc", "wb") as stream:
+    stream.truncate(size)
+"""
+
+
+def make_project(root: Path, size: int) -> Path:
+    project = root / "CS-big"
+    run([sys.executable, "-c", MAKE_PROJECT, str(project), str(size)])
+    return project
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-gib", type=float, default=5.0)
+    parser.add_argument("--compression", choices=["none", "gz", "zst"], default="zst")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+    if not shutil.which("tar"):
+        raise SystemExit("GNU tar is needed as the peer")
+    size = int(args.size_gib * (1 << 30))
+    work = Path(tempfile.mkdtemp(prefix="reconciler-bundles-"))
+    try:
+        project = make_project(work, size)
+        suffix = {"none": ".tar", "gz": ".tar.gz", "zst": ".tar.zst"}[args.compression]
+        bundle = work / f"P1.bundle{suffix}"
+        export = textwrap.dedent(f"""
+            from pathlib import Path
+            from reconciler.kinds.projects import model
+            from reconciler.kinds.projects.bundle import export_bundle
+            records = model.read_records(Path({str(project)!r}))
+            export_bundle(Path({str(bundle)!r}), records, [], {{"name": "bench", "instance_id": "bench"}},
+                          Path({str(project)!r}))
+        """)
+        verify = f"from pathlib import Path\nfrom reconciler.kinds.projects.bundle import verify_bundle\n" \
+                 f"_, problems = verify_bundle(Path({str(bundle)!r}))\nassert not problems, problems\n"
+        ours = run([sys.executable, "-c", export])
+        checked = run([sys.executable, "-c", verify])
+        peer_file = work / f"peer{suffix}"
+        flag = {"none": [], "gz": ["-z"], "zst": ["--zstd"]}[args.compression]
+        peer = run(["tar", *flag, "-cf", str(peer_file), "-C", str(work), "CS-big"])
+        print(f"project: {args.size_gib:g} GiB (sparse) + records; compression: {args.compression}; "
+              f"bundle {bundle.stat().st_size:,} bytes, tar {peer_file.stat().st_size:,} bytes")
+        print(f"{'':24}{'wall s':>10}{'cpu s':>10}{'peak RSS':>12}")
+        for label, (wall, cpu, rss) in (("reconciler export", ours), ("reconciler verify", checked),
+                                        (f"tar {' '.join(flag) or '-cf'}".strip(), peer)):
+            print(f"{label:24}{wall:10.2f}{cpu:10.2f}{rss / 1024:10.1f} MiB")
+        print(f"ratio export/tar wall: {ours[0] / peer[0]:.2f}; export peak RSS {ours[2] / 1024:.1f} MiB "
+              f"(target: bounded, not growing with the project)")
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
