@@ -342,3 +342,22 @@ def test_archive_runs_before_the_backup_and_restore_refuses_to_roll_projects_bac
     restored = facility.client[restored_db].projects.find_one({"uid": "P1"})
     assert restored["archived"], "the backup was taken after the archive"
     facility.client.drop_database(restored_db)
+
+
+def test_dev_make_instance_builds_a_cryosparc_shaped_instance(site, mongo, client):
+    database = f"dev_{uuid.uuid4().hex[:8]}"
+    result = site.cli("dev", "make-instance", "--uri", mongo.uri, "--database", database, "--root",
+                      str(site.root / "cs"), "--instance-id", "demo", "--projects", "2", "--sessions", "2")
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[0].startswith("P1  ")
+    db = client[database]
+    assert db.projects.count_documents({}) == 2 and db.users.count_documents({}) == 3
+    live = db.workspaces.find_one({"project_uid": "P2", "session_uid": "S2"})
+    assert live["workspace_type"] == "live" and set(live["data_management"]) == {
+        "raw", "micrographs", "thumbnails", "particles", "metadata"}
+    project_dir = Path(db.projects.find_one({"uid": "P1"})["project_dir"])
+    records = model.read_records(project_dir)
+    assert [job["uid"] for job in records.jobs] == ["J1", "J2", "J3", "J4", "J5", "J6"]
+    assert records.jobs[1]["parents"] == ["J1"] and model.read_lock(project_dir) == "demo"
+    assert (project_dir / "S1" / "import_movies").is_dir() and (project_dir / "S1" / "exposures.bson").is_file()
+    client.drop_database(database)
