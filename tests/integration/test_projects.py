@@ -360,4 +360,7 @@ def test_dev_make_instance_builds_a_cryosparc_shaped_instance(site, mongo, clien
     assert [job["uid"] for job in records.jobs] == ["J1", "J2", "J3", "J4", "J5", "J6"]
     assert records.jobs[1]["parents"] == ["J1"] and model.read_lock(project_dir) == "demo"
     assert (project_dir / "S1" / "import_movies").is_dir() and (project_dir / "S1" / "exposures.bson").is_file()
+    again = site.cli("dev", "make-instance", "--uri", mongo.uri, "--database", database, "--root",
+                     str(site.root / "cs"), "--instance-id", "demo", "--projects", "1")
+    assert again.code == 1 and "already has P1" in again.err and "--first-uid" in again.err
     client.drop_database(database)

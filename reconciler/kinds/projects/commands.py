@@ -163,6 +163,8 @@ def make_instance_command(uri: str | None, uri_env: str | None, database: str, r
     try:
         made = make_instance(client[database], root.resolve(), instance_id, projects=projects, jobs=jobs,
                              sessions=sessions, movies=movies, first_uid=first_uid, running_jobs=running_jobs)
+    except ValueError as error:
+        raise ConfigError(f"{error} (--first-uid)") from None
     finally:
         client.close()
     for project in made:

@@ -83,6 +83,9 @@ def make_instance(db: Any, root: Path, instance_id: str, *, projects: int = 3, j
     ``running_jobs`` marks that many jobs of the first project as running. Returns
     what was made.
     """
+    taken = [f"P{n}" for n in range(first_uid, first_uid + projects) if db[PROJECTS].find_one({"uid": f"P{n}"})]
+    if taken:
+        raise ValueError(f"{db.name} already has {', '.join(taken[:5])}; start after them with first_uid")
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     raw_root = raw_root or root / "raw-movies"
