@@ -56,6 +56,13 @@ class Diff:
     notes: list[AddressMessage] = field(default_factory=list)
     errors: list[AddressMessage] = field(default_factory=list)
 
+    def extend(self, other: "Diff") -> "Diff":
+        """Add ``other``'s actions, notes and errors to this one (kinds diff per thing, then combine)."""
+        self.actions.extend(other.actions)
+        self.notes.extend(other.notes)
+        self.errors.extend(other.errors)
+        return self
+
 
 @dataclass
 class RunContext:

@@ -108,10 +108,7 @@ class BackupsKind(Kind):
     def diff(self, desired: Any, observation: Observation) -> Diff:
         combined = Diff()
         for fact in observation.facts or []:
-            diff = diff_database(fact)
-            combined.actions.extend(diff.actions)
-            combined.notes.extend(diff.notes)
-            combined.errors.extend(diff.errors)
+            combined.extend(diff_database(fact))
         return combined
 
     @executor("backup")

@@ -5,6 +5,7 @@ a driver: drivers/mongo.py or drivers/cryosparcm.py)."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,7 @@ class ProjectsKind(Kind):
     def diff(self, desired: Any, observation: Observation) -> Diff:
         combined = Diff()
         for facts in observation.facts or []:
-            diff = diff_project(facts)
-            combined.actions.extend(diff.actions)
-            combined.notes.extend(diff.notes)
-            combined.errors.extend(diff.errors)
+            combined.extend(diff_project(facts))
         return combined
 
     # -- executors -------------------------------------------------------------------------------
@@ -70,33 +68,33 @@ class ProjectsKind(Kind):
         ``imported_from`` record (CryoSPARC may have assigned another uid than planned)."""
         imported = details.get("imported_from")
         if imported:
-            reader = getattr(driver, "reader", driver)
-            found = find_imported(reader, imported["instance_id"], imported["uid"])
+            found = find_imported(driver.reader, imported["instance_id"], imported["uid"])
             if found is None:
                 raise ApplyError(f"no project imported from {imported['uid']} on {details['instance']}; "
                                  "run plan again")
             return str(found["uid"])
         return str(details["uid"])
 
-    @executor("archive")
-    def archive(self, action: Action, ctx: RunContext) -> str:
+    def _on_instance(self, action: Action, ctx: RunContext, operation: Callable[[Any, str], None]) -> str:
+        """Run ``operation(driver, uid)`` on the action's instance; returns the uid it acted on."""
         with open_driver(ctx.desired, action.details["instance"]) as driver:
             uid = self._uid(driver, action.details)
-            driver.archive(uid)
+            operation(driver, uid)
+        return uid
+
+    @executor("archive")
+    def archive(self, action: Action, ctx: RunContext) -> str:
+        uid = self._on_instance(action, ctx, lambda driver, uid: driver.archive(uid))
         return f"archived {uid} on {action.details['instance']}"
 
     @executor("unarchive")
     def unarchive(self, action: Action, ctx: RunContext) -> str:
-        with open_driver(ctx.desired, action.details["instance"]) as driver:
-            uid = self._uid(driver, action.details)
-            driver.unarchive(uid, action.details["path"])
+        uid = self._on_instance(action, ctx, lambda driver, uid: driver.unarchive(uid, action.details["path"]))
         return f"unarchived {uid} on {action.details['instance']}"
 
     @executor("detach")
     def detach(self, action: Action, ctx: RunContext) -> str:
-        with open_driver(ctx.desired, action.details["instance"]) as driver:
-            uid = self._uid(driver, action.details)
-            driver.detach(uid)
+        uid = self._on_instance(action, ctx, lambda driver, uid: driver.detach(uid))
         return f"detached {uid} from {action.details['instance']}"
 
     @executor("copy")

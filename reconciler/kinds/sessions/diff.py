@@ -39,8 +39,9 @@ def session_address(key: str, datatype: str) -> str:
 
 def diff_session(facts: SessionFacts) -> Diff:
     diff = Diff()
-    base = {"instance": facts.instance, "project_uid": facts.project_uid, "session_uid": facts.session_uid}
-    for datatype, status in pending_first(facts.pending_hooks):
+    base = {"instance": facts.instance, "project_uid": facts.project_uid, "session_uid": facts.session_uid,
+            "session_dir": facts.session_dir}
+    for datatype, status in sorted(facts.pending_hooks.items()):
         diff.actions.append(Action.create(
             address=session_address(facts.key, datatype), kind="hook",
             reason=f"the state-change hook for '{status}' failed after the change; run it again",
@@ -75,8 +76,7 @@ def diff_session(facts: SessionFacts) -> Diff:
                       + (" left by an interrupted deletion" if current.status == "deleted" else ""))
             diff.actions.append(Action.create(
                 address=address, kind="delete_data", reason=reason, facts=basis, destructive=True,
-                details={**details, "file_count": current.files, "bytes": current.bytes,
-                         "session_dir": facts.session_dir}))
+                details={**details, "file_count": current.files, "bytes": current.bytes}))
             continue
         reason = f"{current.status} -> {wanted}"
         if wanted == "deleted":
@@ -85,6 +85,3 @@ def diff_session(facts: SessionFacts) -> Diff:
                                           details=details))
     return diff
 
-
-def pending_first(pending: dict[str, str]) -> list[tuple[str, str]]:
-    return sorted(pending.items())

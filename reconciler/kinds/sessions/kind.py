@@ -17,7 +17,7 @@ from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunConte
 from reconciler.errors import ApplyError
 from reconciler.kinds.backups.config import DatabaseConfig
 from reconciler.kinds.projects.config import InstanceConfig
-from reconciler.kinds.projects.drivers import open_driver
+from reconciler.kinds.projects.drivers import open_reader
 from reconciler.kinds.projects.model import WORKSPACES
 from reconciler.kinds.sessions.config import AccessSection, HooksSection, SessionConfig, check_sessions
 from reconciler.kinds.sessions.datatypes import DATATYPES, collect, total
@@ -62,10 +62,7 @@ class SessionsKind(Kind):
     def diff(self, desired: Any, observation: Observation) -> Diff:
         combined = Diff()
         for facts in observation.facts or []:
-            diff = diff_session(facts)
-            combined.actions.extend(diff.actions)
-            combined.notes.extend(diff.notes)
-            combined.errors.extend(diff.errors)
+            combined.extend(diff_session(facts))
         return combined
 
     # -- executors -------------------------------------------------------------------------------
@@ -90,8 +87,7 @@ class SessionsKind(Kind):
     @staticmethod
     def _record(ctx: RunContext, details: dict[str, Any], size: int, files: int) -> None:
         field = f"data_management.{details['datatype']}"
-        with open_driver(ctx.desired, details["instance"]) as driver:
-            reader = getattr(driver, "reader", driver)
+        with open_reader(ctx.desired, details["instance"]) as reader:
             result = reader.db[WORKSPACES].update_one(
                 {"project_uid": details["project_uid"], "session_uid": details["session_uid"]},
                 {"$set": {f"{field}.status": details["status"], f"{field}.prev_status": details["from"],
@@ -110,19 +106,9 @@ class SessionsKind(Kind):
         details = action.details
         self._authorize(ctx)
         hook = self._hook(ctx, details)  # first: a failing hook leaves the state unchanged
-        directory = self._session_dir(ctx, details)
-        files, size = total(collect(directory, details["datatype"]))
+        files, size = total(collect(Path(details["session_dir"]), details["datatype"]))
         self._record(ctx, details, size, files)
         return f"{details['datatype']}: {details['from']} -> {details['status']}" + (" (hook ran)" if hook else "")
-
-    @staticmethod
-    def _session_dir(ctx: RunContext, details: dict[str, Any]) -> Path:
-        from reconciler.kinds.sessions.observe import find_session
-
-        with open_driver(ctx.desired, details["instance"]) as driver:
-            _, directory = find_session(getattr(driver, "reader", driver), details["project_uid"],
-                                        details["session_uid"])
-        return Path(directory)
 
     @executor("delete_data")
     def delete_data(self, action: Action, ctx: RunContext) -> str:

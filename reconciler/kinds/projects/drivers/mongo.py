@@ -37,6 +37,11 @@ class MongoDriver:
         self.instance_id = instance_id
         self.owner_user_id = owner_user_id
 
+    @property
+    def reader(self) -> "MongoDriver":
+        """What reads the instance: this driver itself (the cryosparcm driver holds one too)."""
+        return self
+
     # -- reads ---------------------------------------------------------------------------------
 
     def project(self, uid: str) -> dict[str, Any] | None:
