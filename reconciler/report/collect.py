@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import ObserveError
+from reconciler.kinds.projects.model import uid_number
 from reconciler.kinds.sessions.datatypes import DATATYPES
 from reconciler.units import format_duration
 
@@ -56,7 +57,7 @@ class Report:
 
 
 def _sessions(reader: Any, project_uid: str) -> list[SessionRow]:
-    from reconciler.kinds.projects.model import WORKSPACES, uid_number
+    from reconciler.kinds.projects.model import WORKSPACES
 
     rows = []
     for document in reader.db[WORKSPACES].find({"project_uid": project_uid}):
@@ -142,12 +143,5 @@ def collect(app: Any) -> Report:
         report.replicas = replica_rows(app)
     if getattr(desired, "databases", None):
         collect_backups(desired, report)
-    report.projects.sort(key=lambda row: (row.instance, _uid_key(row.uid)))
+    report.projects.sort(key=lambda row: (row.instance, uid_number(row.uid)))
     return report
-
-
-def _uid_key(uid: str) -> int:
-    try:
-        return int(uid[1:])
-    except ValueError:
-        return 0

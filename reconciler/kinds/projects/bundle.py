@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
-import json
 import os
 import posixpath
 import tarfile
@@ -299,16 +298,18 @@ def verify_bundle(path: Path, key: bytes | None = None) -> tuple[BundleHeader | 
     unsafe members, the signature. Returns (header, problems); no problems means intact."""
     problems: list[str] = []
     digests: dict[str, str] = {}
-    order: list[str] = []
+    seen: set[str] = set()
+    first: str | None = None
     header: BundleHeader | None = None
     manifest_text: bytes | None = None
     signature: bytes | None = None
     try:
         with _reader(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
-                order.append(member.name)
-                if member.name in digests or member.name in (MANIFEST, SIGNATURE) and member.name in order[:-1]:
+                first = member.name if first is None else first
+                if member.name in seen:
                     problems.append(f"{member.name}: appears twice")
+                seen.add(member.name)
                 reason = unsafe_reason(member)
                 if reason:
                     problems.append(f"{member.name}: refused: {reason}")
@@ -341,7 +342,7 @@ def verify_bundle(path: Path, key: bytes | None = None) -> tuple[BundleHeader | 
     except (tarfile.TarError, EOFError, OSError, ValueError) as error:
         problems.append(f"the archive is truncated or damaged ({type(error).__name__}: {error})")
         return header, problems
-    if not order or order[0] != HEADER:
+    if first != HEADER:
         problems.append(f"the first member is not {HEADER}: not a reconciler bundle")
     if manifest_text is None:
         problems.append(f"{MANIFEST} is missing")
@@ -413,4 +414,4 @@ def describe(header: BundleHeader) -> str:
 
 
 def header_json(header: BundleHeader) -> str:
-    return json.dumps(json.loads(header.model_dump_json()), indent=2)
+    return header.model_dump_json(indent=2)
