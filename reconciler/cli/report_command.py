@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from reconciler.errors import ApplyError
 from reconciler.fsutil import atomic_write_text
 
 
@@ -21,7 +22,11 @@ def report_command(app: Any, html_path: Path) -> None:
     from reconciler.report.collect import collect
 
     report = collect(app)
-    atomic_write_text(html_path, render_report(report))
+    try:
+        atomic_write_text(html_path, render_report(report))
+    except OSError as error:
+        raise ApplyError(f"cannot write {html_path}: {error.strerror}; does its directory exist and is it "
+                         "writable?") from None
     click.echo(f"wrote {html_path} ({len(report.projects)} projects, {len(report.replicas)} replicas, "
                f"{len(report.backups)} databases)", err=True)
     for problem in report.problems:

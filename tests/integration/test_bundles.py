@@ -300,3 +300,12 @@ def test_declared_bundle_source_is_imported_by_plan_and_apply(pair):
     assert pair.site.cli("plan", "--detailed-exitcode").code == 0
     listing = json.loads(pair.site.cli("projects", "list", "--json", "--no-size").out)
     assert any(row["name"] == "carried" and row["in_sync"] for row in listing)
+
+
+def test_export_and_report_to_a_missing_directory_fail_in_one_line(pair):
+    missing = pair.site.root / "no-such-dir"
+    result = pair.site.cli("projects", "export", "P1", "--instance", "old", "-o", str(missing / "P1.tar"))
+    assert result.code == 1 and result.err.startswith("Error: cannot make the bundle") and "internal" not in result.err
+    report = pair.site.cli("report", "--html", str(missing / "r.html"))
+    assert report.code == 1 and "does its directory exist" in report.err
+    assert not missing.exists()

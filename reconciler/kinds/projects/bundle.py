@@ -231,6 +231,10 @@ def export_bundle(output: Path, records: Records, users: list[dict[str, Any]], s
             if key is not None:
                 _add_bytes(tar, SIGNATURE, hmac.new(key, text, hashlib.sha256).hexdigest().encode() + b"\n")
         os.replace(temporary, output)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise BundleError(f"cannot make the bundle {output}: {error.strerror}: {error.filename} "
+                          "(nothing was left behind)") from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
