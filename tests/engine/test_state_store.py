@@ -34,3 +34,26 @@ def test_a_newer_schema_is_refused_with_a_clear_message(state_url):
 def test_an_unreachable_database_is_one_clear_error():
     with pytest.raises(StateError, match=r"cannot open the state database postgresql\+psycopg://u:\*\*\*@127.0.0.1:1/x"):
         StateStore("postgresql+psycopg://u:secret@127.0.0.1:1/x?connect_timeout=2")
+
+
+def test_a_replicas_state_of_schema_1_gains_directory_digests(state_url):
+    from sqlalchemy import text
+
+    from reconciler.kinds.replicas import inventory
+    from reconciler.kinds.replicas.kind import ReplicasKind
+
+    store = StateStore(state_url, [ReplicasKind()])
+    with store.engine.begin() as connection:  # make it look as schema 1 left it
+        connection.execute(text("ALTER TABLE scanned_dirs DROP COLUMN digest"))
+        connection.execute(text("INSERT INTO scanned_dirs (origin, path, mtime_ns, settled) "
+                                "VALUES ('exao1', 'telem', 5, :true)"), {"true": True})
+        connection.execute(text("UPDATE schema_version SET version = 1 WHERE component = 'replicas'"))
+    store.dispose()
+
+    store = StateStore(state_url, [ReplicasKind()])
+    with store.engine.begin() as connection:
+        known = inventory.known_dirs(connection, "exao1")
+        version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'replicas'")).scalar()
+    store.dispose()
+    assert version == ReplicasKind.schema_version == 2
+    assert known == {b"telem": (5, True, None)}  # kept; its digest comes with the next listing

@@ -108,6 +108,35 @@ def test_awkward_names_are_copied_exactly(site):
     assert site.cli("plan", "--detailed-exitcode").code == 0  # nothing re-copied: names round-trip
 
 
+def test_large_directories_are_copied_by_parallel_batches_and_recorded(site):
+    files = {f"raw/day{day}/{index:04d}.fits": f"frame {index}" for day in (1, 2) for index in range(300)}
+    files |= {f"odd name/{index:04d}.bin": str(index) for index in range(300)}
+    files |= {"logs/a.log": "log", "top.bin": "top"}
+    _setup(site, files, config=BASIC + "copy_jobs = 3\n")
+    result = site.cli("apply", "--auto-approve")
+    assert result.code == 0, result.err
+    assert "copied 902 files (902 transferred, the rest already there) with 3 rsync runs" in result.out + result.err
+    assert tree(site.root / "backup/exao1") == tree(site.root / "origin")
+    assert site.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_a_failed_batch_records_only_what_the_others_delivered(site):
+    files = {f"raw/day1/{index:04d}.fits": str(index) for index in range(300)} | {"logs/a.log": "log"}
+    _setup(site, files)
+    blocker = site.root / "backup/exao1/raw"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where the replica needs a directory")
+    result = site.cli("apply", "--auto-approve")
+    assert result.code == 1
+    message = result.out + result.err
+    assert "rsync failed with exit" in message and "1 of 301 files copied and recorded" in message
+    plan = site.cli("plan")
+    assert "300 files new on origin exao1" in plan.out and "logs/a.log" not in plan.out
+    blocker.unlink()
+    assert site.cli("reconcile").code == 0
+    assert tree(site.root / "backup/exao1") == tree(site.root / "origin")
+
+
 def test_fast_path_skips_unchanged_directories_only_for_immutable_origins(site):
     _setup(site)
     site.cli("reconcile")

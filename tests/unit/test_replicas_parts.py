@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from reconciler.kinds.replicas import paths
 from reconciler.kinds.replicas.location import Location, SshSettings
-from reconciler.kinds.replicas.rsync import copy_invocation, unescape
+from reconciler.kinds.replicas.rsync import Batch, copy_invocation, plan_batches, unescape
 
 
 @given(st.binary(min_size=1, max_size=64).filter(lambda raw: b"\0" not in raw))
@@ -58,6 +58,31 @@ def test_rsync_argv_for_each_direction():
     both = copy_invocation(Location("/opt/MagAOX", "exao1"), remote, "exao1", ssh).argv
     assert both[0] == "ssh" and both[-2] == "exao1"  # rsync runs on the origin host
     assert both[-1].startswith("rsync -a") and "xsup@popeye:/ceph/magao-x/exao1/" in both[-1]
+
+
+def test_a_batch_run_from_inside_a_directory_copies_it_to_the_same_place():
+    ssh = SshSettings()
+    argv = copy_invocation(Location("/data"), Location("/mnt/backup"), "exao1", ssh, "telem/2026-11-21").argv
+    assert argv[-2:] == ["/data/telem/2026-11-21/", "/mnt/backup/exao1/telem/2026-11-21/"]
+    remote = copy_invocation(Location("/data", "exao1"), Location("/mnt/backup"), "exao1", ssh, "raw").argv
+    assert remote[-2:] == ["exao1:/data/raw/", "/mnt/backup/exao1/raw/"]
+
+
+def test_large_plain_directories_get_batches_of_their_own():
+    big = [b"telem/day1/f%04d" % index for index in range(7)]
+    awkward = [b"with space/f%d" % index for index in range(7)] + [b"-dash/f%d" % index for index in range(7)]
+    latin = [b"caf\xe9/f%d" % index for index in range(7)]
+    small = [b"logs/a.log", b"top.bin", b"telem/day2/x"]
+    batches = plan_batches(big + awkward + latin + small, own_batch_from=5, limit=4)
+    assert [(batch.subdir, len(batch.names)) for batch in batches if batch.subdir] == [
+        ("telem/day1", 4), ("telem/day1", 3)]
+    assert batches[0].names[0] == b"f0000" and batches[0].full(b"f0000") == b"telem/day1/f0000"
+    rooted = [name for batch in batches if not batch.subdir for name in batch.names]
+    assert sorted(rooted) == sorted(awkward + latin + small)
+    assert all(len(batch.names) <= 4 for batch in batches)
+    every = sorted(batch.full(name) for batch in batches for name in batch.names)
+    assert every == sorted(big + awkward + latin + small)
+    assert plan_batches([]) == [] and plan_batches([b"a"]) == [Batch("", [b"a"])]
 
 
 def test_rsync_output_escapes_are_undone():

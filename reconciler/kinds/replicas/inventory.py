@@ -14,7 +14,7 @@ from sqlalchemy import delete, insert, select, text
 from sqlalchemy.engine import Connection
 
 from reconciler.kinds.replicas import paths
-from reconciler.kinds.replicas.listing import Entry
+from reconciler.kinds.replicas.listing import Entry, KnownDir
 from reconciler.kinds.replicas.tables import (
     OriginStatus,
     PairStatus,
@@ -109,11 +109,18 @@ def load_paths(connection: Connection, scan_id: str, rows: Iterable[tuple[str, i
                                   for path, size, mtime_ns in rows))
 
 
-def known_dirs(connection: Connection, origin: str) -> dict[bytes, tuple[int, bool]]:
-    """Directories of an origin at its last listing: relative path -> (mtime_ns, settled)."""
+def known_dirs(connection: Connection, origin: str) -> dict[bytes, KnownDir]:
+    """Directories of an origin at its last listing, by relative path."""
     table = ScannedDir.__table__  # type: ignore[attr-defined]
-    rows = connection.execute(select(table.c.path, table.c.mtime_ns, table.c.settled).where(table.c.origin == origin))
-    return {paths.to_bytes(path): (mtime_ns, bool(settled)) for path, mtime_ns, settled in rows}
+    rows = connection.execute(
+        select(table.c.path, table.c.mtime_ns, table.c.settled, table.c.digest).where(table.c.origin == origin))
+    return {paths.to_bytes(path): KnownDir(mtime_ns, bool(settled), digest)
+            for path, mtime_ns, settled, digest in rows}
+
+
+def add_directory_digests(connection: Connection) -> None:
+    """Schema 1 -> 2: scanned directories gain the digest of their files (NULL until next listed)."""
+    connection.execute(text("ALTER TABLE scanned_dirs ADD COLUMN digest VARCHAR"))
 
 
 def origin_status(connection: Connection, origin: str) -> OriginStatus:
@@ -135,8 +142,9 @@ def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: l
     """Fold one origin listing (already in the scratch table) into the inventory.
 
     New and changed files are upserted, files missing from listed directories
-    (or from directories that no longer exist) are marked gone, the directory
-    table is replaced for the fast path, and the origin's generation is bumped
+    (or from directories that no longer exist) are marked gone (directories
+    found as recorded, 'u', and skipped ones, 's', have no file rows and lose
+    nothing), the directory table is replaced with each directory's digest, and the origin's generation is bumped
     when anything changed. Returns the number of inventory rows changed.
 
     ``last_seen`` of a file is when a scan last found it new or changed; every
@@ -169,7 +177,7 @@ def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: l
                 (dir IN (SELECT path FROM scan_entries WHERE scan_id = :scan AND entry_type = 'd')
                  AND NOT EXISTS (SELECT 1 FROM scan_entries s WHERE s.scan_id = :scan AND s.entry_type = 'f'
                                  AND s.path = origin_files.path))
-                OR dir NOT IN (SELECT path FROM scan_entries WHERE scan_id = :scan AND entry_type IN ('d', 's'))
+                OR dir NOT IN (SELECT path FROM scan_entries WHERE scan_id = :scan AND entry_type IN ('d', 'u', 's'))
               )
             """
         ),
@@ -178,7 +186,7 @@ def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: l
     dir_table = ScannedDir.__table__  # type: ignore[attr-defined]
     connection.execute(delete(dir_table).where(dir_table.c.origin == origin))
     rows = [{"origin": origin, "path": paths.to_text(entry.path), "mtime_ns": entry.mtime_ns,
-             "settled": entry.settled} for entry in dirs]
+             "settled": entry.settled, "digest": entry.digest} for entry in dirs]
     for start in range(0, len(rows), CHUNK):
         connection.execute(insert(dir_table), rows[start : start + CHUNK])
     status = origin_status(connection, origin)

@@ -34,7 +34,7 @@ from reconciler.kinds.replicas.diff import (
 )
 from reconciler.kinds.replicas.listing import Entry, make_matcher, require, walk_local, walk_remote
 from reconciler.kinds.replicas.location import Location, SshSettings
-from reconciler.kinds.replicas.rsync import copy_invocation, run_copy
+from reconciler.kinds.replicas.rsync import copy_invocation, plan_batches, run_copies
 from reconciler.kinds.replicas.tables import (
     OriginFile,
     OriginStatus,
@@ -68,6 +68,8 @@ class ReplicasKind(Kind):
         "ssh": (SshSection, Field(default_factory=SshSection, description=SshSection.__doc__)),
     }
     tables = [OriginFile, ReplicaCopy, ScannedDir, OriginStatus, ReplicaStatus, PairStatus, ScanEntry]
+    schema_version = 2
+    migrations = {1: inventory.add_directory_digests}
 
     # --- config -------------------------------------------------------------------------------
 
@@ -149,12 +151,12 @@ class ReplicasKind(Kind):
             due = status.last_full_scan is None or (
                 inventory.now_utc() - inventory.as_utc(status.last_full_scan) >= origin.full_scan_every)
             fast = origin.immutable and not full_scan and not due and not location.is_remote
-            known = inventory.known_dirs(connection, name) if fast else {}
+            known = inventory.known_dirs(connection, name) if not location.is_remote else {}
 
         if location.is_remote:
             entries = walk_remote(location, ssh, matcher, cutoff)
         else:
-            entries = walk_local(location.path, matcher, cutoff, known if fast else None)
+            entries = walk_local(location.path, matcher, cutoff, known, fast=fast)
         scan_id = inventory.new_scan_id()
         dirs: list[Entry] = []
         try:
@@ -304,19 +306,26 @@ class ReplicasKind(Kind):
             raise ApplyError(f"{action.address}: origin {origin_name} is no longer in the config; run plan again")
         source = origin.location
         destination = replica_location(replica, ctx.base_dir)
-        invocation = copy_invocation(source, destination, origin_name, desired.ssh.settings())
+        ssh = desired.ssh.settings()
         files: list[str] = action.details["files"]
+        batches = [(copy_invocation(source, destination, origin_name, ssh, batch.subdir), batch)
+                   for batch in plan_batches([paths.to_bytes(path) for path in files])]
+        replica_config = desired.replicas.get(replica)
+        jobs = replica_config.copy_jobs if replica_config is not None else 1
 
         label = f"copy {action.address} from {origin_name}"
-        result = run_copy(invocation, [paths.to_bytes(path) for path in files],
-                          lambda done, total: ctx.progress(label, done, total))
-        ctx.progress(label, len(files) if result.complete else len(result.transferred), len(files))
-        delivered = files if result.complete else [paths.to_text(name) for name in result.transferred]
+        result = run_copies(batches, jobs, lambda done, total: ctx.progress(label, done, total))
+        ctx.progress(label, len(files) if result.complete else len(result.delivered), len(files))
+        delivered = files if result.complete else [paths.to_text(name) for name in result.delivered]
         self._record(ctx, replica, origin_name, [(path, 0, 0) for path in delivered], enrolled=False)
+        if result.error is not None:
+            raise ApplyError(f"{action.address}: {result.error}; {len(delivered):,} of {len(files):,} files "
+                             "copied and recorded, the next run retries the rest")
         if not result.complete:
             raise ApplyError(f"{action.address}: {len(delivered):,} of {len(files):,} files copied; "
                              f"{result.warning}; the next run retries the rest")
-        return f"copied {len(files):,} files ({len(result.transferred):,} transferred, the rest already there)"
+        return (f"copied {len(files):,} files ({result.transferred:,} transferred, the rest already there) "
+                f"with {len(batches):,} rsync run{'s' if len(batches) != 1 else ''}")
 
     @executor("enroll")
     def enroll(self, action: Action, ctx: RunContext) -> str:

@@ -1,14 +1,17 @@
 """Listing a tree: locally with os.scandir, remotely with one streamed ``find``.
 
 A listing yields ``Entry`` tuples: files ('f'), directories that were listed
-('d') and, on the fast path, directories whose files were not re-read because
-nothing in them can have changed ('s'). Any error reading the tree raises
+('d'), directories that were listed and found exactly as recorded ('u', their
+files not yielded) and, on the fast path, directories whose files were not
+re-read because nothing in them can have changed ('s'). Any error reading the tree raises
 ObserveError: a partial listing must never be mistaken for files being gone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import re
 import shlex
 import shutil
@@ -27,11 +30,21 @@ FIND_FORMAT = r"%y %s %T@ %P\0"
 
 
 class Entry(NamedTuple):
-    entry_type: str  # 'f' file, 'd' listed directory, 's' skipped (unchanged) directory
+    entry_type: str  # 'f' file; 'd' listed directory; 'u' listed, its files exactly as recorded
+    #                  (not yielded); 's' skipped, unchanged by its mtime (fast path, not read)
     path: bytes  # relative to the listed root; b"" for the root itself
     size: int
     mtime_ns: int
     settled: bool = True  # for directories: every file in it was settled
+    digest: str | None = None  # for directories: of the files' names, sizes and mtimes (see files_digest)
+
+
+class KnownDir(NamedTuple):
+    """A directory as the previous listing of its origin recorded it."""
+
+    mtime_ns: int
+    settled: bool
+    digest: str | None
 
 
 Matcher = Callable[[bytes], bool]
@@ -93,23 +106,42 @@ def _known_subdirs(top: bytes, relative: bytes, names: list[bytes]) -> list[tupl
     return found
 
 
+def files_digest(files: list[tuple[bytes, int, int]]) -> str:
+    """A digest of a directory's (name, size, mtime_ns) triples, in any order.
+
+    Equal digests mean the directory holds exactly the files recorded when the
+    digest was stored; a digest that differs for any other reason (a new Python
+    pickling differently, say) only costs the directory being folded in again.
+    """
+    return hashlib.blake2b(pickle.dumps(sorted(files), protocol=4), digest_size=16).hexdigest()
+
+
+BUFFERED_FILES = 100_000  # a directory with more files is streamed and never skipped by digest
+
+
 def walk_local(
     root: str,
     matcher: Matcher | None,
     settle_cutoff_ns: int,
-    known: dict[bytes, tuple[int, bool]] | None = None,
+    known: dict[bytes, KnownDir] | None = None,
+    fast: bool = False,
     skip_names: frozenset[bytes] = frozenset({PARTIAL_DIR}),
 ) -> Iterator[Entry]:
     """Walk ``root`` depth-first without following links.
 
-    ``known`` (the immutable fast path) holds each directory's mtime and "all its
-    files were settled" flag from the previous listing. A directory whose mtime is
-    unchanged and whose files were settled is not read at all: its entries are
-    the same as then (creating, removing or renaming an entry changes a
-    directory's mtime), so its files are skipped ('s') and only its recorded
-    subdirectories are looked at, one stat each, for changes further down.
-    Files whose mtime is after ``settle_cutoff_ns`` make their directory unsettled.
+    ``known`` holds each directory as the previous listing recorded it; with it,
+    a listed directory whose files (names, sizes, mtimes) are exactly those of
+    then yields one 'u' entry instead of its files, so an unchanged tree costs
+    a stat per file and nothing more. Without it (listing a replica) every file
+    is yielded and no digests are computed.
 
+    ``fast`` (the immutable fast path): a directory whose mtime is unchanged and
+    whose files were settled is not read at all: its entries are the same as
+    then (creating, removing or renaming an entry changes a directory's mtime),
+    so it yields 's' and only its recorded subdirectories are looked at, one
+    stat each, for changes further down.
+
+    Files whose mtime is after ``settle_cutoff_ns`` make their directory unsettled.
     Raises ObserveError when ``root`` or anything below it cannot be read.
     """
     top = os.fsencode(root)
@@ -119,41 +151,61 @@ def walk_local(
         raise _unreadable(top, error, missing="does not exist") from None
     if not os.path.isdir(top):
         raise ObserveError(f"{root} is not a directory")
-    children = _children(known) if known else {}
+    children = _children(known) if known and fast else {}
     stack: list[tuple[bytes, int]] = [(b"", root_stat.st_mtime_ns)]
     while stack:
         relative, dir_mtime = stack.pop()
         full = _join(top, relative) if relative else top
-        if known is not None and known.get(relative) == (dir_mtime, True):
+        before = known.get(relative) if known is not None else None
+        if fast and before is not None and before.mtime_ns == dir_mtime and before.settled:
             try:
                 subdirs = _known_subdirs(top, relative, children.get(relative, []))
             except OSError as error:
                 raise _unreadable(full, error, missing="vanished while it was being listed; run again") from None
             if subdirs is not None:
                 stack.extend(subdirs)
-                yield Entry("s", relative, 0, dir_mtime, True)
+                yield Entry("s", relative, 0, dir_mtime, True, before.digest)
                 continue
-        settled = True
+        files: list[tuple[bytes, int, int]] = []
+        streamed = known is None
+        prefix = relative + b"/" if relative else b""
         try:
             with os.scandir(full) as iterator:
                 for item in iterator:
                     name = item.name
                     if item.is_dir(follow_symlinks=False):
                         if name not in skip_names:
-                            stack.append((_join(relative, name), item.stat(follow_symlinks=False).st_mtime_ns))
+                            stack.append((prefix + name, item.stat(follow_symlinks=False).st_mtime_ns))
                         continue
                     if not item.is_file(follow_symlinks=False):
                         continue
-                    path = _join(relative, name)
-                    if matcher is not None and not matcher(path):
+                    if matcher is not None and not matcher(prefix + name):
                         continue
                     stat = item.stat(follow_symlinks=False)
-                    if stat.st_mtime_ns > settle_cutoff_ns:
-                        settled = False
-                    yield Entry("f", path, stat.st_size, stat.st_mtime_ns)
+                    if streamed:
+                        yield Entry("f", prefix + name, stat.st_size, stat.st_mtime_ns)
+                        if stat.st_mtime_ns > settle_cutoff_ns:
+                            files.append((name, 0, stat.st_mtime_ns))  # only to say "unsettled"
+                        continue
+                    files.append((name, stat.st_size, stat.st_mtime_ns))
+                    if len(files) > BUFFERED_FILES:
+                        streamed = True
+                        for name_, size, mtime_ns in files:
+                            yield Entry("f", prefix + name_, size, mtime_ns)
+                        files = [(name_, 0, mtime_ns) for name_, _, mtime_ns in files if mtime_ns > settle_cutoff_ns]
         except OSError as error:
             raise _unreadable(full, error, missing="vanished while it was being listed; run again") from None
-        yield Entry("d", relative, 0, dir_mtime, settled)
+        settled = all(mtime_ns <= settle_cutoff_ns for _, _, mtime_ns in files)
+        if streamed:
+            yield Entry("d", relative, 0, dir_mtime, settled)
+            continue
+        digest = files_digest(files)
+        if before is not None and before.digest == digest:
+            yield Entry("u", relative, 0, dir_mtime, settled, digest)
+            continue
+        for name, size, mtime_ns in files:
+            yield Entry("f", prefix + name, size, mtime_ns)
+        yield Entry("d", relative, 0, dir_mtime, settled, digest)
 
 
 def require(binary: str, package: str) -> str:

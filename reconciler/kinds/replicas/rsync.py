@@ -4,10 +4,13 @@ per-file results parsed from its output."""
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import shlex
 import signal
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import sh
@@ -53,14 +56,18 @@ class Invocation:
     argv: list[str]
 
 
-def copy_invocation(source: Location, destination: Location, origin: str, ssh: SshSettings) -> Invocation:
-    """The command that copies files of ``source`` into ``<destination>/<origin>/``.
+def copy_invocation(source: Location, destination: Location, origin: str, ssh: SshSettings,
+                    subdir: str = "") -> Invocation:
+    """The command that copies files of ``source`` into ``<destination>/<origin>/``
+    (of ``<source>/<subdir>`` into ``<destination>/<origin>/<subdir>`` with ``subdir``).
 
     Local to local and one remote end run rsync here (over ssh for the remote end);
     remote to remote runs rsync on the origin host through ssh, which then reaches
     the replica host with the origin host's own ssh setup.
     """
-    target = Location(destination.path.rstrip("/") + "/" + origin, destination.host, destination.user,
+    below = "/" + subdir if subdir else ""
+    source = Location(source.path.rstrip("/") + below, source.host, source.user, source.port)
+    target = Location(destination.path.rstrip("/") + "/" + origin + below, destination.host, destination.user,
                       destination.port)
     if source.is_remote and destination.is_remote:
         hop = ["ssh", "-o", "BatchMode=yes", *[arg for option in ssh.options for arg in ("-o", option)]]
@@ -88,14 +95,6 @@ def _die_with_parent() -> None:
 def unescape(line: bytes) -> bytes:
     """rsync writes unprintable bytes of names as ``\\#ooo`` (octal); undo that."""
     return _ESCAPE.sub(lambda match: bytes([int(match.group(1), 8)]), line)
-
-
-@dataclass
-class CopyResult:
-    transferred: list[bytes] = field(default_factory=list)
-    exit_code: int = 0
-    complete: bool = True  # every file of the batch is on the replica
-    warning: str | None = None
 
 
 def run_rsync(argv: list[str], stdin: bytes, on_name: Callable[[bytes], None]) -> tuple[int, list[str]]:
@@ -144,28 +143,108 @@ def failure(code: int, errors: list[str]) -> ApplyError:
     return ApplyError(f"rsync failed with exit {code} ({meaning}): {reason}")
 
 
-def run_copy(invocation: Invocation, files: list[bytes],
-             progress: Callable[[int, int], None] | None = None) -> CopyResult:
-    """Run one rsync over ``files`` (relative paths, bytes) and report what arrived.
+@dataclass(frozen=True)
+class Batch:
+    """Files that one rsync copies: ``names`` relative to ``subdir`` of the origin ("" = its root)."""
 
-    Exit 0: every file of ``files`` is on the replica. Exit 23/24: only the files
-    rsync printed are known to have arrived (``complete`` is False). Anything
-    else raises ApplyError with rsync's own last words and what its exit code means.
+    subdir: str
+    names: list[bytes]
+
+    def full(self, name: bytes) -> bytes:
+        return os.fsencode(self.subdir) + b"/" + name if self.subdir else name
+
+
+_PLAIN_DIR = re.compile(rb"[A-Za-z0-9_.+=@,-]+(/[A-Za-z0-9_.+=@,-]+)*")
+
+
+def plan_batches(files: list[bytes], own_batch_from: int = 256, limit: int = 20_000) -> list[Batch]:
+    """Split one copy into rsync batches.
+
+    A directory with at least ``own_batch_from`` files gets batches of its own,
+    run from inside it: rsync >= 3.4 resolves every ``--files-from`` path one
+    component at a time, and one rsync's whole list is one flat file list, so
+    short names in lists of bounded size is what keeps a large copy as cheap
+    as a recursive rsync. The other files go, by full path, into batches run
+    from the origin's root. Directories whose names are not plain (spaces,
+    newlines, non-UTF-8 bytes, a leading dash) stay in those too: their paths
+    only ever travel NUL-separated in the file list, never in an argument.
+    Every batch holds at most ``limit`` files.
+    """
+    by_dir: dict[bytes, list[bytes]] = {}
+    for path in files:
+        parent, _, name = path.rpartition(b"/")
+        by_dir.setdefault(parent, []).append(name)
+    batches: list[Batch] = []
+    rest: list[bytes] = []
+    for parent, names in by_dir.items():
+        if parent and len(names) >= own_batch_from and _PLAIN_DIR.fullmatch(parent) and not parent.startswith(b"-"):
+            subdir = parent.decode("ascii")
+            batches.extend(Batch(subdir, names[start:start + limit]) for start in range(0, len(names), limit))
+        else:
+            rest.extend(parent + b"/" + name if parent else name for name in names)
+    batches.extend(Batch("", rest[start:start + limit]) for start in range(0, len(rest), limit))
+    return batches
+
+
+@dataclass
+class CopyResult:
+    delivered: list[bytes] = field(default_factory=list)  # on the replica now (full relative paths)
+    transferred: int = 0  # of those, how many rsync actually sent (the rest were there already)
+    complete: bool = True  # every file of the copy is on the replica
+    warning: str | None = None  # why not (rsync exit 23/24 in some batch)
+    error: ApplyError | None = None  # a batch failed outright: its files are not counted as delivered
+
+
+def run_copies(batches: list[tuple[Invocation, Batch]], jobs: int = 1,
+               progress: Callable[[int, int], None] | None = None) -> CopyResult:
+    """Run one rsync per batch, ``jobs`` at a time, and report what arrived.
+
+    A batch that exits 0 delivered all its files; exit 23/24 only the files rsync
+    printed. Any other exit is ``error`` (rsync's last words and what the code
+    means); no new batch starts after one, and the files of batches that
+    finished are still reported, so the caller can record them.
     """
     result = CopyResult()
+    total = sum(len(batch.names) for _, batch in batches)
+    lock = threading.Lock()
+    stop = threading.Event()
 
-    def on_name(name: bytes) -> None:
-        result.transferred.append(name)
-        if progress:
-            progress(len(result.transferred), len(files))
+    def run_one(invocation: Invocation, batch: Batch) -> None:
+        if stop.is_set():
+            return
+        printed: list[bytes] = []
 
-    code, errors = run_rsync(invocation.argv, b"".join(name + b"\0" for name in files), on_name)
-    result.exit_code = code
-    if code == 0:
+        def on_name(name: bytes) -> None:
+            printed.append(name)
+            with lock:
+                result.transferred += 1
+                if progress:
+                    progress(result.transferred, total)
+
+        try:
+            code, errors = run_rsync(invocation.argv, b"".join(name + b"\0" for name in batch.names), on_name)
+        except ApplyError as error:
+            code, error_found = -1, error
+        else:
+            error_found = None if code == 0 or code in PARTIAL_CODES else failure(code, errors)
+        with lock:
+            if code == 0:
+                result.delivered.extend(batch.full(name) for name in batch.names)
+            elif error_found is None:
+                result.delivered.extend(batch.full(name) for name in printed)
+                result.complete = False
+                reason = errors[-1] if errors else f"exit {code}"
+                result.warning = result.warning or f"rsync exit {code} ({PARTIAL_CODES[code]}): {reason}"
+            else:
+                result.complete = False
+                result.error = result.error or error_found
+                stop.set()
+
+    if jobs <= 1 or len(batches) <= 1:
+        for invocation, batch in batches:
+            run_one(invocation, batch)
         return result
-    if code in PARTIAL_CODES:
-        result.complete = False
-        reason = errors[-1] if errors else f"exit {code}"
-        result.warning = f"rsync exit {code} ({PARTIAL_CODES[code]}): {reason}"
-        return result
-    raise failure(code, errors)
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="rsync") as pool:
+        for future in [pool.submit(run_one, invocation, batch) for invocation, batch in batches]:
+            future.result()
+    return result

@@ -43,7 +43,7 @@ class ReplicaCopy(SQLModel, table=True):
 
 
 class ScannedDir(SQLModel, table=True):
-    """A directory of an origin at its last listing: the fast path for immutable origins."""
+    """A directory of an origin at its last listing: what lets unchanged directories be skipped."""
 
     __tablename__ = "scanned_dirs"
 
@@ -51,6 +51,7 @@ class ScannedDir(SQLModel, table=True):
     path: str = Field(primary_key=True)
     mtime_ns: int = Field(sa_column=Column(BigInteger, nullable=False))
     settled: bool  # every file in it was settled when it was listed
+    digest: str | None = None  # of its files as folded into the inventory (listing.files_digest)
 
 
 class OriginStatus(SQLModel, table=True):
@@ -81,7 +82,7 @@ class PairStatus(SQLModel, table=True):
 
 
 class ScanEntry(SQLModel, table=True):
-    """Scratch rows of one listing (files 'f', listed dirs 'd', skipped dirs 's'), removed after use."""
+    """Scratch rows of one listing (files 'f'; directories 'd', 'u', 's' as in listing.Entry), removed after use."""
 
     __tablename__ = "scan_entries"
     __table_args__ = (Index("ix_scan_entries_scan_path", "scan_id", "path"),)

@@ -1,0 +1,103 @@
+"""Listing an origin (real files in a temporary directory): which directories are
+folded in again and which are recognised, by their files' digest, as unchanged."""
+
+from __future__ import annotations
+
+import os
+
+from reconciler.kinds.replicas.listing import KnownDir, walk_local
+
+OLD = 1_600_000_000 * 10**9  # long settled
+CUTOFF = 1_700_000_000 * 10**9
+
+
+def _file(path, data: bytes, mtime_ns: int = OLD) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def _walk(root, known=None, fast=False, matcher=None):
+    return list(walk_local(str(root), matcher, CUTOFF, known, fast=fast))
+
+
+def _known(entries):
+    return {entry.path: KnownDir(entry.mtime_ns, entry.settled, entry.digest)
+            for entry in entries if entry.entry_type != "f"}
+
+
+def _files(entries):
+    return sorted(entry.path for entry in entries if entry.entry_type == "f")
+
+
+def _types(entries):
+    return {entry.path: entry.entry_type for entry in entries if entry.entry_type != "f"}
+
+
+def test_an_unchanged_directory_is_recognised_and_its_files_not_yielded(tmp_path):
+    _file(tmp_path / "a/one.bin", b"1")
+    _file(tmp_path / "a/two.bin", b"22")
+    _file(tmp_path / "b/three.bin", b"333")
+    first = _walk(tmp_path, known={})
+    assert _files(first) == [b"a/one.bin", b"a/two.bin", b"b/three.bin"]
+    assert _types(first) == {b"": "d", b"a": "d", b"b": "d"}
+    assert all(entry.digest for entry in first if entry.entry_type == "d")
+
+    again = _walk(tmp_path, known=_known(first))
+    assert _files(again) == []
+    assert _types(again) == {b"": "u", b"a": "u", b"b": "u"}
+
+
+def test_any_change_to_a_file_makes_its_directory_listed_again(tmp_path):
+    _file(tmp_path / "a/one.bin", b"1")
+    _file(tmp_path / "a/two.bin", b"22")
+    _file(tmp_path / "b/three.bin", b"333")
+    known = _known(_walk(tmp_path, known={}))
+    directory_mtime = os.stat(tmp_path / "a").st_mtime_ns
+
+    _file(tmp_path / "a/one.bin", b"1", mtime_ns=OLD + 1)  # only the mtime, by a nanosecond
+    os.utime(tmp_path / "a", ns=(directory_mtime, directory_mtime))
+    changed = _walk(tmp_path, known=known)
+    assert _files(changed) == [b"a/one.bin", b"a/two.bin"]
+    assert _types(changed) == {b"": "u", b"a": "d", b"b": "u"}
+
+    known = _known(changed)
+    _file(tmp_path / "a/two.bin", b"XY")  # same size, same mtime, other bytes: not a change by the rule
+    assert _types(_walk(tmp_path, known=known))[b"a"] == "u"
+    (tmp_path / "a/two.bin").unlink()
+    assert _files(_walk(tmp_path, known=known)) == [b"a/one.bin"]
+
+
+def test_excluded_files_do_not_count_and_a_new_exclusion_relists(tmp_path):
+    _file(tmp_path / "a/keep.bin", b"1")
+    _file(tmp_path / "a/skip.tmp", b"2")
+    everything = _walk(tmp_path, known={})
+    only_bin = _walk(tmp_path, known=_known(everything), matcher=lambda path: not path.endswith(b".tmp"))
+    assert _files(only_bin) == [b"a/keep.bin"] and _types(only_bin)[b"a"] == "d"
+
+
+def test_an_unsettled_directory_is_marked_but_still_recognised(tmp_path):
+    _file(tmp_path / "a/fresh.bin", b"1", mtime_ns=CUTOFF + 10)
+    first = _walk(tmp_path, known={})
+    assert [entry.settled for entry in first if entry.path == b"a"] == [False]
+    again = _walk(tmp_path, known=_known(first))
+    assert [(entry.entry_type, entry.settled) for entry in again if entry.path == b"a"] == [("u", False)]
+
+
+def test_the_fast_path_reads_no_settled_directory_whose_mtime_is_unchanged(tmp_path):
+    _file(tmp_path / "a/one.bin", b"1")
+    known = _known(_walk(tmp_path, known={}))
+    mtime = os.stat(tmp_path / "a").st_mtime_ns
+    _file(tmp_path / "a/one.bin", b"2", mtime_ns=OLD + 5)  # in place: the directory's mtime stays
+    os.utime(tmp_path / "a", ns=(mtime, mtime))
+    fast = _walk(tmp_path, known=known, fast=True)
+    assert _types(fast) == {b"": "s", b"a": "s"} and _files(fast) == []
+    assert [entry.digest for entry in fast if entry.path == b"a"] == [known[b"a"].digest]
+    assert _types(_walk(tmp_path, known=known))[b"a"] == "d"  # a full scan finds it
+
+
+def test_a_replica_listing_yields_every_file_and_computes_no_digest(tmp_path):
+    _file(tmp_path / "a/one.bin", b"1")
+    listing = _walk(tmp_path, known=None)
+    assert _files(listing) == [b"a/one.bin"]
+    assert all(entry.digest is None for entry in listing)
