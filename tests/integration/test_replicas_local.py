@@ -77,6 +77,24 @@ def test_files_gone_from_the_origin_stay_on_the_replica(site):
                       "last_scan": stats[0]["last_scan"]}]
 
 
+def test_a_removed_directory_marks_its_files_gone_on_the_fast_path_too(site):
+    import shutil
+
+    _setup(site, {"telem/a.bin": "a", "rawimages/cam1/b.fits": "b", "rawimages/cam2/c.fits": "c"},
+           config=BASIC.replace('settle = "2m"', 'settle = "2m"\nimmutable = true'))
+    site.cli("reconcile")
+    site.cli("plan")  # records every directory for the fast path
+    shutil.rmtree(site.root / "origin/rawimages/cam1")
+    assert site.cli("plan", "--detailed-exitcode").code == 0
+    stats = json.loads(site.cli("inventory", "stats", "--json").out)
+    assert (stats[0]["files"], stats[0]["gone"]) == (2, 1)
+    shutil.rmtree(site.root / "origin/rawimages")
+    site.cli("plan")
+    stats = json.loads(site.cli("inventory", "stats", "--json").out)
+    assert (stats[0]["files"], stats[0]["gone"]) == (1, 2)
+    assert (site.root / "backup/exao1/rawimages/cam1/b.fits").read_text() == "b"
+
+
 def test_include_and_exclude_globs(site):
     _setup(site, {"telem/a.bin": "a", "telem/a.tmp": "t", "logs/x.log": "l", "other/y": "o"},
            config=BASIC.replace('settle = "2m"', 'settle = "2m"\ninclude = ["telem/**", "logs/**"]\n'

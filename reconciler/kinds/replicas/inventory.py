@@ -144,7 +144,10 @@ def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: l
     New and changed files are upserted, files missing from listed directories
     (or from directories that no longer exist) are marked gone (directories
     found as recorded, 'u', and skipped ones, 's', have no file rows and lose
-    nothing), the directory table is replaced with each directory's digest, and the origin's generation is bumped
+    nothing; only files of listed directories and of directories recorded last
+    time but gone now are looked at, through the (origin, dir) index: every
+    directory holding a file of the inventory was recorded by the scan that
+    found the file), the directory table is replaced with each directory's digest, and the origin's generation is bumped
     when anything changed. Returns the number of inventory rows changed.
 
     ``last_seen`` of a file is when a scan last found it new or changed; every
@@ -173,12 +176,14 @@ def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: l
             """
             UPDATE origin_files SET gone_since = :now
             WHERE origin = :origin AND gone_since IS NULL AND from_replica = :false
-              AND (
-                (dir IN (SELECT path FROM scan_entries WHERE scan_id = :scan AND entry_type = 'd')
-                 AND NOT EXISTS (SELECT 1 FROM scan_entries s WHERE s.scan_id = :scan AND s.entry_type = 'f'
-                                 AND s.path = origin_files.path))
-                OR dir NOT IN (SELECT path FROM scan_entries WHERE scan_id = :scan AND entry_type IN ('d', 'u', 's'))
+              AND dir IN (
+                SELECT path FROM scan_entries WHERE scan_id = :scan AND entry_type = 'd'
+                UNION
+                SELECT path FROM scanned_dirs WHERE origin = :origin AND path NOT IN (
+                    SELECT path FROM scan_entries WHERE scan_id = :scan AND entry_type IN ('d', 'u', 's'))
               )
+              AND NOT EXISTS (SELECT 1 FROM scan_entries s WHERE s.scan_id = :scan AND s.entry_type = 'f'
+                              AND s.path = origin_files.path)
             """
         ),
         parameters,
