@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 log = logging.getLogger("reconciler")
 
@@ -21,8 +21,11 @@ class ProgressReporter:
         self.log_every = log_every
         self._last_logged: dict[str, float] = {}
         self._bar: Progress | None = None
-        self._tasks: dict[str, TaskID] = {}
-        if self.stream.isatty():
+        self._tasks: dict[str, Any] = {}
+        if self.stream.isatty():  # rich is loaded only for a terminal (it costs start-up time otherwise)
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
             self._bar = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                 console=Console(file=self.stream), transient=True,

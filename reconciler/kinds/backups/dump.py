@@ -20,7 +20,6 @@ from typing import Any
 
 import sh
 from bson import json_util
-from pymongo.errors import PyMongoError
 
 from reconciler import __version__
 from reconciler.errors import ApplyError
@@ -151,6 +150,7 @@ def dump_python(client: Any, request: DumpRequest) -> Manifest:
     Raises ApplyError (the URI never in it) when the server fails mid-way; the
     temporary output is removed.
     """
+    from pymongo.errors import PyMongoError  # here, not at import: pymongo is slow to load
     started = datetime.now(timezone.utc)
     db = client[request.database]
     temporary = request.destination / (TEMP_PREFIX + data_name(request))

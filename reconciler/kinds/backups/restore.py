@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bson.raw_bson import RawBSONDocument
-from pymongo.errors import PyMongoError
 
 from reconciler.errors import ApplyError
 from reconciler.kinds.backups.connection import redact
@@ -62,6 +61,7 @@ def restore(source: BackupSource, client: Any, database: str | None, mapping: di
     Raises ApplyError (nothing left behind) when the backup is damaged, a target
     collection is not empty, or the server fails mid-way.
     """
+    from pymongo.errors import PyMongoError  # here, not at import: pymongo is slow to load
     problems = verify(source)
     if problems:
         raise ApplyError(f"refusing to restore the damaged backup {source.path}: " + "; ".join(problems[:5]))

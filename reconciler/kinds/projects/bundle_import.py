@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pymongo.errors import PyMongoError
 from sqlmodel import select
 
 from reconciler.errors import ApplyError
@@ -97,6 +96,7 @@ def import_bundle(bundle: Path, reader: MongoDriver, store: Any, destination: Pa
                   owner_fallback: str | None = None, key: bytes | None = None) -> ImportReport:
     """Import ``bundle`` into ``reader``'s instance at ``destination``. Raises ApplyError (with
     everything undone) or BundleError (nothing touched)."""
+    from pymongo.errors import PyMongoError  # here, not at import: pymongo is slow to load
     header, problems = verify_bundle(bundle, key)
     if problems or header is None:
         raise BundleError(f"{bundle} failed verification, nothing was imported: " + "; ".join(problems[:5])

@@ -8,7 +8,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from pymongo.errors import PyMongoError
 from sqlmodel import select
 
 from reconciler.engine.actions import AddressMessage
@@ -163,6 +162,7 @@ def _observe_dirs(facts: ProjectFacts, doc: DocFacts | None, project: Any, ctx: 
 
 
 def observe_projects(desired: Any, ctx: RunContext) -> Observation:
+    from pymongo.errors import PyMongoError  # here, not at import: pymongo is slow to load
     facts: list[ProjectFacts] = []
     errors: list[AddressMessage] = []
     with ExitStack() as stack:

@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pymongo.errors import PyMongoError
 from sqlmodel import select
 
 from reconciler.engine.actions import AddressMessage
@@ -61,6 +60,7 @@ def cache(ctx: RunContext, facts: SessionFacts) -> None:
 
 
 def observe_sessions(desired: Any, ctx: RunContext) -> Observation:
+    from pymongo.errors import PyMongoError  # here, not at import: pymongo is slow to load
     facts: list[SessionFacts] = []
     errors: list[AddressMessage] = []
     problem = hook_problem(desired.hooks.datatype_state)

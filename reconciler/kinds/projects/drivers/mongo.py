@@ -12,8 +12,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pymongo.errors import PyMongoError
-
 from reconciler.errors import ApplyError
 from reconciler.kinds.backups.connection import redact
 from reconciler.kinds.projects import model
@@ -81,6 +79,7 @@ class MongoDriver:
             raise ApplyError(f"cannot export the records of {uid} into {target}: {error.strerror}") from None
 
     def _set(self, uid: str, values: dict[str, Any]) -> None:
+        from pymongo.errors import PyMongoError  # here, not at import: pymongo is slow to load
         try:
             result = self.db[PROJECTS].update_one({"uid": uid}, {"$set": values})
         except PyMongoError as error:
@@ -130,6 +129,7 @@ class MongoDriver:
 
         Returns (uid, notes). On failure everything this call inserted or wrote is undone.
         """
+        from pymongo.errors import PyMongoError  # here, not at import: pymongo is slow to load
         directory = Path(path)
         try:
             original = model.read_records(directory)
@@ -188,6 +188,7 @@ class MongoDriver:
         return uid, notes
 
     def _remove_documents(self, uid: str) -> None:
+        from pymongo.errors import PyMongoError  # here, not at import: pymongo is slow to load
         try:
             self.db[JOBS].delete_many({"project_uid": uid})
             self.db[WORKSPACES].delete_many({"project_uid": uid})
