@@ -11,6 +11,9 @@ Prints, for each measurement, reconciler's time, the peer's, and the ratio:
   3. apply of the whole tree to an empty replica vs rsync -a src/ dst/
   4. peak RSS of the first plan (target <= 400 MiB at 1,000,000 files)
 Each reconciler run is the real CLI in its own process (Python start-up included).
+Every pair is run --repeat times (default 3; the plans and rsync -an 3 times more
+per repetition), interleaved, each after os.sync(); medians are printed, then
+every single figure.
 """
 
 from __future__ import annotations
@@ -60,56 +63,89 @@ def run(argv: list[str], cwd: Path | None = None) -> tuple[float, int, int]:
     return elapsed, usage.ru_maxrss, code
 
 
-def config(work: Path, immutable: bool) -> Path:
-    path = work / ("immutable.toml" if immutable else "plain.toml")
+def config(work: Path, rep: int, immutable: bool) -> Path:
+    """One repetition's config: its own state database and replica; immutable shares both."""
+    path = work / f"{'immutable' if immutable else 'plain'}-{rep}.toml"
     path.write_text(
-        f'[state]\nurl = "sqlite:///{work}/{"immutable" if immutable else "plain"}.db"\n\n'
+        f'[state]\nurl = "sqlite:///{work}/state-{rep}.db"\n\n'
         f'[origins.src]\nroot = "{work}/src"\nsettle = "1m"\nimmutable = {str(immutable).lower()}\n\n'
-        f'[replicas."{work}/replica"]\n'
+        f'[replicas."{work}/replica-{rep}"]\n'
     )
     return path
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def timed(argv: list[str]) -> tuple[float, int, int]:
+    """``run`` after flushing the page cache's dirty data, so one step's writeback is not
+    charged to the next (on small VMs it otherwise dominates the figures)."""
+    os.sync()
+    return run(argv)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=200_000)
     parser.add_argument("--dirs", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions, interleaved; medians are printed")
     parser.add_argument("--keep", action="store_true", help="keep the generated trees")
     arguments = parser.parse_args()
     reconciler = [sys.executable, "-m", "reconciler"]
     work = Path(tempfile.mkdtemp(prefix="reconciler-bench-"))
-    rows: list[tuple[str, float, str, float]] = []
+    times: dict[str, list[float]] = {}
+    rss: dict[str, int] = {}
+
+    def note(name: str, elapsed: float) -> None:
+        times.setdefault(name, []).append(elapsed)
+
     try:
         print(f"generating {arguments.files:,} files in {arguments.dirs} directories under {work} ...", flush=True)
         size = generate(work / "src", arguments.files, arguments.dirs)
-        print(f"  {size / 2**20:.1f} MiB", flush=True)
-        (work / "replica").mkdir()
-        plain, immutable = config(work, False), config(work, True)
+        print(f"  {size / 2**20:.1f} MiB; {arguments.repeat} repetitions", flush=True)
+        for rep in range(arguments.repeat):
+            (work / f"replica-{rep}").mkdir()
+            plain, immutable = config(work, rep, False), config(work, rep, True)
 
-        find_time, _, _ = run(["find", str(work / "src"), "-type", "f", "-printf", r"%P\t%s\t%T@\n"])
-        first, first_rss, _ = run([*reconciler, "--config", str(plain), "plan"])
-        rows.append(("1. first plan vs find -printf", first, "find", find_time))
+            note("find", timed(["find", str(work / "src"), "-type", "f", "-printf", r"%P\t%s\t%T@\n"])[0])
+            elapsed, peak, _ = timed([*reconciler, "--config", str(plain), "plan"])
+            note("first plan", elapsed)
+            rss["plan"] = max(rss.get("plan", 0), peak)
 
-        rsync_copy, _, _ = run(["rsync", "-a", f"{work}/src/", f"{work}/rsync-copy/"])
-        apply_time, apply_rss, _ = run([*reconciler, "--config", str(plain), "apply", "--auto-approve"])
-        rows.append(("3. apply to an empty replica vs rsync -a", apply_time, "rsync -a", rsync_copy))
+            note("rsync -a", timed(["rsync", "-a", f"{work}/src/", f"{work}/rsync-copy/"])[0])
+            elapsed, peak, _ = timed([*reconciler, "--config", str(plain), "apply", "--auto-approve"])
+            note("apply", elapsed)
+            rss["apply"] = max(rss.get("apply", 0), peak)
 
-        rsync_noop, _, _ = run(["rsync", "-an", "--stats", f"{work}/src/", f"{work}/replica/src/"])
-        noop, _, code = run([*reconciler, "--config", str(plain), "plan", "--detailed-exitcode"])
-        assert code == 0, "the replica should be complete"
-        rows.append(("2. plan, replica complete vs rsync -an", noop, "rsync -an", rsync_noop))
+            for _ in range(3):
+                note("rsync -an", timed(["rsync", "-an", "--stats", f"{work}/src/", f"{work}/replica-{rep}/src/"])[0])
+                elapsed, _, code = timed([*reconciler, "--config", str(plain), "plan", "--detailed-exitcode"])
+                assert code == 0, "the replica should be complete"
+                note("no-op plan", elapsed)
+                elapsed, _, code = timed([*reconciler, "--config", str(immutable), "plan", "--detailed-exitcode"])
+                assert code == 0, "the replica should be complete"
+                note("immutable plan", elapsed)
+            shutil.rmtree(work / "rsync-copy")
+            shutil.rmtree(work / f"replica-{rep}")
 
-        run([*reconciler, "--config", str(immutable), "apply", "--auto-approve"])  # builds its directory table
-        fast, _, code = run([*reconciler, "--config", str(immutable), "plan", "--detailed-exitcode"])
-        assert code == 0
-        rows.append(("2b. same, immutable = true vs rsync -an", fast, "rsync -an", rsync_noop))
-
+        rows = [
+            ("1. first plan vs find -printf", "first plan", "find"),
+            ("2. plan, replica complete vs rsync -an", "no-op plan", "rsync -an"),
+            ("2b. same, immutable = true vs rsync -an", "immutable plan", "rsync -an"),
+            ("3. apply to an empty replica vs rsync -a", "apply", "rsync -a"),
+        ]
         print()
-        print(f"{'measurement':<46} {'reconciler':>11} {'peer':>11} {'ratio':>7}")
-        for name, ours, _peer, theirs in rows:
-            print(f"{name:<46} {ours:>10.2f}s {theirs:>10.2f}s {ours / theirs:>7.2f}")
-        print(f"{'4. peak RSS of the first plan':<46} {first_rss / 1024:>8.0f} MiB")
-        print(f"{'   peak RSS of apply':<46} {apply_rss / 1024:>8.0f} MiB")
+        print(f"{'measurement (medians)':<46} {'reconciler':>11} {'peer':>11} {'ratio':>7}")
+        for name, ours, theirs in rows:
+            mine, peer = median(times[ours]), median(times[theirs])
+            print(f"{name:<46} {mine:>10.2f}s {peer:>10.2f}s {mine / peer:>7.2f}")
+        print(f"{'4. peak RSS of the first plan':<46} {rss['plan'] / 1024:>8.0f} MiB")
+        print(f"{'   peak RSS of apply':<46} {rss['apply'] / 1024:>8.0f} MiB")
+        print("all runs (s): " + "; ".join(f"{key} " + " ".join(f"{value:.2f}" for value in values)
+                                          for key, values in times.items()))
         print(f"files: {arguments.files:,}; python {sys.version.split()[0]}; "
               f"rsync {subprocess.run(['rsync', '--version'], capture_output=True, text=True).stdout.split()[2]}")
     finally:
