@@ -141,14 +141,16 @@ def put_row(connection: Connection, table: Any, keys: dict[str, Any], values: di
 def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: list[Entry], full: bool) -> int:
     """Fold one origin listing (already in the scratch table) into the inventory.
 
-    New and changed files are upserted, files missing from listed directories
-    (or from directories that no longer exist) are marked gone (directories
-    found as recorded, 'u', and skipped ones, 's', have no file rows and lose
-    nothing; only files of listed directories and of directories recorded last
-    time but gone now are looked at, through the (origin, dir) index: every
-    directory holding a file of the inventory was recorded by the scan that
-    found the file), the directory table is replaced with each directory's digest, and the origin's generation is bumped
-    when anything changed. Returns the number of inventory rows changed.
+    New and changed files are upserted; files missing from listed directories,
+    or from directories recorded last time that no longer exist, are marked
+    gone; the directory table is replaced (with each directory's digest); and
+    the origin's generation is bumped when anything changed. Returns the
+    number of inventory rows changed.
+
+    Directories found as recorded ('u') or skipped ('s') have no file rows and
+    lose nothing. Gone-marking looks only at listed and vanished directories,
+    through the (origin, dir) index: every directory holding a file of the
+    inventory was recorded by the scan that found the file.
 
     ``last_seen`` of a file is when a scan last found it new or changed; every
     file not marked gone was present at the origin's last scan (origin_status),

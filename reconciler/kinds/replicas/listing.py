@@ -166,8 +166,9 @@ def walk_local(
                 stack.extend(subdirs)
                 yield Entry("s", relative, 0, dir_mtime, True, before.digest)
                 continue
-        files: list[tuple[bytes, int, int]] = []
-        streamed = known is None
+        files: list[tuple[bytes, int, int]] = []  # buffered until the directory is known to have changed
+        streamed = known is None  # files yielded as they are read; no digest
+        settled = True  # of the files already yielded
         prefix = relative + b"/" if relative else b""
         try:
             with os.scandir(full) as iterator:
@@ -183,22 +184,22 @@ def walk_local(
                         continue
                     stat = item.stat(follow_symlinks=False)
                     if streamed:
+                        settled = settled and stat.st_mtime_ns <= settle_cutoff_ns
                         yield Entry("f", prefix + name, stat.st_size, stat.st_mtime_ns)
-                        if stat.st_mtime_ns > settle_cutoff_ns:
-                            files.append((name, 0, stat.st_mtime_ns))  # only to say "unsettled"
                         continue
                     files.append((name, stat.st_size, stat.st_mtime_ns))
                     if len(files) > BUFFERED_FILES:
                         streamed = True
+                        settled = all(mtime_ns <= settle_cutoff_ns for _, _, mtime_ns in files)
                         for name_, size, mtime_ns in files:
                             yield Entry("f", prefix + name_, size, mtime_ns)
-                        files = [(name_, 0, mtime_ns) for name_, _, mtime_ns in files if mtime_ns > settle_cutoff_ns]
+                        files = []
         except OSError as error:
             raise _unreadable(full, error, missing="vanished while it was being listed; run again") from None
-        settled = all(mtime_ns <= settle_cutoff_ns for _, _, mtime_ns in files)
         if streamed:
             yield Entry("d", relative, 0, dir_mtime, settled)
             continue
+        settled = all(mtime_ns <= settle_cutoff_ns for _, _, mtime_ns in files)
         digest = files_digest(files)
         if before is not None and before.digest == digest:
             yield Entry("u", relative, 0, dir_mtime, settled, digest)

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import sh
 
@@ -138,9 +139,13 @@ def run_rsync(argv: list[str], stdin: bytes, on_name: Callable[[bytes], None]) -
 
 def failure(code: int, errors: list[str]) -> ApplyError:
     """The error of an rsync that failed with ``code``: its last words and what the code means."""
-    reason = errors[-1] if errors else f"exit {code}"
     meaning = EXIT_MEANINGS.get(code, "see rsync(1), EXIT VALUES")
-    return ApplyError(f"rsync failed with exit {code} ({meaning}): {reason}")
+    return ApplyError(f"rsync failed with exit {code} ({meaning}): {last_words(code, errors)}")
+
+
+def last_words(code: int, errors: list[str]) -> str:
+    """rsync's last line on stderr, or its exit code when it said nothing."""
+    return errors[-1] if errors else f"exit {code}"
 
 
 @dataclass(frozen=True)
@@ -150,8 +155,12 @@ class Batch:
     subdir: str
     names: list[bytes]
 
+    @cached_property
+    def _prefix(self) -> bytes:
+        return os.fsencode(self.subdir) + b"/" if self.subdir else b""
+
     def full(self, name: bytes) -> bytes:
-        return os.fsencode(self.subdir) + b"/" + name if self.subdir else name
+        return self._prefix + name
 
 
 _PLAIN_DIR = re.compile(rb"[A-Za-z0-9_.+=@,-]+(/[A-Za-z0-9_.+=@,-]+)*")
@@ -233,8 +242,8 @@ def run_copies(batches: list[tuple[Invocation, Batch]], jobs: int = 1,
             elif error_found is None:
                 result.delivered.extend(batch.full(name) for name in printed)
                 result.complete = False
-                reason = errors[-1] if errors else f"exit {code}"
-                result.warning = result.warning or f"rsync exit {code} ({PARTIAL_CODES[code]}): {reason}"
+                result.warning = result.warning or (
+                    f"rsync exit {code} ({PARTIAL_CODES[code]}): {last_words(code, errors)}")
             else:
                 result.complete = False
                 result.error = result.error or error_found
