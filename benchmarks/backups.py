@@ -19,7 +19,6 @@ Prints:
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import socket
 import subprocess
@@ -30,8 +29,8 @@ import time
 from pathlib import Path
 
 import pymongo
+from processes import run
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -42,14 +41,8 @@ def free_port() -> int:
 
 def measure(python: str, code: str) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds (user + sys), peak RSS KiB of one process running ``code``."""
-    start = time.perf_counter()
-    process = subprocess.Popen([python, "-c", textwrap.dedent(code)], env={**os.environ, "PYTHONPATH": str(REPO)},
-                               stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed:\n{code}\n{process.stderr.read().decode() if process.stderr else ''}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+    measured = run([python, "-c", textwrap.dedent(code)])
+    return measured.wall, measured.cpu, measured.rss_kib
 
 
 def seed(uri: str, database: str, docs: int) -> None:

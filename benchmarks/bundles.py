@@ -17,30 +17,18 @@ ratios. Target: export peak RSS bounded (the same whatever the project size).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-# This process imports nothing of reconciler: a child's peak RSS (wait4) includes the parent's
-# image at fork time, which would inflate every figure, the peer's too.
-
+import processes
 
 def run(argv: list[str]) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds, peak RSS (KiB) of one process."""
-    start = time.perf_counter()
-    process = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}\n{process.stderr.read().decode() if process.stderr else ''}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+    measured = processes.run(argv)
+    return measured.wall, measured.cpu, measured.rss_kib
 
 
 MAKE_PROJECT = """

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from processes import run
+
 
 def generate(root: Path, files: int, directories: int, seed: int = 1) -> int:
     rng = random.Random(seed)
@@ -50,19 +52,6 @@ def generate(root: Path, files: int, directories: int, seed: int = 1) -> int:
     return total
 
 
-def run(argv: list[str], cwd: Path | None = None) -> tuple[float, int, int]:
-    """Seconds, peak RSS in KiB, exit code of one process."""
-    start = time.perf_counter()
-    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
-    if code not in (0, 2):
-        error = process.stderr.read().decode() if process.stderr else ""
-        raise SystemExit(f"{argv[:4]} failed with {code}: {error[-2000:]}")
-    return elapsed, usage.ru_maxrss, code
-
-
 def config(work: Path, rep: int, immutable: bool) -> Path:
     """One repetition's config: its own state database and replica; immutable shares both."""
     path = work / f"{'immutable' if immutable else 'plain'}-{rep}.toml"
@@ -81,10 +70,12 @@ def median(values: list[float]) -> float:
 
 
 def timed(argv: list[str]) -> tuple[float, int, int]:
-    """``run`` after flushing the page cache's dirty data, so one step's writeback is not
-    charged to the next (on small VMs it otherwise dominates the figures)."""
+    """Seconds, peak RSS in KiB and exit code (0, or 2 for a plan with changes) of one process,
+    run after flushing the page cache's dirty data, so one step's writeback is not charged to
+    the next (on small VMs it otherwise dominates the figures)."""
     os.sync()
-    return run(argv)
+    measured = run(argv, ok=(0, 2))
+    return measured.wall, measured.rss_kib, measured.code
 
 
 def main() -> None:
