@@ -134,6 +134,8 @@ def restore(source: BackupSource, client: Any, database: str | None, mapping: di
 
 
 def _drop(db: Any, names: list[str]) -> None:
+    from pymongo.errors import PyMongoError
+
     for name in names:
         try:
             db.drop_collection(name)
