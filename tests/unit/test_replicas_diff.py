@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.kinds.replicas.diff import SECOND, PairFacts, ReplicaFacts, diff_replicas
+from reconciler.kinds.replicas.diff import SECOND, PairFacts, ReplicaFacts, copy_precondition, diff_replicas
 from reconciler.kinds.replicas.inventory import Candidate, CandidateSet, Unrecorded
 
 NOW = 1_800_000_000 * SECOND
@@ -88,3 +88,20 @@ def test_drift_is_named_in_the_reason():
                                                  Candidate("b", 1, NOW - 3600 * SECOND, False)]), drift={"b"})
     (action,) = diff_replicas(ReplicaFacts(now_ns=NOW, pairs=[pair])).actions
     assert action.reason == "1 files new on origin o; 1 missing or different on the replica (drift)"
+
+
+def test_the_copy_precondition_changes_with_any_path_size_or_mtime():
+    files = [Candidate(f"telem/f{index:05d}.bin", index, NOW - 3600 * SECOND + index, False) for index in range(5000)]
+    every = list(range(len(files)))
+
+    def precondition(changed: list[Candidate], indices: list[int] = every) -> str:
+        return copy_precondition("/mnt/backup", "exao1", CandidateSet.of(changed), indices)
+
+    base = precondition(files)
+    assert precondition(list(files)) == base
+    for field, value in (("path", "telem/other.bin"), ("size", 10**9), ("mtime_ns", NOW - 7 * SECOND)):
+        changed = list(files)
+        changed[4500] = changed[4500]._replace(**{field: value})
+        assert precondition(changed) != base, field
+    assert precondition(files, every[:-1]) != base  # one file fewer
+    assert copy_precondition("/mnt/other", "exao1", CandidateSet.of(files), every) != base

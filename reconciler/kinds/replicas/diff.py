@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import hashlib
 import json
+from array import array
 
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import Diff
@@ -43,14 +44,17 @@ def _same(size: int, mtime_ns: int, other_size: int | None, other_mtime_ns: int 
 
 
 def copy_precondition(replica: str, origin: str, candidates: CandidateSet, indices: list[int]) -> str:
-    """What a copy relies on: the size and mtime of each file it copies, hashed as a
-    stream (one JSON line per file) rather than built as one large value."""
+    """What a copy relies on: the path, size and mtime of each file it copies, hashed a block
+    at a time (each block: its count, its paths NUL-terminated, then its sizes and mtimes as
+    64-bit integers) rather than built as one large value."""
     digest = hashlib.sha256(json.dumps([replica, origin], ensure_ascii=False).encode("utf-8"))
     paths, sizes, mtimes = candidates.paths, candidates.sizes, candidates.mtimes
     for start in range(0, len(indices), 4096):
-        digest.update("".join(
-            f"{json.dumps(paths[i], ensure_ascii=False)} {sizes[i]} {mtimes[i]}\n" for i in indices[start:start + 4096]
-        ).encode("utf-8", "surrogatepass"))
+        block = indices[start:start + 4096]
+        digest.update(b"%d\0" % len(block))
+        digest.update("".join([paths[i] + "\0" for i in block]).encode("utf-8", "surrogatepass"))
+        digest.update(array("q", [sizes[i] for i in block]).tobytes())
+        digest.update(array("q", [mtimes[i] for i in block]).tobytes())
     return digest.hexdigest()
 
 
