@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -126,31 +127,51 @@ def test_awkward_names_are_copied_exactly(site):
     assert site.cli("plan", "--detailed-exitcode").code == 0  # nothing re-copied: names round-trip
 
 
-def test_large_directories_are_copied_by_parallel_batches_and_recorded(site):
+def test_origin_and_replica_paths_outside_ascii(site):
+    # rsync must get the paths' UTF-8 bytes, whatever encoding reconciler talks to it in.
+    make_tree(site.root / "données", {"raw/a.fits": "a", "raw/b.fits": "b"})
+    (site.root / "备份").mkdir()
+    site.write('[origins.exao1]\nroot = "données"\nsettle = "2m"\n\n[replicas."备份"]\n')
+    result = site.cli("reconcile")
+    assert result.code == 0, result.err
+    assert tree(site.root / "备份/exao1") == tree(site.root / "données")
+    assert site.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_large_copies_run_in_parallel_batches_and_are_recorded(site):
     files = {f"raw/day{day}/{index:04d}.fits": f"frame {index}" for day in (1, 2) for index in range(300)}
-    files |= {f"odd name/{index:04d}.bin": str(index) for index in range(300)}
+    files |= {f"odd name/-{index:04d}:x.bin": str(index) for index in range(300)}
     files |= {"logs/a.log": "log", "top.bin": "top"}
-    _setup(site, files, config=BASIC + "copy_jobs = 3\n")
+    _setup(site, files, config=BASIC + "copy_jobs = 3\ncopy_batch_files = 250\n")
     result = site.cli("apply", "--auto-approve")
     assert result.code == 0, result.err
-    assert "copied 902 files (902 transferred, the rest already there) with 3 rsync runs" in result.out + result.err
+    assert "copied 902 files (902 transferred, the rest already there) with 4 rsync runs" in result.out + result.err
     assert tree(site.root / "backup/exao1") == tree(site.root / "origin")
     assert site.cli("plan", "--detailed-exitcode").code == 0
 
 
-def test_a_failed_batch_records_only_what_the_others_delivered(site):
-    files = {f"raw/day1/{index:04d}.fits": str(index) for index in range(300)} | {"logs/a.log": "log"}
-    _setup(site, files)
-    blocker = site.root / "backup/exao1/raw"
-    blocker.parent.mkdir(parents=True)
-    blocker.write_text("a file where the replica needs a directory")
+def test_a_failed_batch_records_only_what_the_others_delivered(site, tmp_path, monkeypatch):
+    files = {"logs/a.log": "log"} | {f"raw/day1/{index:04d}.fits": str(index) for index in range(300)}
+    _setup(site, files, config=BASIC + "copy_jobs = 1\ncopy_batch_files = 100\n")
+    # A fault injected in front of the real rsync: the run whose batch holds raw/day1/0150.fits
+    # dies as rsync does when its connection drops (exit 12). A real rsync cannot be made to
+    # fail outright for one batch and not the others here; every other run is the real one.
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "rsync").write_text(
+        "#!/bin/sh\n"
+        'for arg; do case "$arg" in */0150.fits) echo "rsync: connection unexpectedly closed" >&2; exit 12;; esac; done\n'
+        f'exec {shutil.which("rsync")} "$@"\n')
+    (shim / "rsync").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
     result = site.cli("apply", "--auto-approve")
     assert result.code == 1
     message = result.out + result.err
-    assert "rsync failed with exit" in message and "1 of 301 files copied and recorded" in message
+    assert "rsync failed with exit 12" in message and "connection unexpectedly closed" in message
+    assert "100 of 301 files copied and recorded" in message  # the first batch; the third never started
     plan = site.cli("plan")
-    assert "300 files new on origin exao1" in plan.out and "logs/a.log" not in plan.out
-    blocker.unlink()
+    assert "201 files new on origin exao1" in plan.out and "logs/a.log" not in plan.out
+    monkeypatch.setenv("PATH", os.environ["PATH"].split(":", 1)[1])
     assert site.cli("reconcile").code == 0
     assert tree(site.root / "backup/exao1") == tree(site.root / "origin")
 

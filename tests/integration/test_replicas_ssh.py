@@ -6,7 +6,8 @@ import json
 
 from tests.integration.conftest import make_tree, tree
 
-FILES = {"telem/a.bin": "alpha", "rawimages/b b.fits": b"\x01" * 5000, "odd\nname": "x"}
+FILES = {"telem/a.bin": "alpha", "rawimages/b b.fits": b"\x01" * 5000, "odd\nname": "x",
+         "-dash:colon.bin": "y", "ünï/naïve.txt": "z"}
 
 
 def test_ssh_origin_to_local_replica(site, sshd):
@@ -14,7 +15,7 @@ def test_ssh_origin_to_local_replica(site, sshd):
     (site.root / "backup").mkdir()
     site.write(f'[origins.exao1]\nroot = "{sshd.url(site.root / "origin")}"\n\n[replicas."backup"]\n\n' + sshd.toml())
     plan = site.cli("plan")
-    assert "3 files new on origin exao1" in plan.out, plan.out + plan.err
+    assert "5 files new on origin exao1" in plan.out, plan.out + plan.err
     assert site.cli("reconcile").code == 0
     assert tree(site.root / "backup/exao1") == tree(site.root / "origin")
     assert site.cli("plan", "--detailed-exitcode").code == 0

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from reconciler.kinds.replicas import paths
 from reconciler.kinds.replicas.location import Location, SshSettings
-from reconciler.kinds.replicas.rsync import Batch, copy_invocation, plan_batches, unescape
+from reconciler.kinds.replicas.listing import exact_args
+from reconciler.kinds.replicas.rsync import Invocation, copy_invocation, plan_batches, unescape
 
 
 @given(st.binary(min_size=1, max_size=64).filter(lambda raw: b"\0" not in raw))
@@ -48,41 +49,47 @@ def test_rsync_argv_for_each_direction():
     ssh = SshSettings(identity_file="/k", options=("StrictHostKeyChecking=yes",))
     local = Location("/data")
     remote = Location("/ceph/magao-x", "popeye", "xsup", 2222)
-    common = ["-a", "--from0", "--files-from=-", "--partial-dir=.rsync-partial", "--mkpath", "--out-format=%n"]
-    assert copy_invocation(local, Location("/mnt/backup"), "exao1", ssh).argv == [
-        "rsync", *common, "/data/", "/mnt/backup/exao1/"]
-    to_remote = copy_invocation(local, remote, "exao1", ssh).argv
-    assert to_remote[:7] == ["rsync", *common]
-    assert to_remote[7] == "-e" and "-p 2222" in to_remote[8] and "-i /k" in to_remote[8]
-    assert to_remote[-2:] == ["/data/", "xsup@popeye:/ceph/magao-x/exao1/"]
+    tail = ["--partial-dir=.rsync-partial", "--mkpath", "--out-format=%n"]
+    as_arguments = ["-a", "--relative", "--no-recursive", "--dirs", *tail]
+    from_stdin = ["-a", "--from0", "--files-from=-", *tail]
+    # A local sender: run in the origin's root, names as arguments before the destination.
+    here = copy_invocation(local, Location("/mnt/backup"), "exao1", ssh)
+    assert here == Invocation(["rsync", *as_arguments, "/mnt/backup/exao1/"], cwd="/data")
+    to_remote = copy_invocation(local, remote, "exao1", ssh)
+    assert to_remote.cwd == "/data" and to_remote.argv[:8] == ["rsync", *as_arguments]
+    assert to_remote.argv[8] == "-e" and "-p 2222" in to_remote.argv[9] and "-i /k" in to_remote.argv[9]
+    assert to_remote.argv[-1] == "xsup@popeye:/ceph/magao-x/exao1/"
+    # A remote sender gets the list on stdin, which rsync forwards over its own protocol.
+    from_remote = copy_invocation(remote, Location("/mnt/backup"), "exao1", ssh)
+    assert from_remote.cwd is None and from_remote.argv[:7] == ["rsync", *from_stdin]
+    assert from_remote.argv[-2:] == ["xsup@popeye:/ceph/magao-x/", "/mnt/backup/exao1/"]
     both = copy_invocation(Location("/opt/MagAOX", "exao1"), remote, "exao1", ssh).argv
     assert both[0] == "ssh" and both[-2] == "exao1"  # rsync runs on the origin host
-    assert both[-1].startswith("rsync -a") and "xsup@popeye:/ceph/magao-x/exao1/" in both[-1]
+    assert both[-1].startswith("rsync -a --from0") and "xsup@popeye:/ceph/magao-x/exao1/" in both[-1]
 
 
-def test_a_batch_run_from_inside_a_directory_copies_it_to_the_same_place():
-    ssh = SshSettings()
-    argv = copy_invocation(Location("/data"), Location("/mnt/backup"), "exao1", ssh, "telem/2026-11-21").argv
-    assert argv[-2:] == ["/data/telem/2026-11-21/", "/mnt/backup/exao1/telem/2026-11-21/"]
-    remote = copy_invocation(Location("/data", "exao1"), Location("/mnt/backup"), "exao1", ssh, "raw").argv
-    assert remote[-2:] == ["exao1:/data/raw/", "/mnt/backup/exao1/raw/"]
+def test_names_go_as_arguments_or_on_stdin_exactly():
+    names = [b"plain.fits", b"-dash", b"host:colon", b"new\nline", b"caf\xe9", b"sub/dir/x"]
+    argv, stdin = Invocation(["rsync", "-a", "/dst/"], cwd="/src").command(names)
+    assert stdin == b"" and argv[:2] == ["rsync", "-a"] and argv[-1] == "/dst/"
+    assert argv[2:-1] == [b"./" + name for name in names]  # never an option, never host:path
+    argv, stdin = Invocation(["rsync", "-a", "h:/src/", "/dst/"]).command(names)
+    assert argv == ["rsync", "-a", "h:/src/", "/dst/"] and stdin == b"\0".join(names) + b"\0"
+    assert exact_args(["/données", "/数据", b"caf\xe9"]) == [
+        "/données".encode().decode("latin-1"), "/数据".encode().decode("latin-1"), "caf\xe9"]
 
 
-def test_large_plain_directories_get_batches_of_their_own():
-    big = [b"telem/day1/f%04d" % index for index in range(7)]
-    awkward = [b"with space/f%d" % index for index in range(7)] + [b"-dash/f%d" % index for index in range(7)]
-    latin = [b"caf\xe9/f%d" % index for index in range(7)]
-    small = [b"logs/a.log", b"top.bin", b"telem/day2/x"]
-    batches = plan_batches(big + awkward + latin + small, own_batch_from=5, limit=4)
-    assert [(batch.subdir, len(batch.names)) for batch in batches if batch.subdir] == [
-        ("telem/day1", 4), ("telem/day1", 3)]
-    assert batches[0].names[0] == b"f0000" and batches[0].full(b"f0000") == b"telem/day1/f0000"
-    rooted = [name for batch in batches if not batch.subdir for name in batch.names]
-    assert sorted(rooted) == sorted(awkward + latin + small)
-    assert all(len(batch.names) <= 4 for batch in batches)
-    every = sorted(batch.full(name) for batch in batches for name in batch.names)
-    assert every == sorted(big + awkward + latin + small)
-    assert plan_batches([]) == [] and plan_batches([b"a"]) == [Batch("", [b"a"])]
+def test_batches_are_bounded_by_count_and_by_argument_bytes():
+    names = [b"telem/day%d/f%04d" % (day, index) for day in range(3) for index in range(7)]
+    batches = plan_batches(names, limit=4)
+    assert [len(batch) for batch in batches] == [4, 4, 4, 4, 4, 1]
+    assert [name for batch in batches for name in batch] == names  # every file once, in order
+    long = [b"raw/%s/f%05d" % (b"x" * 200, index) for index in range(100)]  # 222 bytes each: 18 a batch
+    batches = plan_batches(long, max_bytes=4096)
+    assert all(sum(len(name) + 11 for name in batch) <= 4096 for batch in batches)
+    assert len(batches) == 6 and [name for batch in batches for name in batch] == long
+    assert plan_batches([]) == [] and plan_batches([b"a"]) == [[b"a"]]
+    assert plan_batches([b"x" * 5000], max_bytes=4096) == [[b"x" * 5000]]  # a long path still goes alone
 
 
 def test_rsync_output_escapes_are_undone():

@@ -80,13 +80,13 @@ def copy_project(source: Path, destination: Path,
     total = summarize_tree(source).files
     done = 0
 
-    def on_name(_name: bytes) -> None:
+    def on_names(names: list[bytes]) -> None:
         nonlocal done
-        done += 1
+        done += len(names)
         if progress:
             progress(done, max(total, done))
 
-    code, errors = run_rsync(rsync_argv(str(source), str(destination)), b"", on_name)
+    code, errors = run_rsync(rsync_argv(str(source), str(destination)), b"", on_names)
     if code != 0:
         raise failure(code, errors)
     return verify_copy(source, destination)

@@ -54,6 +54,10 @@ class ReplicaConfig(Section):
         default=2, ge=1, le=32,
         description="rsync processes copying to this replica at once (each takes a batch of files).",
     )
+    copy_batch_files: int = Field(
+        default=20_000, ge=1, le=1_000_000,
+        description="Most files one rsync run copies. Fewer: finer progress and failures; more: fewer rsync runs.",
+    )
 
 
 class SshSection(Section):

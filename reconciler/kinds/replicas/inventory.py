@@ -103,9 +103,12 @@ def load_entries(connection: Connection, scan_id: str, entries: Iterable[Entry],
     return loaded
 
 
-def load_paths(connection: Connection, scan_id: str, rows: Iterable[tuple[str, int, int]]) -> None:
-    """Put (path, size, mtime_ns) rows, already in stored text form, into the scratch table."""
-    bulk_insert_scan(connection, ((scan_id, "f", path, paths.parent_of(path), size, mtime_ns)
+def load_paths(connection: Connection, scan_id: str, rows: Iterable[tuple[str, int, int]],
+               with_dirs: bool = True) -> None:
+    """Put (path, size, mtime_ns) rows, already in stored text form, into the scratch table;
+    ``with_dirs=False`` leaves their directory empty (for uses that never read it)."""
+    parent_of = paths.parent_of if with_dirs else lambda path: ""
+    bulk_insert_scan(connection, ((scan_id, "f", path, parent_of(path), size, mtime_ns)
                                   for path, size, mtime_ns in rows))
 
 
@@ -249,24 +252,44 @@ class CandidateSet:
 
 def candidates(connection: Connection, replica: str, origin: str) -> CandidateSet:
     """Files of ``origin`` that ``replica`` has no matching record of (new or changed), by path.
-    Rows are streamed (a server-side cursor on PostgreSQL), never all held twice."""
-    rows = connection.execute(
-        text(
-            """
-            SELECT f.path, f.size, f.mtime_ns, c.file_id
-            FROM origin_files f
-            LEFT JOIN replica_copies c ON c.file_id = f.id AND c.replica = :replica
-            WHERE f.origin = :origin AND f.gone_since IS NULL AND f.from_replica = :false
-              AND (c.file_id IS NULL OR c.size <> f.size OR c.mtime_ns <> f.mtime_ns)
-            ORDER BY f.path
-            """
-        ).execution_options(stream_results=True, yield_per=10_000),
-        {"replica": replica, "origin": origin, "false": False},
-    )
+    Rows are streamed a block at a time, never all held twice."""
     result = CandidateSet()
-    for path, size, mtime_ns, file_id in rows:
-        result.append(path, size, mtime_ns, file_id is not None)
+    for block in fetch_blocks(
+        connection,
+        """
+        SELECT f.path, f.size, f.mtime_ns, c.file_id
+        FROM origin_files f
+        LEFT JOIN replica_copies c ON c.file_id = f.id AND c.replica = :replica
+        WHERE f.origin = :origin AND f.gone_since IS NULL AND f.from_replica = :false
+          AND (c.file_id IS NULL OR c.size <> f.size OR c.mtime_ns <> f.mtime_ns)
+        ORDER BY f.path
+        """,
+        {"replica": replica, "origin": origin, "false": False},
+    ):
+        found_paths, sizes, mtimes, file_ids = zip(*block)
+        result.paths.extend(found_paths)
+        result.sizes.extend(sizes)
+        result.mtimes.extend(mtimes)
+        result.recorded.extend(file_id is not None for file_id in file_ids)
     return result
+
+
+def fetch_blocks(connection: Connection, query: str, parameters: dict[str, object]) -> Iterator[list[tuple]]:
+    """The rows of a large query as plain tuples, ``CHUNK`` at a time: through the SQLite
+    driver's own cursor (SQLAlchemy's rows cost more than the query), elsewhere as a
+    server-side cursor."""
+    if connection.dialect.name == "sqlite":
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(query, parameters)
+            while block := cursor.fetchmany(CHUNK):
+                yield block
+        finally:
+            cursor.close()
+        return
+    rows = connection.execute(text(query).execution_options(stream_results=True, yield_per=CHUNK), parameters)
+    while block := rows.fetchmany(CHUNK):
+        yield [tuple(row) for row in block]
 
 
 def pair_complete_generation(connection: Connection, replica: str, origin: str) -> int:
@@ -353,6 +376,41 @@ def unrecorded(connection: Connection, replica: str, origin: str, scan_id: str) 
     for path, size, mtime_ns, origin_size, origin_mtime, from_replica in rows:
         known = origin_size is not None and not from_replica
         yield Unrecorded(path, size, mtime_ns, origin_size if known else None, origin_mtime if known else None)
+
+
+def record_copied(connection: Connection, replica: str, origin: str, copied: list[str]) -> None:
+    """Record that the files at ``copied`` (stored path text) were just copied to ``replica``,
+    with the size and mtime the inventory holds for them (what the plan copied).
+
+    On SQLite the paths go into a TEMP table (in memory, no index, this connection only)
+    and one statement joins them; elsewhere through the scratch table (COPY is fast there)."""
+    if connection.dialect.name != "sqlite":
+        scan_id = new_scan_id()
+        load_paths(connection, scan_id, ((path, 0, 0) for path in copied), with_dirs=False)
+        record_copies(connection, replica, origin, scan_id, enrolled=False)
+        drop_scan(connection, scan_id)
+        return
+    now = now_utc().isoformat(" ")  # the text sqlite3 stores for a datetime, made once
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS copied_paths (path TEXT NOT NULL)")
+        cursor.execute("DELETE FROM temp.copied_paths")
+        cursor.executemany("INSERT INTO temp.copied_paths (path) VALUES (?)", ((path,) for path in copied))
+        cursor.execute(
+            """
+            INSERT INTO replica_copies (replica, file_id, size, mtime_ns, copied_at, verified_at)
+            SELECT ?, f.id, f.size, f.mtime_ns, ?, ?
+            FROM temp.copied_paths c JOIN origin_files f ON f.origin = ? AND f.path = c.path
+            WHERE true
+            ON CONFLICT (replica, file_id) DO UPDATE SET
+                size = excluded.size, mtime_ns = excluded.mtime_ns,
+                copied_at = excluded.copied_at, verified_at = excluded.verified_at
+            """,
+            (replica, now, now, origin),
+        )
+        cursor.execute("DELETE FROM temp.copied_paths")
+    finally:
+        cursor.close()
 
 
 def record_copies(connection: Connection, replica: str, origin: str, scan_id: str, enrolled: bool) -> int:

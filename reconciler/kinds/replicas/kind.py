@@ -34,7 +34,7 @@ from reconciler.kinds.replicas.diff import (
 )
 from reconciler.kinds.replicas.listing import Entry, make_matcher, require, walk_local, walk_remote
 from reconciler.kinds.replicas.location import Location, SshSettings
-from reconciler.kinds.replicas.rsync import copy_invocation, plan_batches, run_copies
+from reconciler.kinds.replicas.rsync import argument_budget, copy_invocation, plan_batches, run_copies
 from reconciler.kinds.replicas.tables import (
     OriginFile,
     OriginStatus,
@@ -308,21 +308,28 @@ class ReplicasKind(Kind):
         destination = replica_location(replica, ctx.base_dir)
         ssh = desired.ssh.settings()
         files: list[str] = action.details["files"]
-        batches = [(copy_invocation(source, destination, origin_name, ssh, batch.subdir), batch)
-                   for batch in plan_batches([paths.to_bytes(path) for path in files])]
-        replica_config = desired.replicas.get(replica)
-        jobs = replica_config.copy_jobs if replica_config is not None else 1
+        replica_config = desired.replicas.get(replica) or ReplicaConfig()
+        invocation = copy_invocation(source, destination, origin_name, ssh)
+        batches = plan_batches([paths.to_bytes(path) for path in files], replica_config.copy_batch_files,
+                               argument_budget())
 
         label = f"copy {action.address} from {origin_name}"
-        result = run_copies(batches, jobs, lambda done, total: ctx.progress(label, done, total))
-        ctx.progress(label, len(files) if result.complete else len(result.delivered), len(files))
-        delivered = files if result.complete else [paths.to_text(name) for name in result.delivered]
-        self._record(ctx, replica, origin_name, [(path, 0, 0) for path in delivered], enrolled=False)
+
+        def record(delivered: list[bytes]) -> None:
+            to_text = paths.to_text
+            with ctx.state.engine.begin() as connection:
+                inventory.record_copied(connection, replica, origin_name, [to_text(name) for name in delivered])
+
+        result = run_copies(invocation, batches, replica_config.copy_jobs,
+                            lambda done, total: ctx.progress(label, done, total), record)
+        ctx.progress(label, result.delivered, len(files))
+        with ctx.state.engine.begin() as connection:
+            inventory.touch_replica(connection, replica, sync=inventory.now_utc())
         if result.error is not None:
-            raise ApplyError(f"{action.address}: {result.error}; {len(delivered):,} of {len(files):,} files "
+            raise ApplyError(f"{action.address}: {result.error}; {result.delivered:,} of {len(files):,} files "
                              "copied and recorded, the next run retries the rest")
         if not result.complete:
-            raise ApplyError(f"{action.address}: {len(delivered):,} of {len(files):,} files copied; "
+            raise ApplyError(f"{action.address}: {result.delivered:,} of {len(files):,} files copied; "
                              f"{result.warning}; the next run retries the rest")
         return (f"copied {len(files):,} files ({result.transferred:,} transferred, the rest already there) "
                 f"with {len(batches):,} rsync run{'s' if len(batches) != 1 else ''}")
@@ -332,20 +339,18 @@ class ReplicasKind(Kind):
         replica = action.address.split(":", 1)[1]
         details = action.details
         rows = list(zip(details["files"], details["_sizes"], details["_mtimes_ns"], strict=True))
-        self._record(ctx, replica, details["origin"], rows, enrolled=True)
+        self._enroll(ctx, replica, details["origin"], rows)
         with ctx.state.engine.begin() as connection:
             inventory.touch_replica(connection, replica, verify=inventory.now_utc())
         return f"enrolled {len(rows):,} files"
 
     @staticmethod
-    def _record(ctx: RunContext, replica: str, origin: str, rows: list[tuple[str, int, int]], enrolled: bool) -> None:
+    def _enroll(ctx: RunContext, replica: str, origin: str, rows: list[tuple[str, int, int]]) -> None:
         scan_id = inventory.new_scan_id()
         try:
             with ctx.state.engine.begin() as connection:
                 inventory.load_paths(connection, scan_id, rows)
-                inventory.record_copies(connection, replica, origin, scan_id, enrolled)
-                if not enrolled:
-                    inventory.touch_replica(connection, replica, sync=inventory.now_utc())
+                inventory.record_copies(connection, replica, origin, scan_id, enrolled=True)
         finally:
             with ctx.state.engine.begin() as connection:
                 inventory.drop_scan(connection, scan_id)

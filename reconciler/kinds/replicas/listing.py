@@ -217,6 +217,13 @@ def require(binary: str, package: str) -> str:
     return found
 
 
+def exact_args(args: list[str | bytes]) -> list[str]:
+    """Arguments for an ``sh`` command run with ``_encoding="latin-1"``: sh encodes each
+    with that, and latin-1 maps every byte to itself, so the program gets exactly the file
+    system's bytes (of str arguments, as Python encodes paths; of bytes, as they are)."""
+    return [os.fsencode(arg).decode("latin-1") for arg in args]
+
+
 def _parse_mtime(text: bytes) -> int:
     seconds, _, fraction = text.partition(b".")
     return int(seconds) * 1_000_000_000 + int((fraction + b"000000000")[:9] or b"0")
@@ -244,7 +251,7 @@ def walk_remote(
     buffer = b""
     dirs: dict[bytes, tuple[int, bool]] = {b"": (0, True)}
     try:
-        process = command(*args, _iter=True, _out_bufsize=1 << 16, _encoding="latin-1", _err_to_out=False)
+        process = command(*exact_args(args), _iter=True, _out_bufsize=1 << 16, _encoding="latin-1", _err_to_out=False)
         for chunk in process:
             buffer += chunk.encode("latin-1")
             *records, buffer = buffer.split(b"\0")

@@ -10,14 +10,13 @@ import shlex
 import signal
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from functools import cached_property
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 
 import sh
 
 from reconciler.errors import ApplyError
-from reconciler.kinds.replicas.listing import require
+from reconciler.kinds.replicas.listing import exact_args, require
 from reconciler.kinds.replicas.location import Location, SshSettings
 
 PARTIAL_DIR = ".rsync-partial"
@@ -40,11 +39,17 @@ EXIT_MEANINGS = {
 _ESCAPE = re.compile(rb"\\#([0-7]{3})")
 
 
-def rsync_options(ssh_shell: str | None) -> list[str]:
-    """Options of every copy: archive mode, the file list from stdin (NUL-separated),
-    partial files kept out of final names, missing destination directories created,
-    one output line per transferred file."""
-    options = ["-a", "--from0", "--files-from=-", f"--partial-dir={PARTIAL_DIR}", "--mkpath", "--out-format=%n"]
+def rsync_options(ssh_shell: str | None, names_as_arguments: bool = False) -> list[str]:
+    """Options of every copy: archive mode, paths kept relative to the source, partial files
+    kept out of final names, missing destination directories created, one output line per
+    transferred file. The names come NUL-separated on stdin (``--files-from=-``) or, with
+    ``names_as_arguments``, as arguments; then recursion is off, as ``--files-from`` turns it
+    off, so a name that became a directory is not copied whole."""
+    if names_as_arguments:
+        listing = ["-a", "--relative", "--no-recursive", "--dirs"]
+    else:
+        listing = ["-a", "--from0", "--files-from=-"]
+    options = [*listing, f"--partial-dir={PARTIAL_DIR}", "--mkpath", "--out-format=%n"]
     if ssh_shell:
         options += ["-e", ssh_shell]
     return options
@@ -52,23 +57,29 @@ def rsync_options(ssh_shell: str | None) -> list[str]:
 
 @dataclass(frozen=True)
 class Invocation:
-    """A program and its arguments; ``argv[0]`` is the program."""
+    """A program and its arguments (``argv[0]`` is the program), run with the batch's names
+    on stdin or, when ``cwd`` is set, run there with the names as arguments before the last."""
 
     argv: list[str]
+    cwd: str | None = None
+
+    def command(self, names: list[bytes]) -> tuple[list[str | bytes], bytes]:
+        """The argument list and stdin that copy ``names``."""
+        if self.cwd is None:
+            return list(self.argv), b"".join(name + b"\0" for name in names)
+        # "./" keeps a name with a leading dash from reading as an option, and one with a
+        # colon from reading as host:path.
+        return [*self.argv[:-1], *(b"./" + name for name in names), self.argv[-1]], b""
 
 
-def copy_invocation(source: Location, destination: Location, origin: str, ssh: SshSettings,
-                    subdir: str = "") -> Invocation:
-    """The command that copies files of ``source`` into ``<destination>/<origin>/``
-    (of ``<source>/<subdir>`` into ``<destination>/<origin>/<subdir>`` with ``subdir``).
+def copy_invocation(source: Location, destination: Location, origin: str, ssh: SshSettings) -> Invocation:
+    """The command that copies files of ``source`` into ``<destination>/<origin>/``.
 
     Local to local and one remote end run rsync here (over ssh for the remote end);
     remote to remote runs rsync on the origin host through ssh, which then reaches
     the replica host with the origin host's own ssh setup.
     """
-    below = "/" + subdir if subdir else ""
-    source = Location(source.path.rstrip("/") + below, source.host, source.user, source.port)
-    target = Location(destination.path.rstrip("/") + "/" + origin + below, destination.host, destination.user,
+    target = Location(destination.path.rstrip("/") + "/" + origin, destination.host, destination.user,
                       destination.port)
     if source.is_remote and destination.is_remote:
         hop = ["ssh", "-o", "BatchMode=yes", *[arg for option in ssh.options for arg in ("-o", option)]]
@@ -77,9 +88,17 @@ def copy_invocation(source: Location, destination: Location, origin: str, ssh: S
         inner = ["rsync", *rsync_options(" ".join(shlex.quote(arg) for arg in hop)),
                  source.rsync_spec().split(":", 1)[1], target.rsync_spec()]
         return Invocation([*source.ssh_args(ssh), " ".join(shlex.quote(part) for part in inner)])
-    remote = source if source.is_remote else destination if destination.is_remote else None
-    shell = remote.rsync_shell(ssh) if remote else None
-    return Invocation(["rsync", *rsync_options(shell), source.rsync_spec(), target.rsync_spec()])
+    if source.is_remote:
+        return Invocation(["rsync", *rsync_options(source.rsync_shell(ssh)), source.rsync_spec(),
+                           target.rsync_spec()])
+    # A local sender gets the names as arguments: rsync reads a local --files-from one byte
+    # per system call (about 25 calls per name), which costs a large copy more time than
+    # the copying. (A remote sender gets the list over rsync's own buffered protocol.)
+    if not target.is_remote:
+        target = Location(os.path.abspath(target.path))
+    shell = destination.rsync_shell(ssh) if destination.is_remote else None
+    return Invocation(["rsync", *rsync_options(shell, names_as_arguments=True), target.rsync_spec()],
+                      cwd=source.path)
 
 
 def _die_with_parent() -> None:
@@ -98,42 +117,43 @@ def unescape(line: bytes) -> bytes:
     return _ESCAPE.sub(lambda match: bytes([int(match.group(1), 8)]), line)
 
 
-def run_rsync(argv: list[str], stdin: bytes, on_name: Callable[[bytes], None]) -> tuple[int, list[str]]:
-    """Run an rsync (or an ssh that runs one) with ``--out-format=%n``: ``on_name`` gets each
-    transferred name (unescaped, directories skipped). Returns (exit code, stderr lines).
-    The child dies with reconciler (see ``_die_with_parent``).
+def run_rsync(argv: list[str | bytes], stdin: bytes, on_names: Callable[[list[bytes]], None],
+              cwd: str | None = None) -> tuple[int, list[str]]:
+    """Run an rsync (or an ssh that runs one) with ``--out-format=%n``: ``on_names`` gets the
+    transferred names (unescaped, directories skipped) as they are printed, a block of lines
+    at a time. Returns (exit code, stderr lines). The child dies with reconciler (see
+    ``_die_with_parent``).
 
     Raises ApplyError when it was killed by a signal, ToolMissingError when absent.
     """
-    program = argv[0]
+    program = os.fsdecode(argv[0])
     executable = require(program, "rsync" if program == "rsync" else "openssh-client")
     errors: list[str] = []
-    pending = b""
-
-    def on_chunk(chunk: str) -> None:
-        nonlocal pending
-        pending += chunk.encode("latin-1")
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            name = unescape(line)
-            if name and not name.endswith(b"/"):
-                on_name(name)
-
-    try:
-        process = sh.Command(executable)(
-            *argv[1:],
-            _in=stdin,
-            _out=on_chunk,
-            _err=lambda line: errors.append(line.rstrip("\n")),
-            _encoding="latin-1",
-            _out_bufsize=1 << 16,
-            _ok_code=list(range(256)),
-            _bg=True,
-            _preexec_fn=_die_with_parent,
-        )
-        process.wait()
-    except sh.SignalException as error:
-        raise ApplyError(f"rsync was killed by signal {-error.exit_code}") from None
+    # rsync writes one line per file into a pipe read here, not through sh's output thread,
+    # which formats a debug message (with the data) for every block it reads.
+    read_end, write_end = os.pipe()
+    with open(read_end, "rb", buffering=0) as output, open(os.devnull, "rb") as nothing:
+        try:
+            with open(write_end, "wb", buffering=0) as child_output:
+                process = sh.Command(executable)(
+                    *exact_args(argv[1:]),
+                    _in=stdin if stdin else nothing,
+                    _out=child_output,
+                    _err=lambda line: errors.append(line.rstrip("\n")),
+                    _encoding="latin-1",
+                    _ok_code=list(range(256)),
+                    _bg=True,
+                    _preexec_fn=_die_with_parent,
+                    _cwd=cwd,
+                )
+            pending = b""
+            while chunk := output.read(1 << 16):
+                *lines, pending = (pending + chunk).split(b"\n")
+                names = [unescape(line) if b"\\#" in line else line for line in lines]
+                on_names([name for name in names if name and not name.endswith(b"/")])
+            process.wait()
+        except sh.SignalException as error:
+            raise ApplyError(f"rsync was killed by signal {-error.exit_code}") from None
     return process.exit_code, errors
 
 
@@ -148,112 +168,111 @@ def last_words(code: int, errors: list[str]) -> str:
     return errors[-1] if errors else f"exit {code}"
 
 
-@dataclass(frozen=True)
-class Batch:
-    """Files that one rsync copies: ``names`` relative to ``subdir`` of the origin ("" = its root)."""
-
-    subdir: str
-    names: list[bytes]
-
-    @cached_property
-    def _prefix(self) -> bytes:
-        return os.fsencode(self.subdir) + b"/" if self.subdir else b""
-
-    def full(self, name: bytes) -> bytes:
-        return self._prefix + name
+def argument_budget() -> int:
+    """Bytes of file names one rsync may take as arguments: half of what exec(2) allows here
+    less the environment, so rsync's options always fit, and at most 1 MiB."""
+    try:
+        allowed = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError):
+        allowed = 128 << 10
+    environment = sum(len(key) + len(value) + 2 + 8 for key, value in os.environb.items())
+    return max(32 << 10, min(1 << 20, allowed // 2 - environment))
 
 
-_PLAIN_DIR = re.compile(rb"[A-Za-z0-9_.+=@,-]+(/[A-Za-z0-9_.+=@,-]+)*")
+ARGUMENT_OVERHEAD = 11  # per name passed as an argument: "./", its NUL and its pointer
 
 
-def plan_batches(files: list[bytes], own_batch_from: int = 256, limit: int = 20_000) -> list[Batch]:
-    """Split one copy into rsync batches.
+def plan_batches(files: list[bytes], limit: int = 20_000, max_bytes: int = 1 << 20) -> list[list[bytes]]:
+    """Split one copy's files (paths relative to the origin's root) into rsync batches of at
+    most ``limit`` files whose paths, each plus ``ARGUMENT_OVERHEAD``, take at most
+    ``max_bytes``, so a batch's names fit in an argument list.
 
-    A directory with at least ``own_batch_from`` files gets batches of its own,
-    run from inside it: rsync >= 3.4 resolves every ``--files-from`` path one
-    component at a time, and one rsync's whole list is one flat file list, so
-    short names in lists of bounded size is what keeps a large copy as cheap
-    as a recursive rsync. The other files go, by full path, into batches run
-    from the origin's root. Directories whose names are not plain (spaces,
-    newlines, non-UTF-8 bytes, a leading dash) stay in those too: their paths
-    only ever travel NUL-separated in the file list, never in an argument.
-    Every batch holds at most ``limit`` files.
+    Few large batches, not one per directory: every rsync run costs tens of milliseconds
+    before and after its first file (it sleeps 20 ms at a time waiting for its children),
+    while a long list of full paths costs it about what a recursive rsync pays per file.
     """
-    by_dir: dict[bytes, list[bytes]] = {}
-    for path in files:
-        parent, _, name = path.rpartition(b"/")
-        by_dir.setdefault(parent, []).append(name)
-    batches: list[Batch] = []
-    rest: list[bytes] = []
-    for parent, names in by_dir.items():
-        if parent and len(names) >= own_batch_from and _PLAIN_DIR.fullmatch(parent) and not parent.startswith(b"-"):
-            subdir = parent.decode("ascii")
-            batches.extend(Batch(subdir, names[start:start + limit]) for start in range(0, len(names), limit))
-        else:
-            rest.extend(parent + b"/" + name if parent else name for name in names)
-    batches.extend(Batch("", rest[start:start + limit]) for start in range(0, len(rest), limit))
-    return batches
+    return _chunks(files, limit, max_bytes)
+
+
+def _chunks(names: list[bytes], limit: int, max_bytes: int) -> list[list[bytes]]:
+    chunks: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for name in names:
+        cost = len(name) + ARGUMENT_OVERHEAD
+        if current and (len(current) >= limit or size + cost > max_bytes):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(name)
+        size += cost
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 @dataclass
 class CopyResult:
-    delivered: list[bytes] = field(default_factory=list)  # on the replica now (full relative paths)
+    delivered: int = 0  # files on the replica now
     transferred: int = 0  # of those, how many rsync actually sent (the rest were there already)
     complete: bool = True  # every file of the copy is on the replica
     warning: str | None = None  # why not (rsync exit 23/24 in some batch)
     error: ApplyError | None = None  # a batch failed outright: its files are not counted as delivered
 
 
-def run_copies(batches: list[tuple[Invocation, Batch]], jobs: int = 1,
-               progress: Callable[[int, int], None] | None = None) -> CopyResult:
-    """Run one rsync per batch, ``jobs`` at a time, and report what arrived.
+def run_copies(invocation: Invocation, batches: list[list[bytes]], jobs: int = 1,
+               progress: Callable[[int, int], None] | None = None,
+               delivered: Callable[[list[bytes]], None] | None = None) -> CopyResult:
+    """Run ``invocation`` once per batch, ``jobs`` at a time, and report what arrived.
 
     A batch that exits 0 delivered all its files; exit 23/24 only the files rsync
     printed. Any other exit is ``error`` (rsync's last words and what the code
     means); no new batch starts after one, and the files of batches that
-    finished are still reported, so the caller can record them.
+    finished are still reported, so the caller can record them. ``delivered``
+    gets each finished batch's delivered files in this thread while the other
+    batches go on copying, so recording them costs no time of its own.
     """
     result = CopyResult()
-    total = sum(len(batch.names) for _, batch in batches)
+    total = sum(len(batch) for batch in batches)
     lock = threading.Lock()
     stop = threading.Event()
 
-    def run_one(invocation: Invocation, batch: Batch) -> None:
+    def run_one(batch: list[bytes]) -> tuple[list[bytes], int, list[str], ApplyError | None]:
         if stop.is_set():
-            return
+            return [], 0, [], None
         printed: list[bytes] = []
 
-        def on_name(name: bytes) -> None:
-            printed.append(name)
+        def on_names(names: list[bytes]) -> None:
+            printed.extend(names)
             with lock:
-                result.transferred += 1
+                result.transferred += len(names)
                 if progress:
                     progress(result.transferred, total)
 
         try:
-            code, errors = run_rsync(invocation.argv, b"".join(name + b"\0" for name in batch.names), on_name)
+            argv, stdin = invocation.command(batch)
+            code, errors = run_rsync(argv, stdin, on_names, invocation.cwd)
         except ApplyError as error:
-            code, error_found = -1, error
-        else:
-            error_found = None if code == 0 or code in PARTIAL_CODES else failure(code, errors)
-        with lock:
-            if code == 0:
-                result.delivered.extend(batch.full(name) for name in batch.names)
-            elif error_found is None:
-                result.delivered.extend(batch.full(name) for name in printed)
+            stop.set()
+            return [], -1, [], error
+        if code == 0:
+            return batch, code, errors, None
+        if code in PARTIAL_CODES:
+            return printed, code, errors, None
+        stop.set()
+        return [], code, errors, failure(code, errors)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rsync") as pool:
+        for future in as_completed([pool.submit(run_one, batch) for batch in batches]):
+            files, code, errors, error = future.result()
+            if files:
+                result.delivered += len(files)
+                if delivered:
+                    delivered(files)
+            if error is not None:
+                result.complete = False
+                result.error = result.error or error
+            elif code:
                 result.complete = False
                 result.warning = result.warning or (
                     f"rsync exit {code} ({PARTIAL_CODES[code]}): {last_words(code, errors)}")
-            else:
-                result.complete = False
-                result.error = result.error or error_found
-                stop.set()
-
-    if jobs <= 1 or len(batches) <= 1:
-        for invocation, batch in batches:
-            run_one(invocation, batch)
-        return result
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="rsync") as pool:
-        for future in [pool.submit(run_one, invocation, batch) for invocation, batch in batches]:
-            future.result()
     return result
