@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from reconciler.kinds.replicas import paths
 from reconciler.kinds.replicas.location import Location, SshSettings
 from reconciler.kinds.replicas.listing import exact_args
-from reconciler.kinds.replicas.rsync import Invocation, copy_invocation, plan_batches, unescape
+from reconciler.kinds.replicas.rsync import Invocation, copy_invocation, last_words, plan_batches, run_copies, unescape
 
 
 @given(st.binary(min_size=1, max_size=64).filter(lambda raw: b"\0" not in raw))
@@ -96,3 +96,25 @@ def test_rsync_output_escapes_are_undone():
     assert unescape(rb"new\#012line") == b"new\nline"
     assert unescape(rb"latin\#351") == b"latin\xe9"
     assert unescape(b"plain") == b"plain"
+
+
+def test_the_first_batch_runs_alone_then_the_rest_in_parallel(tmp_path):
+    # Real processes (sh, not rsync) logging when each batch starts and ends: the first
+    # batch's --mkpath creates the replica's directory, which parallel rsyncs would race for.
+    log = tmp_path / "log"
+    script = 'read batch; echo "start $batch" >> "$0"; sleep 0.3; echo "end $batch" >> "$0"'
+    invocation = Invocation(["sh", "-c", script, str(log)])
+    recorded: list[list[bytes]] = []
+    result = run_copies(invocation, [[b"1"], [b"2"], [b"3"]], jobs=2, delivered=recorded.append)
+    lines = log.read_text().split("\n")
+    assert lines[:2] == ["start 1", "end 1"]
+    assert sorted(lines[2:4]) == ["start 2", "start 3"]  # both at once after the first
+    assert result.complete and result.delivered == 3 and sorted(recorded) == [[b"1"], [b"2"], [b"3"]]
+
+
+def test_last_words_name_the_cause_not_rsyncs_summary():
+    errors = ['rsync: [Receiver] mkdir "/mnt/backup/exao1" failed: File exists (17)',
+              "rsync error: error in file IO (code 11) at main.c(808) [Receiver=3.5.0]"]
+    assert last_words(11, errors) == errors[0]
+    assert last_words(11, errors[1:]) == errors[1]
+    assert last_words(11, []) == "exit 11"

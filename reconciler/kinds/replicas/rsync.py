@@ -164,8 +164,12 @@ def failure(code: int, errors: list[str]) -> ApplyError:
 
 
 def last_words(code: int, errors: list[str]) -> str:
-    """rsync's last line on stderr, or its exit code when it said nothing."""
-    return errors[-1] if errors else f"exit {code}"
+    """What rsync said last on stderr: its last line naming a cause (rsync's closing
+    "rsync error: … (code N) at main.c(…)" only names the code), or its exit code
+    when it said nothing."""
+    said = [line for line in errors if line.strip()]
+    causes = [line for line in said if not line.startswith("rsync error:")]
+    return causes[-1] if causes else said[-1] if said else f"exit {code}"
 
 
 def argument_budget() -> int:
@@ -261,18 +265,28 @@ def run_copies(invocation: Invocation, batches: list[list[bytes]], jobs: int = 1
         stop.set()
         return [], code, errors, failure(code, errors)
 
+    def take(outcome: tuple[list[bytes], int, list[str], ApplyError | None]) -> None:
+        files, code, errors, error = outcome
+        if files:
+            result.delivered += len(files)
+            if delivered:
+                delivered(files)
+        if error is not None:
+            result.complete = False
+            result.error = result.error or error
+        elif code:
+            result.complete = False
+            result.warning = result.warning or (
+                f"rsync exit {code} ({PARTIAL_CODES[code]}): {last_words(code, errors)}")
+
+    if not batches:
+        return result
+    # The first batch runs alone: its --mkpath creates <replica>/<origin>/, which parallel
+    # rsyncs would race to create (the loser fails with exit 11).
+    first = run_one(batches[0])
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rsync") as pool:
-        for future in as_completed([pool.submit(run_one, batch) for batch in batches]):
-            files, code, errors, error = future.result()
-            if files:
-                result.delivered += len(files)
-                if delivered:
-                    delivered(files)
-            if error is not None:
-                result.complete = False
-                result.error = result.error or error
-            elif code:
-                result.complete = False
-                result.warning = result.warning or (
-                    f"rsync exit {code} ({PARTIAL_CODES[code]}): {last_words(code, errors)}")
+        futures = [pool.submit(run_one, batch) for batch in batches[1:]]
+        take(first)
+        for future in as_completed(futures):
+            take(future.result())
     return result
