@@ -3,6 +3,7 @@
 
     python benchmarks/replicas.py                 # 200,000 files in 200 directories, 0-2 KiB each
     python benchmarks/replicas.py --files 1000000 # the memory target
+    python benchmarks/replicas.py --dir /dev/shm  # in memory: CPU work only, no disk noise
 
 Prints, for each measurement, reconciler's time, the peer's, and the ratio:
   1. first plan (scan + inventory)           vs  find ROOT -type f -printf '%P\\t%s\\t%T@\\n'
@@ -84,9 +85,12 @@ def main() -> None:
     parser.add_argument("--dirs", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3, help="repetitions, interleaved; medians are printed")
     parser.add_argument("--keep", action="store_true", help="keep the generated trees")
+    parser.add_argument("--dir", default=None,
+                        help="where to generate the trees (default: the system's temporary directory); "
+                             "a memory file system such as /dev/shm measures CPU work without disk noise")
     arguments = parser.parse_args()
     reconciler = [sys.executable, "-m", "reconciler"]
-    work = Path(tempfile.mkdtemp(prefix="reconciler-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="reconciler-bench-", dir=arguments.dir))
     times: dict[str, list[float]] = {}
     rss: dict[str, int] = {}
 
@@ -137,7 +141,7 @@ def main() -> None:
         print(f"{'   peak RSS of apply':<46} {rss['apply'] / 1024:>8.0f} MiB")
         print("all runs (s): " + "; ".join(f"{key} " + " ".join(f"{value:.2f}" for value in values)
                                           for key, values in times.items()))
-        print(f"files: {arguments.files:,}; python {sys.version.split()[0]}; "
+        print(f"files: {arguments.files:,} under {work.parent}; python {sys.version.split()[0]}; "
               f"rsync {subprocess.run(['rsync', '--version'], capture_output=True, text=True).stdout.split()[2]}")
     finally:
         if not arguments.keep:

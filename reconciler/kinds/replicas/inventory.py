@@ -257,7 +257,7 @@ def candidates(connection: Connection, replica: str, origin: str) -> CandidateSe
     for block in fetch_blocks(
         connection,
         """
-        SELECT f.path, f.size, f.mtime_ns, c.file_id
+        SELECT f.path, f.size, f.mtime_ns, CASE WHEN c.file_id IS NULL THEN 0 ELSE 1 END
         FROM origin_files f
         LEFT JOIN replica_copies c ON c.file_id = f.id AND c.replica = :replica
         WHERE f.origin = :origin AND f.gone_since IS NULL AND f.from_replica = :false
@@ -266,11 +266,11 @@ def candidates(connection: Connection, replica: str, origin: str) -> CandidateSe
         """,
         {"replica": replica, "origin": origin, "false": False},
     ):
-        found_paths, sizes, mtimes, file_ids = zip(*block)
+        found_paths, sizes, mtimes, recorded = zip(*block)
         result.paths.extend(found_paths)
         result.sizes.extend(sizes)
         result.mtimes.extend(mtimes)
-        result.recorded.extend(file_id is not None for file_id in file_ids)
+        result.recorded.extend(recorded)  # 0 or 1
     return result
 
 

@@ -174,11 +174,9 @@ def walk_local(
             with os.scandir(full) as iterator:
                 for item in iterator:
                     name = item.name
-                    if item.is_dir(follow_symlinks=False):
-                        if name not in skip_names:
+                    if not item.is_file(follow_symlinks=False):  # files first: most entries are
+                        if item.is_dir(follow_symlinks=False) and name not in skip_names:
                             stack.append((prefix + name, item.stat(follow_symlinks=False).st_mtime_ns))
-                        continue
-                    if not item.is_file(follow_symlinks=False):
                         continue
                     if matcher is not None and not matcher(prefix + name):
                         continue
