@@ -92,8 +92,8 @@ def copy_invocation(source: Location, destination: Location, origin: str, ssh: S
         return Invocation(["rsync", *rsync_options(source.rsync_shell(ssh)), source.rsync_spec(),
                            target.rsync_spec()])
     # A local sender gets the names as arguments: rsync reads a local --files-from one byte
-    # per system call (about 25 calls per name), which costs a large copy more time than
-    # the copying. (A remote sender gets the list over rsync's own buffered protocol.)
+    # per system call (58 calls per file in all, against 23 for rsync -a), which doubles the
+    # time of a large copy. (A remote sender gets the list over rsync's own buffered protocol.)
     if not target.is_remote:
         target = Location(os.path.abspath(target.path))
     shell = destination.rsync_shell(ssh) if destination.is_remote else None
@@ -195,23 +195,19 @@ def plan_batches(files: list[bytes], limit: int = 20_000, max_bytes: int = 1 << 
     before and after its first file (it sleeps 20 ms at a time waiting for its children),
     while a long list of full paths costs it about what a recursive rsync pays per file.
     """
-    return _chunks(files, limit, max_bytes)
-
-
-def _chunks(names: list[bytes], limit: int, max_bytes: int) -> list[list[bytes]]:
-    chunks: list[list[bytes]] = []
+    batches: list[list[bytes]] = []
     current: list[bytes] = []
     size = 0
-    for name in names:
+    for name in files:
         cost = len(name) + ARGUMENT_OVERHEAD
         if current and (len(current) >= limit or size + cost > max_bytes):
-            chunks.append(current)
+            batches.append(current)
             current, size = [], 0
         current.append(name)
         size += cost
     if current:
-        chunks.append(current)
-    return chunks
+        batches.append(current)
+    return batches
 
 
 @dataclass
