@@ -150,6 +150,33 @@ def test_large_copies_run_in_parallel_batches_and_are_recorded(site):
     assert site.cli("plan", "--detailed-exitcode").code == 0
 
 
+def test_a_big_origin_is_read_by_worker_processes_with_the_same_result(site):
+    # 25,000 files: past PARALLEL_AFTER (20,000), so the rest of the tree goes to the scan pool.
+    origin = site.root / "origin"
+    stamp = time.time() - 3600
+    for day in range(50):
+        folder = origin / f"raw/day{day:02d}"
+        folder.mkdir(parents=True)
+        for index in range(500):
+            path = folder / f"{index:04d}.fits"
+            path.write_bytes(b"f" * (index % 7))
+            os.utime(path, (stamp, stamp))
+    _setup(site, {"top.bin": "top"}, config=BASIC.replace('settle = "2m"', 'settle = "2m"\nscan_jobs = 3'))
+    plan = site.cli("plan")
+    assert "25001 files new on origin exao1" in plan.out.replace(",", ""), plan.out
+    assert site.cli("apply", "--auto-approve").code == 0
+    assert site.cli("plan", "--detailed-exitcode").code == 0
+
+    (origin / "raw/day07/0003.fits").write_bytes(b"longer than before")  # in place: same names
+    os.utime(origin / "raw/day07/0003.fits", (stamp, stamp))
+    make_tree(origin, {"raw/day42/new.fits": "new"})
+    plan = site.cli("plan")
+    assert "copy: 1 files new and 1 changed on origin exao1" in plan.out, plan.out
+    assert "files: 2 (raw/day07/0003.fits, raw/day42/new.fits)" in plan.out
+    assert site.cli("apply", "--auto-approve").code == 0
+    assert tree(site.root / "backup/exao1") == tree(origin)
+
+
 def test_a_failed_batch_records_only_what_the_others_delivered(site, tmp_path, monkeypatch):
     files = {"logs/a.log": "log"} | {f"raw/day1/{index:04d}.fits": str(index) for index in range(300)}
     _setup(site, files, config=BASIC + "copy_jobs = 1\ncopy_batch_files = 100\n")

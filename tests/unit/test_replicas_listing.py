@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 
-from reconciler.kinds.replicas.listing import KnownDir, walk_local
+from reconciler.kinds.replicas.listing import KnownDir
+from reconciler.kinds.replicas.local_walk import walk_local
 
 OLD = 1_600_000_000 * 10**9  # long settled
 CUTOFF = 1_700_000_000 * 10**9
@@ -101,3 +102,83 @@ def test_a_replica_listing_yields_every_file_and_computes_no_digest(tmp_path):
     listing = _walk(tmp_path, known=None)
     assert _files(listing) == [b"a/one.bin"]
     assert all(entry.digest is None for entry in listing)
+
+
+# --- the pool: a big tree's rest is read by forked workers --------------------------------------
+# parallel_after=0 sends everything below the root to the pool, so small trees exercise it.
+
+
+def _tree(root, dirs: int = 6, files: int = 4) -> None:
+    for index in range(dirs):
+        for number in range(files):
+            _file(root / f"d{index}" / f"sub{index % 2}" / f"f{number}.bin", b"x" * number)
+        _file(root / f"d{index}" / "top.bin", b"t" * index)
+    _file(root / "root.bin", b"r")
+
+
+def _pooled(root, known=None, fast=False, matcher=None):
+    return list(walk_local(str(root), matcher, CUTOFF, known, fast=fast, jobs=2, parallel_after=0))
+
+
+def _as_set(entries):
+    return sorted(entries)
+
+
+def test_the_pool_reads_exactly_what_this_process_reads(tmp_path):
+    _tree(tmp_path)
+    for known in (None, {}):
+        assert _as_set(_pooled(tmp_path, known=known)) == _as_set(_walk(tmp_path, known=known))
+    first = _walk(tmp_path, known={})
+    known = _known(first)
+    _file(tmp_path / "d3/sub1/f1.bin", b"changed")  # one directory changes, the rest are 'u'
+    serial, pooled = _walk(tmp_path, known=known), _pooled(tmp_path, known=known)
+    assert _as_set(pooled) == _as_set(serial)
+    assert _files(pooled) == [b"d3/sub1/f0.bin", b"d3/sub1/f1.bin", b"d3/sub1/f2.bin", b"d3/sub1/f3.bin"]
+    assert _types(pooled)[b"d3/sub1"] == "d" and _types(pooled)[b"d2/sub0"] == "u"
+
+
+def test_the_pool_keeps_the_fast_path_and_the_globs(tmp_path):
+    _tree(tmp_path)
+    known = _known(_walk(tmp_path, known={}))
+    _file(tmp_path / "d5/new.bin", b"n")  # a new file: d5's mtime changes, so d5 is read
+    fast = _pooled(tmp_path, known=known, fast=True)
+    assert _as_set(fast) == _as_set(_walk(tmp_path, known=known, fast=True))
+    assert _files(fast) == [b"d5/new.bin", b"d5/top.bin"] and _types(fast)[b"d4"] == "s"
+
+    def only_sub0(path):
+        return b"/sub0/" in path
+
+    assert _files(_pooled(tmp_path, known={}, matcher=only_sub0)) == _files(
+        _walk(tmp_path, known={}, matcher=only_sub0))
+
+
+def test_a_directory_too_big_for_a_worker_is_streamed_by_this_process(tmp_path, monkeypatch):
+    from reconciler.kinds.replicas import local_walk
+
+    _tree(tmp_path, dirs=3, files=5)
+    monkeypatch.setattr(local_walk, "BUFFERED_FILES", 3)  # set before the fork: the workers see it too
+    pooled = _pooled(tmp_path, known={})
+    assert _as_set(pooled) == _as_set(_walk(tmp_path, known={}))
+    assert [entry.digest for entry in pooled if entry.path == b"d1/sub1"] == [None]  # streamed: no digest
+    assert len(_files(pooled)) == 3 * 6 + 1
+
+
+def test_a_directory_that_vanishes_before_a_worker_reads_it_fails_the_listing(tmp_path):
+    import shutil
+
+    import pytest
+
+    from reconciler.errors import ObserveError
+
+    _tree(tmp_path, dirs=2)
+    _file(tmp_path / "trigger.bin", b"")
+
+    def remove_d1_once_listed(path):
+        # Called in this process for the root's files, after the root's entries were read
+        # (a small directory comes in one getdents call), so d1 is queued and then gone.
+        if path == b"trigger.bin" and (tmp_path / "d1").exists():
+            shutil.rmtree(tmp_path / "d1")
+        return True
+
+    with pytest.raises(ObserveError, match=r"d1 vanished while it was being listed; run again"):
+        _pooled(tmp_path, known={}, matcher=remove_d1_once_listed)

@@ -27,6 +27,10 @@ class OriginConfig(Section):
     full_scan_every: Duration = Field(
         default=timedelta(days=1), description="With immutable = true, still re-list everything this often."
     )
+    scan_jobs: int = Field(
+        default=2, ge=1, le=32,
+        description="Processes reading a big local origin's directories at once (1: only reconciler itself).",
+    )
 
     @field_validator("root")
     @classmethod

@@ -32,7 +32,8 @@ from reconciler.kinds.replicas.diff import (
     enrollable,
     replica_address,
 )
-from reconciler.kinds.replicas.listing import Entry, make_matcher, require, walk_local, walk_remote
+from reconciler.kinds.replicas.listing import Entry, make_matcher, require, walk_remote
+from reconciler.kinds.replicas.local_walk import walk_local
 from reconciler.kinds.replicas.location import Location, SshSettings
 from reconciler.kinds.replicas.rsync import argument_budget, copy_invocation, plan_batches, run_copies
 from reconciler.kinds.replicas.tables import (
@@ -156,7 +157,7 @@ class ReplicasKind(Kind):
         if location.is_remote:
             entries = walk_remote(location, ssh, matcher, cutoff)
         else:
-            entries = walk_local(location.path, matcher, cutoff, known, fast=fast)
+            entries = walk_local(location.path, matcher, cutoff, known, fast=fast, jobs=origin.scan_jobs)
         scan_id = inventory.new_scan_id()
         dirs: list[Entry] = []
         try:
