@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import pkgutil
@@ -34,6 +35,14 @@ def kind_classes(include_plugins: bool = True) -> list[type[Kind]]:
     Raises ConfigError when a plugin cannot be imported or two kinds claim the
     same address prefix.
     """
+    return list(_discover(include_plugins, os.environ.get(PLUGINS_VARIABLE, "")))
+
+
+@functools.lru_cache(maxsize=8)
+def _discover(include_plugins: bool, plugins: str) -> tuple[type[Kind], ...]:
+    """Found once per process and $RECONCILER_PLUGINS: reading every installed package's
+    entry points takes tens of milliseconds, and the CLI needs the kinds twice (their
+    commands, then the run)."""
     found: list[type[Kind]] = []
     for module_info in sorted(pkgutil.iter_modules(reconciler.kinds.__path__), key=lambda info: info.name):
         module = importlib.import_module(f"reconciler.kinds.{module_info.name}")
@@ -43,7 +52,7 @@ def kind_classes(include_plugins: bool = True) -> list[type[Kind]]:
     if include_plugins:
         for entry_point in entry_points(group=ENTRY_POINT_GROUP):
             found.append(entry_point.load())
-        for reference in filter(None, (part.strip() for part in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
+        for reference in filter(None, (part.strip() for part in plugins.split(","))):
             found.append(_import_object(reference))  # type: ignore[arg-type]
     prefixes: dict[str, str] = {}
     unique: list[type[Kind]] = []
@@ -59,7 +68,7 @@ def kind_classes(include_plugins: bool = True) -> list[type[Kind]]:
             )
         prefixes[kind.address_prefix] = kind.name
         unique.append(kind)
-    return unique
+    return tuple(unique)
 
 
 def load_kinds(include_plugins: bool = True) -> list[Kind]:
