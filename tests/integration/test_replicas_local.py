@@ -203,6 +203,33 @@ def test_a_failed_batch_records_only_what_the_others_delivered(site, tmp_path, m
     assert tree(site.root / "backup/exao1") == tree(site.root / "origin")
 
 
+def test_a_file_gone_before_rsync_reads_it_records_only_what_rsync_printed(site, tmp_path, monkeypatch):
+    files = {f"raw/{index:02d}.fits": str(index) for index in range(6)}
+    _setup(site, files, config=BASIC + "copy_jobs = 1\ncopy_batch_files = 2\n")
+    # A file that vanishes between the plan and the copy: the shim removes raw/03.fits just
+    # before the real rsync of the batch naming it starts; that rsync then exits 23 (partial
+    # transfer) having printed only raw/02.fits, and only that file of the batch is recorded.
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    victim = site.root / "origin/raw/03.fits"
+    (shim / "rsync").write_text(
+        "#!/bin/sh\n"
+        f'for arg; do case "$arg" in */03.fits) rm -f "{victim}";; esac; done\n'
+        f'exec {shutil.which("rsync")} "$@"\n')
+    (shim / "rsync").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    result = site.cli("apply", "--auto-approve")
+    message = result.out + result.err
+    assert result.code == 1, message
+    assert "5 of 6 files copied; rsync exit 23" in message and "03.fits" in message
+    held = json.loads(site.cli("replicas", "list", "--json").out)[0]
+    assert held["files"] == 5 and held["missing_files"] == 1  # until a scan sees 03.fits gone
+    assert site.cli("plan", "--detailed-exitcode").code == 0
+    assert json.loads(site.cli("replicas", "list", "--json").out)[0]["missing_files"] == 0
+    assert sorted(p.name for p in (site.root / "backup/exao1/raw").iterdir()) == [
+        "00.fits", "01.fits", "02.fits", "04.fits", "05.fits"]
+
+
 def test_fast_path_skips_unchanged_directories_only_for_immutable_origins(site):
     _setup(site)
     site.cli("reconcile")

@@ -104,12 +104,13 @@ def test_the_first_batch_runs_alone_then_the_rest_in_parallel(tmp_path):
     log = tmp_path / "log"
     script = 'read batch; echo "start $batch" >> "$0"; sleep 0.3; echo "end $batch" >> "$0"'
     invocation = Invocation(["sh", "-c", script, str(log)])
-    recorded: list[list[bytes]] = []
-    result = run_copies(invocation, [[b"1"], [b"2"], [b"3"]], jobs=2, delivered=recorded.append)
+    recorded: list[tuple[int, list[bytes] | None]] = []
+    result = run_copies(invocation, [[b"1"], [b"2"], [b"3"]], jobs=2,
+                        delivered=lambda index, files: recorded.append((index, files)))
     lines = log.read_text().split("\n")
     assert lines[:2] == ["start 1", "end 1"]
     assert sorted(lines[2:4]) == ["start 2", "start 3"]  # both at once after the first
-    assert result.complete and result.delivered == 3 and sorted(recorded) == [[b"1"], [b"2"], [b"3"]]
+    assert result.complete and result.delivered == 3 and sorted(recorded) == [(0, None), (1, None), (2, None)]
 
 
 def test_last_words_name_the_cause_not_rsyncs_summary():

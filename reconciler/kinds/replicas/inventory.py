@@ -395,7 +395,7 @@ def record_copied(connection: Connection, replica: str, origin: str, copied: lis
     try:
         cursor.execute("CREATE TEMP TABLE IF NOT EXISTS copied_paths (path TEXT NOT NULL)")
         cursor.execute("DELETE FROM temp.copied_paths")
-        cursor.executemany("INSERT INTO temp.copied_paths (path) VALUES (?)", ((path,) for path in copied))
+        cursor.executemany("INSERT INTO temp.copied_paths (path) VALUES (?)", zip(copied))
         cursor.execute(
             """
             INSERT INTO replica_copies (replica, file_id, size, mtime_ns, copied_at, verified_at)

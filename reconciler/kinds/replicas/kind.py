@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -313,13 +314,16 @@ class ReplicasKind(Kind):
         invocation = copy_invocation(source, destination, origin_name, ssh)
         batches = plan_batches([paths.to_bytes(path) for path in files], replica_config.copy_batch_files,
                                argument_budget())
+        starts = list(accumulate((len(batch) for batch in batches), initial=0))
 
         label = f"copy {action.address} from {origin_name}"
 
-        def record(delivered: list[bytes]) -> None:
-            to_text = paths.to_text
+        def record(index: int, delivered: list[bytes] | None) -> None:
+            # A whole batch is recorded by the plan's own paths (batches are slices of them).
+            copied = (files[starts[index]:starts[index + 1]] if delivered is None
+                      else [paths.to_text(name) for name in delivered])
             with ctx.state.engine.begin() as connection:
-                inventory.record_copied(connection, replica, origin_name, [to_text(name) for name in delivered])
+                inventory.record_copied(connection, replica, origin_name, copied)
 
         result = run_copies(invocation, batches, replica_config.copy_jobs,
                             lambda done, total: ctx.progress(label, done, total), record)

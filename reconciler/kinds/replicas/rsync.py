@@ -221,24 +221,25 @@ class CopyResult:
 
 def run_copies(invocation: Invocation, batches: list[list[bytes]], jobs: int = 1,
                progress: Callable[[int, int], None] | None = None,
-               delivered: Callable[[list[bytes]], None] | None = None) -> CopyResult:
+               delivered: Callable[[int, list[bytes] | None], None] | None = None) -> CopyResult:
     """Run ``invocation`` once per batch, ``jobs`` at a time, and report what arrived.
 
     A batch that exits 0 delivered all its files; exit 23/24 only the files rsync
     printed. Any other exit is ``error`` (rsync's last words and what the code
     means); no new batch starts after one, and the files of batches that
     finished are still reported, so the caller can record them. ``delivered``
-    gets each finished batch's delivered files in this thread while the other
-    batches go on copying, so recording them costs no time of its own.
+    gets each finished batch's index and the files it delivered (None: the whole
+    batch), in this thread while the other batches go on copying.
     """
     result = CopyResult()
     total = sum(len(batch) for batch in batches)
     lock = threading.Lock()
     stop = threading.Event()
 
-    def run_one(batch: list[bytes]) -> tuple[list[bytes], int, list[str], ApplyError | None]:
+    def run_one(index: int) -> tuple[int, list[bytes] | None, int, list[str], ApplyError | None]:
+        batch = batches[index]
         if stop.is_set():
-            return [], 0, [], None
+            return index, [], 0, [], None
         printed: list[bytes] = []
 
         def on_names(names: list[bytes]) -> None:
@@ -253,20 +254,21 @@ def run_copies(invocation: Invocation, batches: list[list[bytes]], jobs: int = 1
             code, errors = run_rsync(argv, stdin, on_names, invocation.cwd)
         except ApplyError as error:
             stop.set()
-            return [], -1, [], error
+            return index, [], -1, [], error
         if code == 0:
-            return batch, code, errors, None
+            return index, None, code, errors, None
         if code in PARTIAL_CODES:
-            return printed, code, errors, None
+            return index, printed, code, errors, None
         stop.set()
-        return [], code, errors, failure(code, errors)
+        return index, [], code, errors, failure(code, errors)
 
-    def take(outcome: tuple[list[bytes], int, list[str], ApplyError | None]) -> None:
-        files, code, errors, error = outcome
-        if files:
-            result.delivered += len(files)
+    def take(outcome: tuple[int, list[bytes] | None, int, list[str], ApplyError | None]) -> None:
+        index, files, code, errors, error = outcome
+        count = len(batches[index]) if files is None else len(files)
+        if count:
+            result.delivered += count
             if delivered:
-                delivered(files)
+                delivered(index, files)
         if error is not None:
             result.complete = False
             result.error = result.error or error
@@ -279,9 +281,9 @@ def run_copies(invocation: Invocation, batches: list[list[bytes]], jobs: int = 1
         return result
     # The first batch runs alone: its --mkpath creates <replica>/<origin>/, which parallel
     # rsyncs would race to create (the loser fails with exit 11).
-    first = run_one(batches[0])
+    first = run_one(0)
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="rsync") as pool:
-        futures = [pool.submit(run_one, batch) for batch in batches[1:]]
+        futures = [pool.submit(run_one, index) for index in range(1, len(batches))]
         take(first)
         for future in as_completed(futures):
             take(future.result())
