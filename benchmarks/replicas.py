@@ -94,6 +94,12 @@ def main() -> None:
                              "a memory file system such as /dev/shm measures CPU work without disk noise")
     arguments = parser.parse_args()
     reconciler = [sys.executable, "-m", "reconciler"]
+    where = arguments.dir or tempfile.gettempdir()
+    room = os.statvfs(where)
+    needed = 3 * (arguments.files + arguments.dirs) + 1000  # the tree, rsync's copy and the replica
+    if room.f_favail < needed:  # tmpfs runs out of inodes long before bytes
+        parser.exit(1, f"{where} has room for {room.f_favail:,} more files; this run makes {needed:,}. "
+                       "Free some, or choose another --dir.\n")
     work = Path(tempfile.mkdtemp(prefix="reconciler-bench-", dir=arguments.dir))
     times: dict[str, list[float]] = {}
     rss: dict[str, int] = {}

@@ -182,3 +182,20 @@ def test_a_directory_that_vanishes_before_a_worker_reads_it_fails_the_listing(tm
 
     with pytest.raises(ObserveError, match=r"d1 vanished while it was being listed; run again"):
         _pooled(tmp_path, known={}, matcher=remove_d1_once_listed)
+
+
+def test_a_worker_that_dies_fails_the_listing_with_what_to_do(tmp_path):
+    import pytest
+
+    from reconciler.errors import ObserveError
+
+    _tree(tmp_path, dirs=3)
+    parent = os.getpid()
+
+    def die_in_a_worker(path):
+        if os.getpid() != parent:
+            os._exit(9)  # as the kernel's OOM killer would end it
+        return True
+
+    with pytest.raises(ObserveError, match=r"a process reading it died .*set scan_jobs = 1"):
+        _pooled(tmp_path, known={}, matcher=die_in_a_worker)

@@ -20,6 +20,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from stat import S_ISDIR
 
@@ -295,5 +296,8 @@ def _walk_in_pool(walk: _Walk, stack: list[tuple[bytes, int]], jobs: int) -> Ite
                     walk.dirs_read += 1
                     walk.listed += count
                     yield from walk.buffered(relative, dir_mtime, files, settled, digest)
+    except BrokenProcessPool:  # from submit or result, whichever notices first
+        raise ObserveError(f"{os.fsdecode(walk.top)}: a process reading it died (killed, or out of memory); "
+                           "run again, or set scan_jobs = 1 for this origin") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
