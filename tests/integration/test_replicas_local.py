@@ -151,10 +151,10 @@ def test_large_copies_run_in_parallel_batches_and_are_recorded(site):
 
 
 def test_a_big_origin_is_read_by_worker_processes_with_the_same_result(site):
-    # 25,000 files: past PARALLEL_AFTER (20,000), so the rest of the tree goes to the scan pool.
+    # 21,000 files: past PARALLEL_AFTER (20,000), so the rest of the tree goes to the scan pool.
     origin = site.root / "origin"
     stamp = time.time() - 3600
-    for day in range(50):
+    for day in range(42):
         folder = origin / f"raw/day{day:02d}"
         folder.mkdir(parents=True)
         for index in range(500):
@@ -163,7 +163,7 @@ def test_a_big_origin_is_read_by_worker_processes_with_the_same_result(site):
             os.utime(path, (stamp, stamp))
     _setup(site, {"top.bin": "top"}, config=BASIC.replace('settle = "2m"', 'settle = "2m"\nscan_jobs = 3'))
     plan = site.cli("plan")
-    assert "25001 files new on origin exao1" in plan.out.replace(",", ""), plan.out
+    assert "21001 files new on origin exao1" in plan.out.replace(",", ""), plan.out
     assert site.cli("apply", "--auto-approve").code == 0
     assert site.cli("plan", "--detailed-exitcode").code == 0
 
@@ -175,6 +175,13 @@ def test_a_big_origin_is_read_by_worker_processes_with_the_same_result(site):
     assert "files: 2 (raw/day07/0003.fits, raw/day42/new.fits)" in plan.out
     assert site.cli("apply", "--auto-approve").code == 0
     assert tree(site.root / "backup/exao1") == tree(origin)
+
+    # Verifying the replica reads its 21,002 files through the pool too: a deleted copy is drift.
+    site.write(BASIC.replace('settle = "2m"', 'settle = "2m"\nscan_jobs = 3') + 'scan_jobs = 3\nverify_every = "1d"\n')
+    (site.root / "backup/exao1/raw/day31/0444.fits").unlink()
+    plan = site.cli("plan", "--full-scan")
+    assert "origin exao1: 1 missing or different on the replica (drift)" in plan.out, plan.out
+    assert "files: 1 (raw/day31/0444.fits)" in plan.out
 
 
 def test_a_failed_batch_records_only_what_the_others_delivered(site, tmp_path, monkeypatch):

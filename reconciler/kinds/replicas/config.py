@@ -54,6 +54,10 @@ class ReplicaConfig(Section):
     verify_every: Duration | None = Field(
         default=None, description="Re-list the replica this often to catch drift (missing or changed copies)."
     )
+    scan_jobs: int = Field(
+        default=2, ge=1, le=32,
+        description="Processes reading a big local replica's directories at once when it is verified or enrolled.",
+    )
     copy_jobs: int = Field(
         default=2, ge=1, le=32,
         description="rsync processes copying to this replica at once (each takes a batch of files).",

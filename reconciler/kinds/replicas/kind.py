@@ -211,7 +211,7 @@ class ReplicasKind(Kind):
         scan_ids: dict[str, str] = {}
         try:
             if listed:
-                scan_ids = self._list_replica(ctx, location, ssh)
+                scan_ids = self._list_replica(ctx, location, ssh, replica.scan_jobs)
             with ctx.state.engine.begin() as connection:
                 for name, scan_id in scan_ids.items():
                     if name not in pairs:
@@ -250,12 +250,12 @@ class ReplicasKind(Kind):
                         inventory.drop_scan(connection, scan_id)
         return list(pairs.values())
 
-    def _list_replica(self, ctx: RunContext, location: Location, ssh: SshSettings) -> dict[str, str]:
+    def _list_replica(self, ctx: RunContext, location: Location, ssh: SshSettings, jobs: int) -> dict[str, str]:
         """List the whole replica into scratch tables, one per ``<origin>/`` directory found."""
         if location.is_remote:
             entries = walk_remote(location, ssh, None, settle_cutoff_ns=2**62)
         else:
-            entries = walk_local(location.path, None, settle_cutoff_ns=2**62)
+            entries = walk_local(location.path, None, settle_cutoff_ns=2**62, jobs=jobs)
         scan_ids: dict[str, str] = {}
 
         def rows() -> Any:
