@@ -82,11 +82,12 @@ class _Walk:
                 stat = item.stat(follow_symlinks=False)
                 yield name, stat.st_size, stat.st_mtime_ns
 
-    def unchanged_subdirs(self, relative: bytes, dir_mtime: int) -> list[tuple[bytes, int]] | None:
+    def skip(self, relative: bytes, dir_mtime: int, stack: list[tuple[bytes, int]]) -> Entry | None:
         """The fast path: for a directory whose mtime is as recorded and whose files were
-        settled, its recorded subdirectories with their current mtimes (it is not read:
-        creating, removing or renaming an entry changes a directory's mtime). None when the
-        directory must be read (also when a recorded subdirectory is no longer one)."""
+        settled, its 's' entry, with its recorded subdirectories (and their current mtimes)
+        put on ``stack``; it is not read (creating, removing or renaming an entry changes a
+        directory's mtime). None when the directory must be read (also when a recorded
+        subdirectory is no longer one)."""
         before = self.known.get(relative) if self.fast and self.known is not None else None
         if before is None or before.mtime_ns != dir_mtime or not before.settled:
             return None
@@ -101,7 +102,8 @@ class _Walk:
             if not S_ISDIR(stat.st_mode):
                 return None
             found.append((path, stat.st_mtime_ns))
-        return found
+        stack.extend(found)
+        return Entry("s", relative, 0, dir_mtime, True, before.digest)
 
     def settled(self, files: list[File]) -> bool:
         return all(mtime_ns <= self.cutoff_ns for _, _, mtime_ns in files)
@@ -208,10 +210,9 @@ def walk_local(
             yield from _walk_in_pool(walk, stack, jobs)
             return
         relative, dir_mtime = stack.pop()
-        subdirs = walk.unchanged_subdirs(relative, dir_mtime)
-        if subdirs is not None:
-            stack.extend(subdirs)
-            yield Entry("s", relative, 0, dir_mtime, True, walk.known[relative].digest)  # type: ignore[index]
+        skipped = walk.skip(relative, dir_mtime, stack)
+        if skipped is not None:
+            yield skipped
             continue
         yield from walk.list_here(relative, dir_mtime, stack)
 
@@ -273,12 +274,11 @@ def _walk_in_pool(walk: _Walk, stack: list[tuple[bytes, int]], jobs: int) -> Ite
                 batch: list[tuple[bytes, int]] = []
                 while stack and len(batch) < limit:
                     relative, dir_mtime = stack.pop()
-                    subdirs = walk.unchanged_subdirs(relative, dir_mtime)
-                    if subdirs is None:
+                    skipped = walk.skip(relative, dir_mtime, stack)
+                    if skipped is None:
                         batch.append((relative, dir_mtime))
-                        continue
-                    stack.extend(subdirs)
-                    yield Entry("s", relative, 0, dir_mtime, True, walk.known[relative].digest)  # type: ignore[index]
+                    else:
+                        yield skipped
                 if batch:
                     pending.add(pool.submit(_list_batch, batch))
             if not pending:
