@@ -72,6 +72,15 @@ def test_an_unreachable_host_fails_only_its_address(site, sshd):
     assert (site.root / "backup/exao1/a").read_text() == "1"
 
 
+def test_an_unreachable_origin_is_one_clean_error(site, sshd):
+    (site.root / "backup").mkdir()
+    site.write('[origins.exao9]\nroot = "ssh://127.0.0.1:1/opt/MagAOX"\n\n[replicas."backup"]\n\n' + sshd.toml())
+    result = site.cli("plan")
+    assert result.code == 1
+    assert "replica:backup: origin exao9: cannot reach 127.0.0.1 over ssh" in result.out, result.out
+    assert result.err == "", result.err  # no traceback from a thread after the error
+
+
 def test_a_missing_remote_directory_is_reported(site, sshd):
     make_tree(site.root / "origin", {"a": "1"})
     site.write('[origins.exao1]\nroot = "origin"\n\n'
