@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import time
 
+import pytest
+
+from reconciler.errors import ObserveError
+from reconciler.kinds.replicas.listing import Entry, KnownDir, walk_remote
+from reconciler.kinds.replicas.location import Location, SshSettings
 from tests.integration.conftest import make_tree, tree
 
 FILES = {"telem/a.bin": "alpha", "rawimages/b b.fits": b"\x01" * 5000, "odd\nname": "x",
@@ -30,8 +38,6 @@ def test_local_origin_to_ssh_replica_with_verification(site, sshd):
     assert result.code == 0, result.err
     assert tree(site.root / "remote/exao1") == tree(site.root / "origin")
     (site.root / "remote/exao1/telem/a.bin").unlink()
-    import time
-
     time.sleep(1.1)
     plan = site.cli("plan")
     assert "1 missing or different on the replica (drift)" in plan.out, plan.out
@@ -88,3 +94,50 @@ def test_a_missing_remote_directory_is_reported(site, sshd):
     result = site.cli("plan")
     assert result.code == 1
     assert "not-mounted does not exist or is not a directory; create or mount it" in result.out
+
+
+def test_fast_path_over_ssh_reads_only_changed_directories(site, sshd):
+    awkward = {"-d ir/a": "1", "new\nline/b": "2", os.fsdecode(b"\xff raw/c"): "3", "deep/er/d": "4"}
+    make_tree(site.root / "origin", {"telem/a.bin": "alpha", **awkward})
+    (site.root / "backup").mkdir()
+    site.write(f'[origins.exao1]\nroot = "{sshd.url(site.root / "origin")}"\nimmutable = true\n\n'
+               '[replicas."backup"]\n\n' + sshd.toml())
+    assert site.cli("reconcile").code == 0  # no directory recorded yet: one full listing
+    directory = site.root / "origin/telem"
+    before = directory.stat()
+    path = directory / "a.bin"
+    path.write_text("ALPHA")  # modified in place: its directory's mtime does not change
+    os.utime(path, (time.time() - 3000, time.time() - 3000))
+    os.utime(directory, ns=(before.st_atime_ns, before.st_mtime_ns))
+    plan = site.cli("plan", "--detailed-exitcode")
+    assert plan.code == 0, plan.out + plan.err  # fast path: telem/ was not read again
+    assert "1 changed on origin exao1" in site.cli("plan", "--full-scan").out
+
+    # New files change their directories' mtimes: each is read again, whatever its name.
+    make_tree(site.root / "origin", {name + ".new": "n" for name in awkward} | {"deep/er/est/e": "5"})
+    plan = site.cli("plan")
+    # (the change the full scan found is in the inventory now, and still to copy)
+    assert "5 files new and 1 changed on origin exao1" in plan.out, plan.out + plan.err
+    assert site.cli("reconcile").code == 0
+    copied = tree(site.root / "backup/exao1")
+    assert {name: copied[name] for name in awkward} == {name: value.encode() for name, value in awkward.items()}
+    assert all(copied[name + ".new"] == b"n" for name in awkward) and copied["deep/er/est/e"] == b"5"
+
+    shutil.rmtree(site.root / "origin/deep")  # a vanished directory marks its files gone on the fast path too
+    assert site.cli("reconcile").code == 0
+    stats = json.loads(site.cli("inventory", "stats", "--json").out)[0]
+    assert stats["gone"] == 3, stats
+    assert (site.root / "backup/exao1/deep/er/est/e").read_bytes() == b"5"  # never deleted from the replica
+
+
+def test_a_directory_vanishing_between_the_fast_paths_two_listings_fails_the_listing(sshd, tmp_path):
+    make_tree(tmp_path / "origin", {"x/a": "1"})
+    root_mtime = (tmp_path / "origin").stat().st_mtime_ns
+    settings = SshSettings(identity_file=str(sshd.identity), options=tuple(sshd.options), connect_timeout=5)
+    known = {b"": KnownDir(root_mtime, True, None)}  # the root is as recorded, x/ is new: x/ is read second
+    entries = walk_remote(Location.parse(sshd.url(tmp_path / "origin")), settings, None, 2**62, known, fast=True)
+    # find's output to a pipe is written when it exits, so the directories are all listed by now
+    assert next(entries) == Entry("s", b"", 0, root_mtime, True, None)
+    shutil.rmtree(tmp_path / "origin/x")
+    with pytest.raises(ObserveError, match=r"find: '\./x': No such file or directory; run again"):
+        list(entries)

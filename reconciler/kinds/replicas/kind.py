@@ -152,11 +152,12 @@ class ReplicasKind(Kind):
             status = inventory.origin_status(connection, name)
             due = status.last_full_scan is None or (
                 inventory.now_utc() - inventory.as_utc(status.last_full_scan) >= origin.full_scan_every)
-            fast = origin.immutable and not full_scan and not due and not location.is_remote
-            known = inventory.known_dirs(connection, name) if not location.is_remote else {}
+            fast = origin.immutable and not full_scan and not due
+            # A remote listing has no digests: what was recorded is only of use to the fast path.
+            known = inventory.known_dirs(connection, name) if fast or not location.is_remote else {}
 
         if location.is_remote:
-            entries = walk_remote(location, ssh, matcher, cutoff)
+            entries = walk_remote(location, ssh, matcher, cutoff, known, fast=fast)
         else:
             entries = walk_local(location.path, matcher, cutoff, known, fast=fast, jobs=origin.scan_jobs)
         scan_id = inventory.new_scan_id()
