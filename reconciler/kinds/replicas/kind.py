@@ -33,9 +33,10 @@ from reconciler.kinds.replicas.diff import (
     enrollable,
     replica_address,
 )
-from reconciler.kinds.replicas.listing import Entry, make_matcher, require, walk_remote
+from reconciler.kinds.replicas.listing import Entry, make_matcher, require
 from reconciler.kinds.replicas.local_walk import walk_local
 from reconciler.kinds.replicas.location import Location, SshSettings
+from reconciler.kinds.replicas.remote_walk import walk_remote
 from reconciler.kinds.replicas.rsync import argument_budget, copy_invocation, plan_batches, run_copies
 from reconciler.kinds.replicas.tables import (
     OriginFile,
@@ -153,8 +154,7 @@ class ReplicasKind(Kind):
             due = status.last_full_scan is None or (
                 inventory.now_utc() - inventory.as_utc(status.last_full_scan) >= origin.full_scan_every)
             fast = origin.immutable and not full_scan and not due
-            # A remote listing has no digests: what was recorded is only of use to the fast path.
-            known = inventory.known_dirs(connection, name) if fast or not location.is_remote else {}
+            known = inventory.known_dirs(connection, name)
 
         if location.is_remote:
             entries = walk_remote(location, ssh, matcher, cutoff, known, fast=fast)

@@ -12,10 +12,8 @@ costs a few bytes per directory to send back.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
-import pickle
 import signal
 import sys
 from collections.abc import Iterator
@@ -25,25 +23,20 @@ from dataclasses import dataclass
 from stat import S_ISDIR
 
 from reconciler.errors import ObserveError
-from reconciler.kinds.replicas.listing import PARTIAL_DIR, Entry, KnownDir, Matcher, unreadable
+from reconciler.kinds.replicas.listing import (
+    BUFFERED_FILES,
+    PARTIAL_DIR,
+    Entry,
+    File,
+    KnownDir,
+    Matcher,
+    files_digest,
+    unreadable,
+)
 
-BUFFERED_FILES = 100_000  # a directory with more files is streamed (here) and never skipped by digest
 PARALLEL_AFTER = 20_000  # files listed in this process before the rest of a tree goes to a pool
 BATCH_FILES = 10_000  # about this many files per batch of directories sent to a worker
 VANISHED = "vanished while it was being listed; run again"
-
-File = tuple[bytes, int, int]  # name, size, mtime_ns
-
-
-def files_digest(files: list[File]) -> str:
-    """A digest of a directory's (name, size, mtime_ns) triples, in any order.
-
-    Equal digests mean the directory holds exactly the files recorded when the
-    digest was stored; a digest that differs for any other reason (a new Python
-    pickling differently, say) only costs the directory being folded in again.
-    """
-    return hashlib.blake2b(pickle.dumps(sorted(files), protocol=4), digest_size=16).hexdigest()
-
 
 def _join(parent: bytes, name: bytes) -> bytes:
     return parent + b"/" + name if parent else name

@@ -51,7 +51,7 @@ class ScannedDir(SQLModel, table=True):
     path: str = Field(primary_key=True)
     mtime_ns: int = Field(sa_column=Column(BigInteger, nullable=False))
     settled: bool  # every file in it was settled when it was listed
-    digest: str | None = None  # of its files as folded into the inventory (local_walk.files_digest)
+    digest: str | None = None  # of its files as folded into the inventory (listing.files_digest)
 
 
 class OriginStatus(SQLModel, table=True):
