@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,71 +14,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CliWorkspace, Result, run_cli
-
-SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Sshd:
-    """A real sshd on 127.0.0.1 accepting one key for the current user."""
-
-    port: int
-    user: str
-    identity: Path
-    options: list[str]
-
-    def url(self, path: Path | str) -> str:
-        return f"ssh://{self.user}@127.0.0.1:{self.port}{path}"
-
-    def toml(self) -> str:
-        quoted = ", ".join(f'"{option}"' for option in self.options)
-        return f'[ssh]\nidentity_file = "{self.identity}"\noptions = [{quoted}]\nconnect_timeout = "5s"\n'
-
+from tests.integration.sshd import Sshd, free_port, running_sshd
+from tests.integration.sshd import available as sshd_available
 
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    if SSHD is None or shutil.which("ssh-keygen") is None:
+    if not sshd_available():
         pytest.skip("sshd not installed (apt-get install openssh-server); .ci/run installs it")
-    home = tmp_path_factory.mktemp("sshd")
-    for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / name)], check=True)
-    (home / "authorized_keys").write_text((home / "client_key.pub").read_text())
-    os.chmod(home / "authorized_keys", 0o600)
-    port = _free_port()
-    (home / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {home / 'host_key'}\n"
-        f"AuthorizedKeysFile {home / 'authorized_keys'}\nPidFile {home / 'sshd.pid'}\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-        "PermitRootLogin prohibit-password\nLogLevel ERROR\nMaxStartups 100\n"
-    )
-    Path("/run/sshd").mkdir(exist_ok=True)
-    log = open(home / "sshd.log", "wb")  # a file, not a pipe nobody reads (a full pipe blocks sshd)
-    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(home / "sshd_config")],
-                               stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError as error:
-            if process.poll() is not None:
-                output = (home / "sshd.log").read_text(errors="replace")
-                raise RuntimeError(f"sshd did not start: {output}") from error
-            time.sleep(0.1)
-    options = ["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "LogLevel=ERROR",
-               f"IdentityFile={home / 'client_key'}"]
-    import getpass
-
-    yield Sshd(port=port, user=getpass.getuser(), identity=home / "client_key", options=options)
-    process.terminate()
-    process.wait(10)
-    log.close()
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
 
 
 def make_tree(root: Path, files: dict[str, bytes | str], age_seconds: float = 3600) -> None:
@@ -139,7 +82,7 @@ def mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
     if external:
         yield MongoServer(external, "external")
         return
-    port = _free_port()
+    port = free_port()
     mongod = shutil.which("mongod")
     if mongod:
         data = tmp_path_factory.mktemp("mongod")
