@@ -4,6 +4,7 @@
     python benchmarks/replicas.py                 # 200,000 files in 200 directories, 0-2 KiB each
     python benchmarks/replicas.py --files 1000000 # the memory target
     python benchmarks/replicas.py --dir /dev/shm  # in memory: CPU work only, no disk noise
+    python benchmarks/replicas.py --ssh           # also the origin over ssh (needs sshd installed)
 
 Prints, for each measurement, reconciler's time, the peer's, and the ratio:
   1. first plan (scan + inventory)           vs  find ROOT -type f -printf '%P\\t%s\\t%T@\\n'
@@ -11,6 +12,8 @@ Prints, for each measurement, reconciler's time, the peer's, and the ratio:
   2b. the same with immutable = true         vs  the same rsync
   3. apply of the whole tree to an empty replica vs rsync -a src/ dst/
   4. peak RSS of the first plan (target <= 400 MiB at 1,000,000 files)
+  5. with --ssh, the origin read over ssh from an sshd on 127.0.0.1 that the benchmark
+     starts: plan, replica complete (5b: immutable = true)  vs  rsync -an over the same ssh
 and the floor under every plan: the interpreter starting and importing sqlmodel (the
 state store's library), which no plan can be faster than.
 Each reconciler run is the real CLI in its own process (Python start-up included),
@@ -24,8 +27,10 @@ every single figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -33,7 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from processes import run
+from processes import REPO, run
+
+sys.path.insert(0, str(REPO))
+from tests.integration import sshd as sshd_server  # noqa: E402  (standard library only)
 
 
 def generate(root: Path, files: int, directories: int, seed: int = 1) -> int:
@@ -68,6 +76,17 @@ def config(work: Path, rep: int, immutable: bool) -> Path:
     return path
 
 
+def ssh_config(work: Path, rep: int, immutable: bool, server: sshd_server.Sshd) -> Path:
+    """The origin over ssh, into the replica the local runs completed: enrolled, not copied."""
+    path = work / f"ssh-{'immutable' if immutable else 'plain'}-{rep}.toml"
+    path.write_text(
+        f'[state]\nurl = "sqlite:///{work}/state-ssh-{rep}.db"\n\n'
+        f'[origins.src]\nroot = "{server.url(work / "src")}"\nsettle = "1m"\nimmutable = {str(immutable).lower()}\n\n'
+        f'[replicas."{work}/replica-{rep}"]\nimport_origins = true\n\n' + server.toml()
+    )
+    return path
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
@@ -89,6 +108,7 @@ def main() -> None:
     parser.add_argument("--dirs", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3, help="repetitions, interleaved; medians are printed")
     parser.add_argument("--keep", action="store_true", help="keep the generated trees")
+    parser.add_argument("--ssh", action="store_true", help="also measure the origin read over ssh (rows 5)")
     parser.add_argument("--dir", default=None,
                         help="where to generate the trees (default: the system's temporary directory); "
                              "a memory file system such as /dev/shm measures CPU work without disk noise")
@@ -107,9 +127,14 @@ def main() -> None:
     def note(name: str, elapsed: float) -> None:
         times.setdefault(name, []).append(elapsed)
 
-    package = Path(__file__).resolve().parent.parent / "reconciler"
+    if arguments.ssh and not sshd_server.available():
+        parser.exit(1, "--ssh needs sshd and ssh-keygen (apt-get install openssh-server)\n")
+    server_home = Path(tempfile.mkdtemp(prefix="reconciler-sshd-"))
+    server_context = sshd_server.running_sshd(server_home) if arguments.ssh else contextlib.nullcontext()
+    package = REPO / "reconciler"
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True, stdout=subprocess.DEVNULL)
     try:
+        server = server_context.__enter__()
         print(f"generating {arguments.files:,} files in {arguments.dirs} directories under {work} ...", flush=True)
         size = generate(work / "src", arguments.files, arguments.dirs)
         print(f"  {size / 2**20:.1f} MiB; {arguments.repeat} repetitions", flush=True)
@@ -136,28 +161,49 @@ def main() -> None:
                 assert code == 0, "the replica should be complete"
                 note("immutable plan", elapsed)
                 note("floor", timed([sys.executable, "-c", "import sqlmodel"])[0])
+            if server is not None:
+                plain, immutable = ssh_config(work, rep, False, server), ssh_config(work, rep, True, server)
+                timed([*reconciler, "--config", str(plain), "apply", "--auto-approve"])  # enrols the replica
+                ssh = " ".join(shlex.quote(part) for part in server.command()[:-1])
+                for _ in range(3):
+                    note("rsync -an over ssh", timed(["rsync", "-an", "--stats", "-e", ssh,
+                                                      f"{server.user}@127.0.0.1:{work}/src/",
+                                                      f"{work}/replica-{rep}/src/"])[0])
+                    for name, path in (("no-op plan over ssh", plain), ("immutable plan over ssh", immutable)):
+                        elapsed, _, code = timed([*reconciler, "--config", str(path), "plan", "--detailed-exitcode"])
+                        assert code == 0, "the replica should be complete"
+                        note(name, elapsed)
             shutil.rmtree(work / "rsync-copy")
             shutil.rmtree(work / f"replica-{rep}")
 
-        rows = [
+        def ratios(rows: list[tuple[str, str, str]]) -> None:
+            for name, ours, theirs in rows:
+                mine, peer = median(times[ours]), median(times[theirs])
+                print(f"{name:<46} {mine:>10.2f}s {peer:>10.2f}s {mine / peer:>7.2f}")
+
+        print()
+        print(f"{'measurement (medians)':<46} {'reconciler':>11} {'peer':>11} {'ratio':>7}")
+        ratios([
             ("1. first plan vs find -printf", "first plan", "find"),
             ("2. plan, replica complete vs rsync -an", "no-op plan", "rsync -an"),
             ("2b. same, immutable = true vs rsync -an", "immutable plan", "rsync -an"),
             ("3. apply to an empty replica vs rsync -a", "apply", "rsync -a"),
             ("   floor: import sqlmodel vs rsync -an", "floor", "rsync -an"),
-        ]
-        print()
-        print(f"{'measurement (medians)':<46} {'reconciler':>11} {'peer':>11} {'ratio':>7}")
-        for name, ours, theirs in rows:
-            mine, peer = median(times[ours]), median(times[theirs])
-            print(f"{name:<46} {mine:>10.2f}s {peer:>10.2f}s {mine / peer:>7.2f}")
+        ])
         print(f"{'4. peak RSS of the first plan':<46} {rss['plan'] / 1024:>8.0f} MiB")
         print(f"{'   peak RSS of apply':<46} {rss['apply'] / 1024:>8.0f} MiB")
+        if server is not None:
+            ratios([
+                ("5. over ssh: plan, complete vs rsync -an", "no-op plan over ssh", "rsync -an over ssh"),
+                ("5b. same, immutable = true vs rsync -an", "immutable plan over ssh", "rsync -an over ssh"),
+            ])
         print("all runs (s): " + "; ".join(f"{key} " + " ".join(f"{value:.2f}" for value in values)
                                           for key, values in times.items()))
         print(f"files: {arguments.files:,} under {work.parent}; python {sys.version.split()[0]}; "
               f"rsync {subprocess.run(['rsync', '--version'], capture_output=True, text=True).stdout.split()[2]}")
     finally:
+        server_context.__exit__(None, None, None)
+        shutil.rmtree(server_home, ignore_errors=True)
         if not arguments.keep:
             shutil.rmtree(work, ignore_errors=True)
 
