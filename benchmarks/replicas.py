@@ -113,6 +113,8 @@ def main() -> None:
                         help="where to generate the trees (default: the system's temporary directory); "
                              "a memory file system such as /dev/shm measures CPU work without disk noise")
     arguments = parser.parse_args()
+    if arguments.ssh and not sshd_server.available():
+        parser.exit(1, "--ssh needs sshd and ssh-keygen (apt-get install openssh-server)\n")
     reconciler = [sys.executable, "-m", "reconciler"]
     where = arguments.dir or tempfile.gettempdir()
     room = os.statvfs(where)
@@ -127,14 +129,15 @@ def main() -> None:
     def note(name: str, elapsed: float) -> None:
         times.setdefault(name, []).append(elapsed)
 
-    if arguments.ssh and not sshd_server.available():
-        parser.exit(1, "--ssh needs sshd and ssh-keygen (apt-get install openssh-server)\n")
-    server_home = Path(tempfile.mkdtemp(prefix="reconciler-sshd-"))
-    server_context = sshd_server.running_sshd(server_home) if arguments.ssh else contextlib.nullcontext()
     package = REPO / "reconciler"
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True, stdout=subprocess.DEVNULL)
+    cleanup = contextlib.ExitStack()
     try:
-        server = server_context.__enter__()
+        server = None
+        if arguments.ssh:
+            server_home = Path(tempfile.mkdtemp(prefix="reconciler-sshd-"))
+            cleanup.callback(shutil.rmtree, server_home, ignore_errors=True)
+            server = cleanup.enter_context(sshd_server.running_sshd(server_home))
         print(f"generating {arguments.files:,} files in {arguments.dirs} directories under {work} ...", flush=True)
         size = generate(work / "src", arguments.files, arguments.dirs)
         print(f"  {size / 2**20:.1f} MiB; {arguments.repeat} repetitions", flush=True)
@@ -202,8 +205,7 @@ def main() -> None:
         print(f"files: {arguments.files:,} under {work.parent}; python {sys.version.split()[0]}; "
               f"rsync {subprocess.run(['rsync', '--version'], capture_output=True, text=True).stdout.split()[2]}")
     finally:
-        server_context.__exit__(None, None, None)
-        shutil.rmtree(server_home, ignore_errors=True)
+        cleanup.close()  # sshd stopped, then its directory removed
         if not arguments.keep:
             shutil.rmtree(work, ignore_errors=True)
 
