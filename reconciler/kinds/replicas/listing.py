@@ -15,7 +15,7 @@ import os
 import pickle
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from wcmatch import glob as wcglob
@@ -75,6 +75,35 @@ def files_digest(files: list[File]) -> str:
     pickling differently, say) only costs the directory being folded in again.
     """
     return hashlib.blake2b(pickle.dumps(sorted(files), protocol=4), digest_size=16).hexdigest()
+
+
+def digest_if_changed(known: dict[bytes, KnownDir] | None, relative: bytes,
+                      files: list[File]) -> tuple[str | None, bool]:
+    """(digest, changed) of a directory's files held in full: changed unless the digest is
+    the one ``known`` recorded; no digest when nothing is known (a replica's listing)."""
+    if known is None:
+        return None, True
+    digest = files_digest(files)
+    before = known.get(relative)
+    return digest, before is None or before.digest != digest
+
+
+def file_entries(relative: bytes, files: list[File]) -> Iterator[Entry]:
+    """The 'f' entries of files held for the directory ``relative``."""
+    prefix = relative + b"/" if relative else b""
+    for name, size, mtime_ns in files:
+        yield Entry("f", prefix + name, size, mtime_ns)
+
+
+def directory_entries(relative: bytes, dir_mtime: int, files: list[File] | None, settled: bool,
+                      digest: str | None) -> Iterator[Entry]:
+    """The entries of a directory read in full: 'u' alone when ``files`` is None (found
+    unchanged), else its files then its 'd'."""
+    if files is None:
+        yield Entry("u", relative, 0, dir_mtime, settled, digest)
+        return
+    yield from file_entries(relative, files)
+    yield Entry("d", relative, 0, dir_mtime, settled, digest)
 
 
 def unreadable(path: bytes, error: OSError, missing: str) -> ObserveError:

@@ -30,7 +30,9 @@ from reconciler.kinds.replicas.listing import (
     File,
     KnownDir,
     Matcher,
-    files_digest,
+    digest_if_changed,
+    directory_entries,
+    file_entries,
     unreadable,
 )
 
@@ -101,25 +103,6 @@ class _Walk:
     def settled(self, files: list[File]) -> bool:
         return all(mtime_ns <= self.cutoff_ns for _, _, mtime_ns in files)
 
-    def digest_if_changed(self, relative: bytes, files: list[File]) -> tuple[str | None, bool]:
-        """(digest, changed) of a buffered directory; no digest for a replica's listing."""
-        if self.known is None:
-            return None, True
-        digest = files_digest(files)
-        before = self.known.get(relative)
-        return digest, before is None or before.digest != digest
-
-    def buffered(self, relative: bytes, dir_mtime: int, files: list[File] | None, settled: bool,
-                 digest: str | None) -> Iterator[Entry]:
-        """The entries of a directory read in full: 'u' when ``files`` is None (unchanged)."""
-        if files is None:
-            yield Entry("u", relative, 0, dir_mtime, settled, digest)
-            return
-        prefix = relative + b"/" if relative else b""
-        for name, size, mtime_ns in files:
-            yield Entry("f", prefix + name, size, mtime_ns)
-        yield Entry("d", relative, 0, dir_mtime, settled, digest)
-
     def list_here(self, relative: bytes, dir_mtime: int, stack: list[tuple[bytes, int]]) -> Iterator[Entry]:
         """Read one directory in this process: files are buffered (to compare the digest)
         up to BUFFERED_FILES, streamed past that, and always streamed for a replica."""
@@ -139,16 +122,15 @@ class _Walk:
                 if len(files) > BUFFERED_FILES:
                     streamed = True
                     settled = self.settled(files)
-                    for name, size, mtime_ns in files:
-                        yield Entry("f", prefix + name, size, mtime_ns)
+                    yield from file_entries(relative, files)
                     files = []
         except OSError as error:
             raise unreadable(self.full(relative), error, missing=VANISHED) from None
         if streamed:
             yield Entry("d", relative, 0, dir_mtime, settled)
             return
-        digest, changed = self.digest_if_changed(relative, files)
-        yield from self.buffered(relative, dir_mtime, files if changed else None, self.settled(files), digest)
+        digest, changed = digest_if_changed(self.known, relative, files)
+        yield from directory_entries(relative, dir_mtime, files if changed else None, self.settled(files), digest)
 
 
 def _children(known: dict[bytes, KnownDir]) -> dict[bytes, list[bytes]]:
@@ -246,7 +228,7 @@ def _list_batch(batch: list[tuple[bytes, int]]) -> list[Result]:
         if len(files) > BUFFERED_FILES:
             results.append(("big", relative, dir_mtime))
             continue
-        digest, changed = walk.digest_if_changed(relative, files)
+        digest, changed = digest_if_changed(walk.known, relative, files)
         results.append(("ok", relative, dir_mtime, subdirs, files if changed else None, walk.settled(files),
                         digest, len(files)))
     return results
@@ -288,7 +270,7 @@ def _walk_in_pool(walk: _Walk, stack: list[tuple[bytes, int]], jobs: int) -> Ite
                     stack.extend(subdirs)
                     walk.dirs_read += 1
                     walk.listed += count
-                    yield from walk.buffered(relative, dir_mtime, files, settled, digest)
+                    yield from directory_entries(relative, dir_mtime, files, settled, digest)
     except BrokenProcessPool:  # from submit or result, whichever notices first
         raise ObserveError(f"{os.fsdecode(walk.top)}: a process reading it died (killed, or out of memory); "
                            "run again, or set scan_jobs = 1 for this origin") from None

@@ -29,8 +29,10 @@ from reconciler.kinds.replicas.listing import (
     File,
     KnownDir,
     Matcher,
+    digest_if_changed,
+    directory_entries,
     exact_args,
-    files_digest,
+    file_entries,
     require,
 )
 from reconciler.kinds.replicas.location import Location, SshSettings
@@ -138,30 +140,14 @@ def _entries(records: Iterable[Record], known: dict[bytes, KnownDir] | None, mat
             files.append((name, int(size), mtime_ns))
             if len(files) > BUFFERED_FILES:
                 streamed.add(parent)
-                yield from _file_entries(parent, pending.pop(parent))
+                yield from file_entries(parent, pending.pop(parent))
         elif kind == b"d":
-            settled = path not in unsettled
             files = pending.pop(path, [])
-            if not hold or path in streamed:
-                yield from _file_entries(path, files)
-                yield Entry("d", path, 0, mtime_ns, settled)
-                continue
-            digest = files_digest(files)
-            before = known.get(path) if known is not None else None
-            if before is not None and before.digest == digest:
-                yield Entry("u", path, 0, mtime_ns, settled, digest)
-                continue
-            yield from _file_entries(path, files)
-            yield Entry("d", path, 0, mtime_ns, settled, digest)
+            digest, changed = (None, True) if path in streamed else digest_if_changed(known, path, files)
+            yield from directory_entries(path, mtime_ns, files if changed else None, path not in unsettled, digest)
     if pending:  # find printed files of a directory it never printed: never take that for complete
         raise ObserveError(f"the listing ended without the directory {os.fsdecode(next(iter(pending)))!r}; "
                           "run again")
-
-
-def _file_entries(directory: bytes, files: list[File]) -> Iterator[Entry]:
-    prefix = directory + b"/" if directory else b""
-    for name, size, mtime_ns in files:
-        yield Entry("f", prefix + name, size, mtime_ns)
 
 
 def _remote_records(location: Location, settings: SshSettings, script: str, stdin: bytes | None = None,
