@@ -35,6 +35,16 @@ def make_tree(root: Path, files: dict[str, bytes | str], age_seconds: float = 36
         os.utime(path, (stamp, stamp))
 
 
+def rewrite_in_place(path: Path, content: str, age_seconds: float) -> None:
+    """Rewrite a file as an in-place write does (new content, an mtime ``age_seconds`` ago),
+    its directory's mtime left as it was: the change the immutable fast path cannot see."""
+    directory = path.parent.stat()
+    path.write_text(content)
+    stamp = time.time() - age_seconds
+    os.utime(path, (stamp, stamp))
+    os.utime(path.parent, ns=(directory.st_atime_ns, directory.st_mtime_ns))
+
+
 def tree(root: Path) -> dict[str, bytes]:
     """Every file below ``root`` (skipping rsync's partial dir), by relative path, with its content."""
     found = {}

@@ -8,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from tests.integration.conftest import make_tree, tree
+from tests.integration.conftest import make_tree, rewrite_in_place, tree
 
 BASIC = """\
 [origins.exao1]
@@ -240,20 +240,14 @@ def test_a_file_gone_before_rsync_reads_it_records_only_what_rsync_printed(site,
 def test_fast_path_skips_unchanged_directories_only_for_immutable_origins(site):
     _setup(site)
     site.cli("reconcile")
-    directory = site.root / "origin/telem"
-    before = directory.stat()
-    path = directory / "a.bin"
-    path.write_text("ALPHA")  # modified in place: the directory's mtime does not change
-    os.utime(path, (time.time() - 3000, time.time() - 3000))
-    os.utime(directory, ns=(before.st_atime_ns, before.st_mtime_ns))
+    path = site.root / "origin/telem/a.bin"
+    rewrite_in_place(path, "ALPHA", age_seconds=3000)  # the directory's mtime does not change
     # immutable = false: every file is re-read, the change is found
     assert "1 changed on origin exao1" in site.cli("plan").out
 
     site.write(BASIC.replace('settle = "2m"', 'settle = "2m"\nimmutable = true'))
     site.cli("reconcile")  # the first immutable run has no directory record: full scan, copies the change
-    path.write_text("ALPHA, again")
-    os.utime(path, (time.time() - 2000, time.time() - 2000))
-    os.utime(directory, ns=(before.st_atime_ns, before.st_mtime_ns))
+    rewrite_in_place(path, "ALPHA, again", age_seconds=2000)
     assert site.cli("plan", "--detailed-exitcode").code == 0  # fast path: the directory was not re-listed
     full = site.cli("plan", "--full-scan")
     assert "1 changed on origin exao1" in full.out

@@ -15,7 +15,7 @@ from reconciler.kinds.replicas.listing import Entry, KnownDir, make_matcher
 from reconciler.kinds.replicas.local_walk import walk_local
 from reconciler.kinds.replicas.location import Location, SshSettings
 from reconciler.kinds.replicas.remote_walk import walk_remote
-from tests.integration.conftest import make_tree, tree
+from tests.integration.conftest import make_tree, rewrite_in_place, tree
 
 FILES = {"telem/a.bin": "alpha", "rawimages/b b.fits": b"\x01" * 5000, "odd\nname": "x",
          "-dash:colon.bin": "y", "ünï/naïve.txt": "z"}
@@ -106,12 +106,7 @@ def test_fast_path_over_ssh_reads_only_changed_directories(site, sshd):
     site.write(f'[origins.exao1]\nroot = "{sshd.url(site.root / "origin")}"\nimmutable = true\n\n'
                '[replicas."backup"]\n\n' + sshd.toml())
     assert site.cli("reconcile").code == 0  # no directory recorded yet: one full listing
-    directory = site.root / "origin/telem"
-    before = directory.stat()
-    path = directory / "a.bin"
-    path.write_text("ALPHA")  # modified in place: its directory's mtime does not change
-    os.utime(path, (time.time() - 3000, time.time() - 3000))
-    os.utime(directory, ns=(before.st_atime_ns, before.st_mtime_ns))
+    rewrite_in_place(site.root / "origin/telem/a.bin", "ALPHA", age_seconds=3000)  # its directory's mtime stays
     plan = site.cli("plan", "--detailed-exitcode")
     assert plan.code == 0, plan.out + plan.err  # fast path: telem/ was not read again
     assert "1 changed on origin exao1" in site.cli("plan", "--full-scan").out
