@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 import json
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
