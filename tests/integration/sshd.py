@@ -32,6 +32,11 @@ class Sshd:
     user: str
     identity: Path
     options: list[str]
+    log: Path
+
+    def logins(self) -> int:
+        """How many ssh connections this server has authenticated so far (from its log)."""
+        return self.log.read_text(errors="replace").count("Accepted publickey")
 
     def url(self, path: Path | str) -> str:
         return f"ssh://{self.user}@127.0.0.1:{self.port}{path}"
@@ -51,8 +56,9 @@ def available() -> bool:
 
 
 @contextmanager
-def running_sshd(home: Path) -> Iterator[Sshd]:
-    """Start sshd with its keys and config in ``home`` (an empty directory); stop it after."""
+def running_sshd(home: Path, extra_config: str = "") -> Iterator[Sshd]:
+    """Start sshd with its keys and config in ``home`` (an empty directory), plus
+    ``extra_config`` lines of sshd_config; stop it after. It logs each login."""
     assert SSHD is not None
     for name in ("host_key", "client_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / name)], check=True)
@@ -63,7 +69,7 @@ def running_sshd(home: Path) -> Iterator[Sshd]:
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {home / 'host_key'}\n"
         f"AuthorizedKeysFile {home / 'authorized_keys'}\nPidFile {home / 'sshd.pid'}\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-        "PermitRootLogin prohibit-password\nLogLevel ERROR\nMaxStartups 100\n"
+        "PermitRootLogin prohibit-password\nLogLevel INFO\nMaxStartups 100\n" + extra_config
     )
     Path("/run/sshd").mkdir(exist_ok=True)
     log = open(home / "sshd.log", "wb")  # a file, not a pipe nobody reads (a full pipe blocks sshd)
@@ -82,7 +88,8 @@ def running_sshd(home: Path) -> Iterator[Sshd]:
                 time.sleep(0.1)
         options = ["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "LogLevel=ERROR",
                    f"IdentityFile={home / 'client_key'}"]
-        yield Sshd(port=port, user=getpass.getuser(), identity=home / "client_key", options=options)
+        yield Sshd(port=port, user=getpass.getuser(), identity=home / "client_key", options=options,
+                   log=home / "sshd.log")
     finally:
         process.terminate()
         process.wait(10)
