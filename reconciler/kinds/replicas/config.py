@@ -75,6 +75,11 @@ class SshSection(Section):
     identity_file: LocalPath | None = Field(default=None, description="A private key (ssh -i).")
     options: list[str] = Field(default_factory=list, description='Extra "-o" options, e.g. "StrictHostKeyChecking=yes".')
     connect_timeout: Duration = Field(default=timedelta(seconds=10), description="ssh ConnectTimeout.")
+    share_connections: bool = Field(
+        default=True,
+        description="Run all ssh calls of a run to one host over one connection (ssh ControlMaster); "
+                    "false: log in anew for each call.",
+    )
 
     def settings(self) -> SshSettings:
         return SshSettings(
@@ -82,4 +87,5 @@ class SshSection(Section):
             identity_file=self.identity_file,
             options=tuple(self.options),
             connect_timeout=max(1, int(self.connect_timeout.total_seconds())),
+            share_connections=self.share_connections,
         )

@@ -23,7 +23,7 @@ from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
-from reconciler.kinds.replicas import inventory, paths
+from reconciler.kinds.replicas import connections, inventory, paths
 from reconciler.kinds.replicas.config import OriginConfig, ReplicaConfig, SshSection
 from reconciler.kinds.replicas.diff import (
     PairFacts,
@@ -113,10 +113,12 @@ class ReplicasKind(Kind):
         if not desired.replicas and not desired.origins:
             return Observation(facts=facts)
         require("rsync", "rsync")
-        ssh = desired.ssh.settings()
         full_scan = bool(ctx.options.get("full_scan"))
         wanted = {key: rep for key, rep in desired.replicas.items()
                   if not ctx.targets or matches_target(replica_address(key), ctx.targets)}
+        ssh = connections.shared(desired.ssh.settings(), [
+            *(origin.location for origin in desired.origins.values()),
+            *(replica_location(key, ctx.base_dir) for key in wanted)])
         needed_origins = {name for rep in wanted.values() for name in _origins_of(desired, rep)}
         with ctx.state.engine.begin() as connection:
             inventory.sweep_old_scans(connection)
@@ -309,7 +311,7 @@ class ReplicasKind(Kind):
             raise ApplyError(f"{action.address}: origin {origin_name} is no longer in the config; run plan again")
         source = origin.location
         destination = replica_location(replica, ctx.base_dir)
-        ssh = desired.ssh.settings()
+        ssh = connections.shared(desired.ssh.settings(), [source, destination])
         files: list[str] = action.details["files"]
         replica_config = desired.replicas.get(replica) or ReplicaConfig()
         invocation = copy_invocation(source, destination, origin_name, ssh)

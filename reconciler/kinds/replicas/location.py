@@ -7,15 +7,21 @@ import shlex
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+PERSIST_SECONDS = 60  # a master's life without sessions, should reconciler die without closing it
+
 
 @dataclass(frozen=True)
 class SshSettings:
-    """How to run ssh: ``-F`` file, identity, extra ``-o`` options, connect timeout (seconds)."""
+    """How to run ssh: ``-F`` file, identity, extra ``-o`` options, connect timeout (seconds),
+    and whether calls share one connection per host (``control_dir``: where the sockets are,
+    set by ``connections.shared`` for the run)."""
 
     config_file: str | None = None
     identity_file: str | None = None
     options: tuple[str, ...] = ()
     connect_timeout: int = 10
+    share_connections: bool = False
+    control_dir: str | None = None
 
     def base_args(self) -> list[str]:
         """ssh options shared by every call (never prompting: BatchMode)."""
@@ -26,6 +32,10 @@ class SshSettings:
             args += ["-i", self.identity_file]
         for option in self.options:
             args += ["-o", option]
+        if self.control_dir:
+            # After the operator's options: ssh keeps the first value given, so theirs win.
+            args += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_dir}/%C",
+                     "-o", f"ControlPersist={PERSIST_SECONDS}"]
         return args
 
 
