@@ -19,7 +19,6 @@ import os
 import shlex
 from collections.abc import Iterable, Iterator
 
-import sh
 
 from reconciler.errors import ObserveError
 from reconciler.kinds.replicas.listing import (
@@ -31,11 +30,11 @@ from reconciler.kinds.replicas.listing import (
     Matcher,
     digest_if_changed,
     directory_entries,
-    exact_args,
     file_entries,
     require,
 )
 from reconciler.kinds.replicas.location import Location, SshSettings
+from reconciler.kinds.replicas.processes import KilledBySignal, Streamed
 
 FIND_FORMAT = r"%y %s %T@ %P\0"  # type, size, mtime, path below the root
 DIR_FORMAT = r"%T@ %P\0"  # a directory: mtime, path below the root
@@ -157,22 +156,19 @@ def _remote_records(location: Location, settings: SshSettings, script: str, stdi
     Raises ObserveError when the host cannot be reached or the script fails.
     """
     ssh = require("ssh", "openssh-client")
-    args = location.ssh_args(settings)[1:] + [script]
+    run = Streamed(ssh, [*location.ssh_args(settings)[1:], script], stdin)
     buffer = b""
-    extra = {} if stdin is None else {"_in": stdin}
-    # Every exit code is taken and judged here: sh would also raise a failure from its own
-    # thread, which nothing can catch (a traceback on stderr after the clean error).
-    process = sh.Command(ssh)(*exact_args(args), _iter=True, _out_bufsize=1 << 16, _encoding="latin-1",
-                              _err_to_out=False, _ok_code=list(range(256)), **extra)
-    for chunk in process:
-        buffer += chunk.encode("latin-1")
-        *records, buffer = buffer.split(b"\0")
-        yield from records
-    process.wait()
-    exit_code = process.exit_code
+    try:
+        for chunk in run.chunks():
+            buffer += chunk
+            *records, buffer = buffer.split(b"\0")
+            yield from records
+    except KilledBySignal as error:
+        raise ObserveError(f"listing {location} failed: ssh was {error}") from None
+    exit_code = run.exit_code
     if exit_code == 0:
         return
-    stderr = process.stderr.decode("utf-8", "replace").strip().splitlines()
+    stderr = [line for line in run.stderr if line.strip()]
     reason = stderr[-1] if stderr else f"exit {exit_code}"
     if exit_code == 255:
         raise ObserveError(f"cannot reach {location.destination} over ssh: {reason}")

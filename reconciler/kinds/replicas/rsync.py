@@ -13,11 +13,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
-import sh
 
 from reconciler.errors import ApplyError
-from reconciler.kinds.replicas.listing import exact_args, require
+from reconciler.kinds.replicas.listing import require
 from reconciler.kinds.replicas.location import Location, SshSettings
+from reconciler.kinds.replicas.processes import KilledBySignal, Streamed
 
 PARTIAL_DIR = ".rsync-partial"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -128,33 +128,17 @@ def run_rsync(argv: list[str | bytes], stdin: bytes, on_names: Callable[[list[by
     """
     program = os.fsdecode(argv[0])
     executable = require(program, "rsync" if program == "rsync" else "openssh-client")
-    errors: list[str] = []
-    # rsync writes one line per file into a pipe read here, not through sh's output thread,
-    # which formats a debug message (with the data) for every block it reads.
-    read_end, write_end = os.pipe()
-    with open(read_end, "rb", buffering=0) as output, open(os.devnull, "rb") as nothing:
-        try:
-            with open(write_end, "wb", buffering=0) as child_output:
-                process = sh.Command(executable)(
-                    *exact_args(argv[1:]),
-                    _in=stdin if stdin else nothing,
-                    _out=child_output,
-                    _err=lambda line: errors.append(line.rstrip("\n")),
-                    _encoding="latin-1",
-                    _ok_code=list(range(256)),
-                    _bg=True,
-                    _preexec_fn=_die_with_parent,
-                    _cwd=cwd,
-                )
-            pending = b""
-            while chunk := output.read(1 << 16):
-                *lines, pending = (pending + chunk).split(b"\n")
-                names = [unescape(line) if b"\\#" in line else line for line in lines]
-                on_names([name for name in names if name and not name.endswith(b"/")])
-            process.wait()
-        except sh.SignalException as error:
-            raise ApplyError(f"rsync was killed by signal {-error.exit_code}") from None
-    return process.exit_code, errors
+    run = Streamed(executable, argv[1:], stdin, cwd, preexec_fn=_die_with_parent)
+    pending = b""
+    try:
+        for chunk in run.chunks():
+            *lines, pending = (pending + chunk).split(b"\n")
+            names = [unescape(line) if b"\\#" in line else line for line in lines]
+            on_names([name for name in names if name and not name.endswith(b"/")])
+    except KilledBySignal as error:
+        raise ApplyError(f"rsync was {error}") from None
+    assert run.exit_code is not None
+    return run.exit_code, run.stderr
 
 
 def failure(code: int, errors: list[str]) -> ApplyError:
