@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import traceback
 
@@ -50,7 +51,9 @@ for module in (config_commands, run_commands, report_command):
         cli.add_command(command)
 
 
-def _add_kind_commands() -> None:
+@functools.cache
+def add_kind_commands() -> None:
+    """Add every resource kind's own commands (``replicas list``…), once."""
     try:
         from reconciler.engine.registry import load_kinds
 
@@ -63,7 +66,7 @@ def _add_kind_commands() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; ReconcilerError -> one line on stderr and exit 1; usage errors exit 1 too."""
-    _add_kind_commands()
+    add_kind_commands()
     try:
         code = cli.main(args=argv, prog_name="reconciler", standalone_mode=False)
     except ConfigError as error:
