@@ -317,6 +317,28 @@ def test_a_missing_origin_is_reported_on_its_replicas(site):
     assert "2 files new on origin exao1" in result.out
 
 
+def test_bwlimit_caps_what_the_copies_send(site):
+    # 1 MiB at 256 KiB/s in all (two rsyncs at 128 KiB/s each) cannot take less than ~3 s;
+    # without the limit it takes a few milliseconds. (A lower bound: a slow machine only
+    # makes it longer.)
+    _setup(site, {"big/a.bin": os.urandom(1 << 19), "big/b.bin": os.urandom(1 << 19)},
+           config=BASIC + 'bwlimit = "256KiB"\ncopy_batch_files = 1\n')
+    started = time.monotonic()
+    result = site.cli("apply", "--auto-approve")
+    elapsed = time.monotonic() - started
+    assert result.code == 0, result.err
+    assert tree(site.root / "backup/exao1") == tree(site.root / "origin")
+    assert elapsed >= 2.0, f"1 MiB at 256 KiB/s took only {elapsed:.2f} s: the limit did not reach rsync"
+
+
+def test_a_bwlimit_too_small_for_the_jobs_is_located(site):
+    _setup(site, config=BASIC + "bwlimit = 1500\ncopy_jobs = 2\n")
+    result = site.cli("validate")
+    assert result.code == 1
+    assert (":6:1: replicas.backup.bwlimit = 1500: less than 1 KiB/s for each of the copy_jobs = 2 rsync "
+            "processes (rsync's smallest limit); raise it or lower copy_jobs") in result.err, result.err
+
+
 def test_config_mistakes_in_replicas_are_located(site):
     site.write('[origins.exao1]\nroot = "origin"\n\n[replicas."origin/inside"]\norigins = ["exao9"]\n'
                '[replicas."ftp://x/y"]\n')

@@ -58,6 +58,21 @@ def test_ssh_origin_to_ssh_replica_runs_rsync_on_the_origin_host(site, sshd):
     assert tree(site.root / "remote/exao1") == tree(site.root / "origin")
 
 
+def test_bwlimit_caps_a_pull_from_an_ssh_origin(site, sshd):
+    # rsync forwards --bwlimit to the sending side on the origin host: 1 MiB at 256 KiB/s
+    # cannot arrive in less than ~3 s (a lower bound: a slow machine only makes it longer).
+    make_tree(site.root / "origin", {"a.bin": os.urandom(1 << 20)})
+    (site.root / "backup").mkdir()
+    site.write(f'[origins.exao1]\nroot = "{sshd.url(site.root / "origin")}"\n\n'
+               '[replicas."backup"]\nbwlimit = "256KiB"\ncopy_jobs = 1\n\n' + sshd.toml())
+    started = time.monotonic()
+    result = site.cli("reconcile")
+    elapsed = time.monotonic() - started
+    assert result.code == 0, result.err
+    assert tree(site.root / "backup/exao1") == tree(site.root / "origin")
+    assert elapsed >= 2.0, f"1 MiB at 256 KiB/s arrived in {elapsed:.2f} s: the limit did not reach rsync"
+
+
 def test_enrolment_from_an_ssh_replica(site, sshd):
     make_tree(site.root / "remote/exao3", {"2019/old.dat": "archived long ago"})
     make_tree(site.root / "origin", {"a": "1"})

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler.kinds.replicas import paths
+from reconciler.kinds.replicas.config import ReplicaConfig
 from reconciler.kinds.replicas.location import Location, SshSettings
 from reconciler.kinds.replicas.listing import exact_args
 from reconciler.kinds.replicas.rsync import Invocation, copy_invocation, last_words, plan_batches, run_copies, unescape
@@ -66,6 +67,25 @@ def test_rsync_argv_for_each_direction():
     both = copy_invocation(Location("/opt/MagAOX", "exao1"), remote, "exao1", ssh).argv
     assert both[0] == "ssh" and both[-2] == "exao1"  # rsync runs on the origin host
     assert both[-1].startswith("rsync -a --from0") and "xsup@popeye:/ceph/magao-x/exao1/" in both[-1]
+
+
+def test_bwlimit_reaches_every_rsync_in_every_direction():
+    ssh = SshSettings()
+    local, remote = Location("/data"), Location("/ceph/magao-x", "popeye")
+    for source, destination in [(local, Location("/mnt")), (local, remote), (remote, Location("/mnt"))]:
+        argv = copy_invocation(source, destination, "exao1", ssh, bwlimit_kib=640).argv
+        assert argv.count("--bwlimit=640") == 1
+        assert "--bwlimit" not in " ".join(copy_invocation(source, destination, "exao1", ssh).argv)
+    both = copy_invocation(Location("/opt/MagAOX", "exao1"), remote, "exao1", ssh, bwlimit_kib=640).argv
+    assert " --bwlimit=640 " in both[-1]  # in the rsync run on the origin host
+
+
+def test_bwlimit_is_split_among_the_copy_jobs():
+    assert ReplicaConfig(bwlimit="50MiB", copy_jobs=2).bwlimit_kib() == 25 * 1024
+    assert ReplicaConfig(bwlimit=3000, copy_jobs=2).bwlimit_kib() == 1
+    assert ReplicaConfig().bwlimit_kib() is None
+    with pytest.raises(ValueError, match="less than 1 KiB/s for each of the copy_jobs = 3"):
+        ReplicaConfig(bwlimit="2KiB", copy_jobs=3)
 
 
 def test_names_go_as_arguments_or_on_stdin_exactly():

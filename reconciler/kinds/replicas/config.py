@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from reconciler.config.model import LocalPath, Section
 from reconciler.kinds.replicas.location import Location, SshSettings
-from reconciler.units import Duration
+from reconciler.units import Duration, Size
 
 
 class OriginConfig(Section):
@@ -66,6 +66,24 @@ class ReplicaConfig(Section):
         default=20_000, ge=1, le=1_000_000,
         description="Most files one rsync run copies. Fewer: finer progress and failures; more: fewer rsync runs.",
     )
+    bwlimit: Size | None = Field(
+        default=None,
+        description='Most bytes per second the copies to this replica send in all, e.g. "50MiB" (rsync '
+                    "--bwlimit, split evenly among the copy_jobs rsync processes). Default: no limit.",
+    )
+
+    @field_validator("bwlimit")
+    @classmethod
+    def _bwlimit_fits_the_jobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        jobs = info.data.get("copy_jobs", 1)  # declared above, so validated first
+        if value is not None and value < 1024 * jobs:
+            raise ValueError(f"less than 1 KiB/s for each of the copy_jobs = {jobs} rsync processes "
+                             "(rsync's smallest limit); raise it or lower copy_jobs")
+        return value
+
+    def bwlimit_kib(self) -> int | None:
+        """rsync's ``--bwlimit`` for each of the copy_jobs processes, in KiB/s (None: no limit)."""
+        return None if self.bwlimit is None else int(self.bwlimit) // 1024 // self.copy_jobs
 
 
 class SshSection(Section):

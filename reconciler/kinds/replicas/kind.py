@@ -314,7 +314,7 @@ class ReplicasKind(Kind):
         ssh = connections.shared(desired.ssh.settings(), [source, destination])
         files: list[str] = action.details["files"]
         replica_config = desired.replicas.get(replica) or ReplicaConfig()
-        invocation = copy_invocation(source, destination, origin_name, ssh)
+        invocation = copy_invocation(source, destination, origin_name, ssh, replica_config.bwlimit_kib())
         batches = plan_batches([paths.to_bytes(path) for path in files], replica_config.copy_batch_files,
                                argument_budget())
         starts = list(accumulate((len(batch) for batch in batches), initial=0))

@@ -39,17 +39,21 @@ EXIT_MEANINGS = {
 _ESCAPE = re.compile(rb"\\#([0-7]{3})")
 
 
-def rsync_options(ssh_shell: str | None, names_as_arguments: bool = False) -> list[str]:
+def rsync_options(ssh_shell: str | None, names_as_arguments: bool = False, bwlimit_kib: int | None = None,
+                  ) -> list[str]:
     """Options of every copy: archive mode, paths kept relative to the source, partial files
     kept out of final names, missing destination directories created, one output line per
     transferred file. The names come NUL-separated on stdin (``--files-from=-``) or, with
     ``names_as_arguments``, as arguments; then recursion is off, as ``--files-from`` turns it
-    off, so a name that became a directory is not copied whole."""
+    off, so a name that became a directory is not copied whole. ``bwlimit_kib`` caps what the
+    process sends, in KiB/s."""
     if names_as_arguments:
         listing = ["-a", "--relative", "--no-recursive", "--dirs"]
     else:
         listing = ["-a", "--from0", "--files-from=-"]
     options = [*listing, f"--partial-dir={PARTIAL_DIR}", "--mkpath", "--out-format=%n"]
+    if bwlimit_kib:
+        options.append(f"--bwlimit={bwlimit_kib}")
     if ssh_shell:
         options += ["-e", ssh_shell]
     return options
@@ -72,8 +76,10 @@ class Invocation:
         return [*self.argv[:-1], *(b"./" + name for name in names), self.argv[-1]], b""
 
 
-def copy_invocation(source: Location, destination: Location, origin: str, ssh: SshSettings) -> Invocation:
-    """The command that copies files of ``source`` into ``<destination>/<origin>/``.
+def copy_invocation(source: Location, destination: Location, origin: str, ssh: SshSettings,
+                    bwlimit_kib: int | None = None) -> Invocation:
+    """The command that copies files of ``source`` into ``<destination>/<origin>/``, each
+    rsync sending at most ``bwlimit_kib`` KiB/s when set.
 
     Local to local and one remote end run rsync here (over ssh for the remote end);
     remote to remote runs rsync on the origin host through ssh, which then reaches
@@ -85,19 +91,20 @@ def copy_invocation(source: Location, destination: Location, origin: str, ssh: S
         hop = ["ssh", "-o", "BatchMode=yes", *[arg for option in ssh.options for arg in ("-o", option)]]
         if target.port:
             hop += ["-p", str(target.port)]
-        inner = ["rsync", *rsync_options(" ".join(shlex.quote(arg) for arg in hop)),
+        inner = ["rsync", *rsync_options(" ".join(shlex.quote(arg) for arg in hop), bwlimit_kib=bwlimit_kib),
                  source.rsync_spec().split(":", 1)[1], target.rsync_spec()]
         return Invocation([*source.ssh_args(ssh), " ".join(shlex.quote(part) for part in inner)])
     if source.is_remote:
-        return Invocation(["rsync", *rsync_options(source.rsync_shell(ssh)), source.rsync_spec(),
-                           target.rsync_spec()])
+        return Invocation(["rsync", *rsync_options(source.rsync_shell(ssh), bwlimit_kib=bwlimit_kib),
+                           source.rsync_spec(), target.rsync_spec()])
     # A local sender gets the names as arguments: rsync reads a local --files-from one byte
     # per system call (58 calls per file in all, against 23 for rsync -a), which doubles the
     # time of a large copy. (A remote sender gets the list over rsync's own buffered protocol.)
     if not target.is_remote:
         target = Location(os.path.abspath(target.path))
     shell = destination.rsync_shell(ssh) if destination.is_remote else None
-    return Invocation(["rsync", *rsync_options(shell, names_as_arguments=True), target.rsync_spec()],
+    return Invocation(["rsync", *rsync_options(shell, names_as_arguments=True, bwlimit_kib=bwlimit_kib),
+                       target.rsync_spec()],
                       cwd=source.path)
 
 
