@@ -1,12 +1,12 @@
 """Running ssh and rsync with their output streamed back: through a pipe of our own, read
 in the calling thread, never through ``sh``'s iterator.
 
-``sh``'s output threads format a debug message (with the data) for every block they read,
-and ``_iter`` hands output over through a queue. Worse, a process
-whose output ends a moment before it exits leaves sh's reader thread waiting up to a
-second for the exit, which nothing wakes while the caller is still iterating: about one
-listing in three took a second longer. Here the caller reads the pipe to its end, then
-waits for the process itself, which also releases sh's stderr reader at once.
+``sh``'s output threads format a debug message (with the data) for every block they
+read, and ``_iter`` hands output over through a queue. Worse, a process whose output ends
+a moment before it exits leaves sh's reader thread waiting up to a second for the exit,
+which nothing wakes while the caller is still iterating: about one listing in three took
+a second longer. Here the caller reads the pipe to its end, then waits for the process
+itself, which also releases sh's stderr reader at once.
 """
 
 from __future__ import annotations
