@@ -40,6 +40,7 @@ PARALLEL_AFTER = 20_000  # files listed in this process before the rest of a tre
 BATCH_FILES = 10_000  # about this many files per batch of directories sent to a worker
 VANISHED = "vanished while it was being listed; run again"
 
+
 def _join(parent: bytes, name: bytes) -> bytes:
     return parent + b"/" + name if parent else name
 

@@ -19,7 +19,6 @@ import os
 import shlex
 from collections.abc import Iterable, Iterator
 
-
 from reconciler.errors import ObserveError
 from reconciler.kinds.replicas.listing import (
     BUFFERED_FILES,

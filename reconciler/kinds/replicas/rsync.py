@@ -13,7 +13,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
-
 from reconciler.errors import ApplyError
 from reconciler.kinds.replicas.listing import require
 from reconciler.kinds.replicas.location import Location, SshSettings
