@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +18,30 @@ from tests.conftest import CliWorkspace, Result, run_cli
 from tests.integration.sshd import Sshd, free_port, running_sshd
 from tests.integration.sshd import available as sshd_available
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+@contextmanager
+def sshd_or_skip(home: Path, extra_config: str = "") -> Iterator[Sshd]:
+    """A real sshd (see ``running_sshd``), or the test skipped where none is installed."""
     if not sshd_available():
         pytest.skip("sshd not installed (apt-get install openssh-server); .ci/run installs it")
-    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+    with running_sshd(home, extra_config) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    with sshd_or_skip(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+def running_commands() -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, argv) of every process running now (read from /proc)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as stream:
+                argv = stream.read().split(b"\0")
+        except OSError:
+            continue  # it ended meanwhile
+        yield int(pid), argv
 
 
 def make_tree(root: Path, files: dict[str, bytes | str], age_seconds: float = 3600) -> None:

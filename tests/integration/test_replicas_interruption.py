@@ -9,20 +9,12 @@ import time
 from reconciler.state import lock
 from reconciler.state.store import StateStore
 from tests.conftest import popen_cli
-from tests.integration.conftest import make_tree, tree
+from tests.integration.conftest import make_tree, running_commands, tree
 
 
 def _rsyncs_writing_to(path) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as stream:
-                argv = stream.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"rsync") and any(str(path).encode() in arg for arg in argv):
-            found.append(int(pid))
-    return found
+    return [pid for pid, argv in running_commands()
+            if argv and argv[0].endswith(b"rsync") and any(str(path).encode() in arg for arg in argv)]
 
 
 def test_kill_9_during_a_copy_then_apply_again(site):

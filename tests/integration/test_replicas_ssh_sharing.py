@@ -7,11 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import pytest
-
-from tests.integration.conftest import make_tree, tree
-from tests.integration.sshd import available as sshd_available
-from tests.integration.sshd import running_sshd
+from tests.integration.conftest import make_tree, running_commands, sshd_or_skip, tree
 
 FILES = {"telem/a.bin": "alpha", "telem/b.bin": "beta", "logs/c d.txt": "gamma", "-e.bin": "delta",
          "rawimages/e.fits": b"\x01" * 5000}
@@ -19,17 +15,8 @@ FILES = {"telem/a.bin": "alpha", "telem/b.bin": "beta", "logs/c d.txt": "gamma",
 
 def processes_mentioning(text: str) -> list[str]:
     """Command lines of running processes that contain ``text``."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in command:
-            found.append(command)
-    return found
+    commands = (b" ".join(argv).decode(errors="replace") for _, argv in running_commands())
+    return [command for command in commands if text in command]
 
 
 def write_config(site, sshd, remote: Path, share: bool) -> None:
@@ -67,13 +54,11 @@ def test_a_run_logs_in_once_per_host_and_leaves_nothing_behind(site, sshd):
 
 
 def test_a_server_refusing_shared_sessions_still_gets_every_file(site, tmp_path_factory):
-    if not sshd_available():
-        pytest.skip("sshd not installed (apt-get install openssh-server); .ci/run installs it")
     # Three 16 MiB files, one per batch, two batches at a time: the second of two running
     # batches asks the master for a second session, which MaxSessions 1 refuses.
     make_tree(site.root / "origin", {f"big{index}.bin": os.urandom(1 << 24) for index in range(3)})
     (site.root / "remote").mkdir()
-    with running_sshd(tmp_path_factory.mktemp("sshd-one-session"), "MaxSessions 1\n") as server:
+    with sshd_or_skip(tmp_path_factory.mktemp("sshd-one-session"), "MaxSessions 1\n") as server:
         site.write('[origins.exao1]\nroot = "origin"\n\n'
                    f'[replicas."{server.url(site.root / "remote")}"]\ncopy_batch_files = 1\ncopy_jobs = 2\n\n'
                    + server.toml())
