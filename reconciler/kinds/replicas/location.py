@@ -89,19 +89,18 @@ class Location:
         path = self.path.rstrip("/") + ("/" + subpath.strip("/") if subpath else "") + "/"
         return f"{self.destination}:{path}" if self.is_remote else path
 
+    def _ssh(self, settings: SshSettings) -> list[str]:
+        """``ssh`` with our options and this location's port."""
+        args = ["ssh", *settings.base_args()]
+        return args + ["-p", str(self.port)] if self.port else args
+
     def ssh_args(self, settings: SshSettings) -> list[str]:
         """``ssh`` argv up to and including the destination (no remote command)."""
-        args = ["ssh", *settings.base_args()]
-        if self.port:
-            args += ["-p", str(self.port)]
-        return [*args, "--", self.destination]
+        return [*self._ssh(settings), "--", self.destination]
 
     def rsync_shell(self, settings: SshSettings) -> str:
         """The ``-e`` value for rsync: ssh with our options (rsync splits it on spaces itself)."""
-        args = ["ssh", *settings.base_args()]
-        if self.port:
-            args += ["-p", str(self.port)]
-        return " ".join(shlex.quote(arg) for arg in args)
+        return " ".join(shlex.quote(arg) for arg in self._ssh(settings))
 
     def __str__(self) -> str:
         if not self.is_remote:
