@@ -6,7 +6,15 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ByteSize, PlainSerializer, WithJsonSchema
+from pydantic import (
+    BeforeValidator,
+    ByteSize,
+    PlainSerializer,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
+)
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -50,8 +58,18 @@ Duration = Annotated[
 ]
 """A config duration: a string such as "15m", validated into a timedelta."""
 
+def _size_or_say_how(value: Any, handler: ValidatorFunctionWrapHandler) -> ByteSize:
+    """pydantic's ByteSize, with an error that says how to write a size."""
+    try:
+        return handler(value)
+    except ValidationError:
+        raise ValueError(f"invalid size {value!r}: write a number of bytes, or a number and a unit "
+                         '(e.g. "50MiB", "500GiB", "2TB")') from None
+
+
 Size = Annotated[
     ByteSize,
+    WrapValidator(_size_or_say_how),
     PlainSerializer(lambda size: size.human_readable(separator=""), return_type=str),
     WithJsonSchema(
         {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "examples": ["500GiB", "2TB"]}]}

@@ -7,11 +7,12 @@ from datetime import timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
 
 from reconciler.engine.actions import Action, Plan, summarize
 from reconciler.render import render_plan, summary_line
 from reconciler.state.store import redact_url, resolve_state_url
-from reconciler.units import format_duration, human_bytes, parse_duration
+from reconciler.units import Size, format_duration, human_bytes, parse_duration
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("15m", 900), ("6h", 21600), ("1d", 86400),
@@ -24,6 +25,21 @@ def test_durations_as_humans_write_them(text, seconds):
 def test_bad_durations_say_what_is_accepted(text):
     with pytest.raises(ValueError, match="write a number and a unit, one of s, m, h, d, w"):
         parse_duration(text)
+
+
+class _Sized(BaseModel):
+    size: Size
+
+
+@pytest.mark.parametrize("text,size", [("50MiB", 50 << 20), ("2TB", 2 * 10**12), (1000, 1000), ("1.5KiB", 1536)])
+def test_sizes_as_humans_write_them(text, size):
+    assert _Sized(size=text).size == size
+
+
+@pytest.mark.parametrize("text", ["fast", "5 parsecs", "MiB", -5])
+def test_bad_sizes_say_how_to_write_one(text):
+    with pytest.raises(ValidationError, match=r'write a number of bytes, or a number and a unit \(e.g. "50MiB"'):
+        _Sized(size=text)
 
 
 @given(st.integers(min_value=0, max_value=10**9))
