@@ -112,6 +112,16 @@ def test_batches_are_bounded_by_count_and_by_argument_bytes():
     assert plan_batches([b"x" * 5000], max_bytes=4096) == [[b"x" * 5000]]  # a long path still goes alone
 
 
+def test_a_first_batch_of_its_own_size_leads_the_rest():
+    # The first batch runs alone (it creates <replica>/<origin>/); one file there lets the
+    # parallel batches start at once instead of after a whole batch.
+    names = [b"f%02d" % index for index in range(10)]
+    batches = plan_batches(names, limit=4, first_limit=1)
+    assert [len(batch) for batch in batches] == [1, 4, 4, 1]
+    assert [name for batch in batches for name in batch] == names
+    assert plan_batches([b"a"], limit=4, first_limit=1) == [[b"a"]]
+
+
 def test_rsync_output_escapes_are_undone():
     assert unescape(rb"new\#012line") == b"new\nline"
     assert unescape(rb"latin\#351") == b"latin\xe9"

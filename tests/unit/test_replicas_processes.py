@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 
 import pytest
 
@@ -49,3 +50,16 @@ def test_large_output_is_read_in_chunks_as_it_comes():
     run = Streamed(SH, ["-c", f"head -c {CHUNK * 8} /dev/zero"])
     sizes = [len(chunk) for chunk in run.chunks()]
     assert sum(sizes) == CHUNK * 8 and max(sizes) <= CHUNK and run.exit_code == 0
+
+
+def test_output_written_a_line_at_a_time_is_read_in_few_chunks():
+    # rsync prints each transferred name with a write of its own; reading each as it comes
+    # cost a read and a callback per file, taken from the rsyncs' CPU on a small machine.
+    writer = ("import os, time\n"
+              "for index in range(200):\n"
+              "    os.write(1, b'line%d\\n' % index)\n"
+              "    time.sleep(0.0005)\n")
+    run = Streamed(sys.executable, ["-c", writer])
+    chunks = list(run.chunks())
+    assert b"".join(chunks) == b"".join(b"line%d\n" % index for index in range(200))
+    assert len(chunks) < 100, len(chunks)  # read as written: about 200

@@ -316,7 +316,7 @@ class ReplicasKind(Kind):
         replica_config = desired.replicas.get(replica) or ReplicaConfig()
         invocation = copy_invocation(source, destination, origin_name, ssh, replica_config.bwlimit_kib())
         batches = plan_batches([paths.to_bytes(path) for path in files], replica_config.copy_batch_files,
-                               argument_budget())
+                               argument_budget(), first_limit=1 if replica_config.copy_jobs > 1 else None)
         starts = list(accumulate((len(batch) for batch in batches), initial=0))
 
         label = f"copy {action.address} from {origin_name}"

@@ -11,7 +11,9 @@ itself, which also releases sh's stderr reader at once.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
 from collections.abc import Callable, Iterator
 
 import sh
@@ -19,6 +21,14 @@ import sh
 from reconciler.kinds.replicas.listing import exact_args
 
 CHUNK = 1 << 16
+# After a read shorter than this, which emptied the pipe, wait PAUSE seconds before the
+# next: rsync writes each line of output on its own, and reading them as they come cost a
+# read, a thread switch and a callback per file (about 0.5 s of CPU per 200,000 files,
+# taken from the rsyncs on a small machine). The pipe is enlarged to PIPE_BYTES where the
+# system allows, so that a writer faster than PIPE_BYTES per PAUSE is never held up.
+SHORT_READ = CHUNK // 4
+PAUSE = 0.01
+PIPE_BYTES = 1 << 20
 # Every exit status, signals (negative) included: sh would otherwise raise a failure from
 # its own background thread, where nothing can catch it (a traceback on stderr).
 EVERY_EXIT = list(range(-64, 256))
@@ -57,6 +67,11 @@ class Streamed:
 
     def chunks(self) -> Iterator[bytes]:
         read_end, write_end = os.pipe()
+        if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux
+            try:
+                fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            except OSError:  # above the system's limit (fs.pipe-max-size)
+                pass
         with open(read_end, "rb", buffering=0) as output, open(os.devnull, "rb") as nothing:
             with open(write_end, "wb", buffering=0) as child_output:
                 extra = {"_preexec_fn": self.preexec_fn} if self.preexec_fn else {}
@@ -68,6 +83,8 @@ class Streamed:
             try:
                 while chunk := output.read(CHUNK):
                     yield chunk
+                    if len(chunk) < SHORT_READ:
+                        time.sleep(PAUSE)
                 finished = True
             finally:
                 if not finished and process.is_alive():

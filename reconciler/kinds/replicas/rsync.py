@@ -176,7 +176,8 @@ def argument_budget() -> int:
 ARGUMENT_OVERHEAD = 11  # per name passed as an argument: "./", its NUL and its pointer
 
 
-def plan_batches(files: list[bytes], limit: int = 20_000, max_bytes: int = 1 << 20) -> list[list[bytes]]:
+def plan_batches(files: list[bytes], limit: int = 20_000, max_bytes: int = 1 << 20,
+                 first_limit: int | None = None) -> list[list[bytes]]:
     """Split one copy's files (paths relative to the origin's root) into rsync batches of at
     most ``limit`` files whose paths, each plus ``ARGUMENT_OVERHEAD``, take at most
     ``max_bytes``, so a batch's names fit in an argument list.
@@ -190,7 +191,8 @@ def plan_batches(files: list[bytes], limit: int = 20_000, max_bytes: int = 1 << 
     size = 0
     for name in files:
         cost = len(name) + ARGUMENT_OVERHEAD
-        if current and (len(current) >= limit or size + cost > max_bytes):
+        most = first_limit if first_limit is not None and not batches else limit
+        if current and (len(current) >= most or size + cost > max_bytes):
             batches.append(current)
             current, size = [], 0
         current.append(name)
