@@ -9,7 +9,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.config.loader import LoadedConfig, discover_config_path, load_config
+from reconciler.cli.logformat import DATE, PLAIN, TIMESTAMPED
+from reconciler.config.discovery import discover_config_path
+from reconciler.config.loader import LoadedConfig, load_config
 from reconciler.engine.kind import Kind, RunContext
 from reconciler.engine.registry import load_kinds
 from reconciler.state.store import StateStore, resolve_state_url
@@ -84,8 +86,7 @@ def setup_logging(verbosity: int, timestamps: bool) -> None:
     """Logs and progress to stderr: warnings by default, info for apply/reconcile, debug with -v."""
     level = logging.DEBUG if verbosity > 0 else logging.INFO if timestamps else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
-    fmt = "%(asctime)s %(levelname)s %(message)s" if timestamps else "%(levelname)s: %(message)s"
-    handler.setFormatter(logging.Formatter(fmt, datefmt="%Y-%m-%dT%H:%M:%S%z"))
+    handler.setFormatter(logging.Formatter(TIMESTAMPED if timestamps else PLAIN, datefmt=DATE))
     root = logging.getLogger("reconciler")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -12,6 +12,7 @@ from reconciler import __version__
 from reconciler.cli import config_commands, report_command, run_commands
 from reconciler.cli.app import App, setup_logging
 from reconciler.errors import ConfigError, ReconcilerError
+from reconciler.state.location import STATE_VARIABLE
 
 EXIT_ERROR = 1
 
@@ -27,7 +28,7 @@ EXIT_ERROR = 1
     "--state",
     "state_option",
     metavar="URL",
-    envvar="RECONCILER_STATE",
+    envvar=STATE_VARIABLE,
     help="State database URL (overrides [state] url). Default: SQLite at state/reconciler.db next to the config.",
 )
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (debug logs).")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import os
 import re
 import types
 import typing
@@ -21,8 +20,6 @@ from reconciler.config.tomlpos import PositionedDocument, parse_with_positions
 from reconciler.engine.kind import Kind
 from reconciler.errors import ConfigError, ConfigIssue
 
-CONFIG_VARIABLE = "RECONCILER_CONFIG"
-DEFAULT_CONFIG = "reconciler.toml"
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -42,12 +39,6 @@ class LoadedConfig:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
-
-
-def discover_config_path(cli_value: str | None) -> Path:
-    """``--config``, else ``$RECONCILER_CONFIG``, else ``./reconciler.toml`` (made absolute)."""
-    chosen = cli_value or os.environ.get(CONFIG_VARIABLE) or DEFAULT_CONFIG
-    return Path(chosen).expanduser().absolute()
 
 
 def dotted(path: tuple[str | int, ...]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,14 +13,11 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLA
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from reconciler.errors import ConfigError, StateError
+from reconciler.state.location import DEFAULT_STATE_PATH, chosen_state_url
 from reconciler.state.tables import ENGINE_SCHEMA_VERSION, ENGINE_TABLES, SchemaVersion
 
 if TYPE_CHECKING:
     from reconciler.engine.kind import Kind
-
-DEFAULT_STATE_PATH = Path("state") / "reconciler.db"
-STATE_VARIABLE = "RECONCILER_STATE"
-
 
 def resolve_state_url(cli_url: str | None, config_dir: Path, url: str | None = None, url_env: str | None = None) -> str:
     """The state database URL: ``--state``, else ``[state] url_env``, else ``[state] url``,
@@ -31,12 +27,7 @@ def resolve_state_url(cli_url: str | None, config_dir: Path, url: str | None = N
 
     Raises ConfigError when ``url_env`` names an unset variable or the URL is not one.
     """
-    chosen = cli_url
-    if not chosen and url_env:
-        chosen = os.environ.get(url_env)
-        if not chosen:
-            raise ConfigError(f"[state] url_env names ${url_env}, which is not set; export it or set [state] url")
-    chosen = chosen or url
+    chosen = chosen_state_url(cli_url, url, url_env)
     if not chosen:
         return f"sqlite:///{config_dir / DEFAULT_STATE_PATH}"
     try:
@@ -86,7 +77,10 @@ class StateStore:
         except ArgumentError:
             raise StateError(f"state URL {url!r} is not a database URL") from None
         self.is_sqlite = parsed.drivername.startswith("sqlite")
+        # The SQLite file, when the state is one (the no-change memo is kept only there).
+        self.database_path: str | None = None
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
+            self.database_path = parsed.database
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         try:
             if self.is_sqlite:
