@@ -1,6 +1,10 @@
 """The ``reconciler`` program's entry point (the console script and ``python -m
 reconciler``): start-up and exit tuned for a short-lived process.
 
+First, a run that would find nothing to do again is replayed from the state database's
+no-change memo (engine/memo.py) with the standard library alone: most cron runs end there,
+in a few tens of milliseconds instead of the half second that loading the rest takes.
+
 Loading SQLAlchemy, pydantic and the resource kinds creates a few hundred thousand
 objects that live as long as the process. The cyclic garbage collector would walk them
 again and again: during the imports (a collection every few hundred allocations), on
@@ -13,12 +17,32 @@ nothing to do: about 0.15 s less of 0.6 s.
 from __future__ import annotations
 
 import gc
+import os
+import sys
+
+
+def replayed(argv: list[str]) -> int | None:
+    """The exit code of this command line replayed from its no-change memo, or None when it
+    must run in full."""
+    from reconciler import __version__
+    from reconciler.engine import memo
+
+    replay = memo.check(argv, dict(os.environ), __version__)
+    if replay is None:
+        return None
+    from reconciler.cli.logformat import line
+
+    return memo.emit(replay, line)
 
 
 def main() -> None:
+    code = replayed(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
     gc.disable()
     try:
-        from reconciler.cli.main import add_kind_commands, main as run
+        from reconciler.cli.main import add_kind_commands
+        from reconciler.cli.main import main as run
 
         add_kind_commands()
         gc.freeze()

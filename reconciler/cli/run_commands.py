@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from reconciler.cli.app import App, setup_logging
+from reconciler.engine import memo
 from reconciler.engine.executor import ApplyReport
 from reconciler.engine.planner import Planned, make_plan, stale_reasons
 from reconciler.engine.runner import apply_fresh, apply_saved, read_plan
@@ -107,7 +108,10 @@ def plan(
     if out is not None:
         atomic_write_text(out, planned.plan.to_json())
         click.echo(f"Saved the plan to {out}; apply it with `reconciler apply {out}`.", err=True)
-    click.echo(render_plan(planned.plan, output_format), nl=False)
+    rendered = render_plan(planned.plan, output_format)
+    click.echo(rendered, nl=False)
+    memo.update(app.store, app.config_path, config.sha256, app.kinds, planned,
+                lambda: rendered if output_format == "text" else render_plan(planned.plan, "text"))
     if planned.plan.errors:
         return EXIT_ERROR
     if detailed_exitcode and planned.plan.actions:
@@ -174,6 +178,8 @@ def apply(
                 return click.confirm(f"Apply these {len(planned.plan.actions)} action(s)?", default=False)
 
             planned, outcome = apply_fresh(config, app.kinds, ctx, allow_destroy, timeout, "apply", confirm)
+            memo.update(app.store, app.config_path, config.sha256, app.kinds, planned,
+                        lambda: render_plan(planned.plan, "text"))
             if outcome is None:
                 if not planned.plan.actions:
                     click.echo(render_plan(planned.plan, "text"), nl=False)
@@ -192,6 +198,8 @@ def _reconcile_once(app: App, allow_destroy: bool, targets: tuple[str, ...], tim
     ctx = app.run_context(targets, full_scan=full_scan)
     ctx.stop = stop
     planned, outcome = apply_fresh(config, app.kinds, ctx, allow_destroy, timeout, "reconcile", lambda planned: True)
+    memo.update(app.store, app.config_path, config.sha256, app.kinds, planned,
+                lambda: render_plan(planned.plan, "text"))
     for error in planned.plan.errors:
         log.error("%s: %s", error.address, error.message)
     for note in planned.plan.notes:

@@ -14,6 +14,8 @@ point group. It declares:
 - executors: methods decorated with ``@executor("copy")``, one per action kind,
   each changing the world for one action. Executors must be idempotent and safe
   to interrupt: the next run re-observes and converges.
+- optionally a ``Memo`` in its observation: what "nothing to do" rests on, so that the
+  next run can tell without observing (engine/memo.py);
 - optionally ``check`` (cross-reference checks on the config), ``commands``
   (extra CLI commands), ``tables`` (the SQLModel tables the state store creates for
   it), ``schema_version`` and ``migrations``.
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from reconciler.engine.actions import Action, AddressMessage
+from reconciler.engine.memo import Memo
 
 if TYPE_CHECKING:
     import click
@@ -42,10 +45,13 @@ ConfigPath = tuple[str | int, ...]
 
 @dataclass
 class Observation:
-    """What a kind read of the world: its own ``facts`` plus per-address errors."""
+    """What a kind read of the world: its own ``facts`` plus per-address errors, and when it
+    finds nothing to do, optionally a ``memo`` of what that rests on (engine/memo.py; a kind
+    that offers none, the default, has every run observe in full)."""
 
     facts: Any = None
     errors: list[AddressMessage] = field(default_factory=list)
+    memo: Memo | None = None
 
 
 @dataclass

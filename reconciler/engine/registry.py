@@ -10,10 +10,10 @@ from importlib.metadata import entry_points
 
 import reconciler.kinds
 from reconciler.engine.kind import Kind
+from reconciler.engine.memo import PLUGINS_VARIABLE
 from reconciler.errors import ConfigError
 
 ENTRY_POINT_GROUP = "reconciler.kinds"
-PLUGINS_VARIABLE = "RECONCILER_PLUGINS"
 
 
 def _import_object(reference: str) -> object:

@@ -6,6 +6,8 @@ from datetime import datetime
 
 from sqlmodel import Field, SQLModel
 
+from reconciler.engine.memo import TABLE
+
 ENGINE_SCHEMA_VERSION = 1
 
 
@@ -63,4 +65,22 @@ class LockRecord(SQLModel, table=True):
     created_at: datetime
 
 
-ENGINE_TABLES: list[type[SQLModel]] = [SchemaVersion, RunRecord, JournalEntry, LockRecord]
+class MemoRecord(SQLModel, table=True):
+    """The no-change memo of one config (engine/memo.py): what the last run, which found
+    nothing to do, rested on, and the plan it printed. Read without SQLAlchemy by the
+    replay, so its columns hold plain values (times as seconds since the epoch)."""
+
+    __tablename__ = TABLE
+
+    config_path: str = Field(primary_key=True)
+    config_sha256: str
+    tool_version: str
+    state_url: str
+    plugins: str  # $RECONCILER_PLUGINS of the run
+    made_at: float
+    valid_until: float | None = None
+    checks: str  # JSON of the Memo
+    output: str  # the plan as text
+
+
+ENGINE_TABLES: list[type[SQLModel]] = [SchemaVersion, RunRecord, JournalEntry, LockRecord, MemoRecord]

@@ -20,6 +20,7 @@ from sqlalchemy import delete, insert
 
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
+from reconciler.engine.memo import Memo
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, TEMP_PREFIX, backup_id_for, read_catalog
@@ -93,7 +94,8 @@ class BackupsKind(Kind):
                 errors.append(AddressMessage(address=address, message=str(error)))
             self._cache(ctx, key, catalog.backups)
             facts.append(fact)
-        return Observation(facts=facts, errors=errors)
+        # Nothing declared, nothing observed: nothing a no-change memo would need to check.
+        return Observation(facts=facts, errors=errors, memo=None if facts or errors else Memo())
 
     @staticmethod
     def _cache(ctx: RunContext, key: str, backups: list[Any]) -> None:

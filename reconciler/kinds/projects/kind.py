@@ -14,6 +14,7 @@ from pydantic import Field
 
 from reconciler.engine.actions import Action
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
+from reconciler.engine.memo import Memo
 from reconciler.errors import ApplyError
 from reconciler.kinds.backups.config import DatabaseConfig
 from reconciler.kinds.projects import model
@@ -51,7 +52,7 @@ class ProjectsKind(Kind):
 
     def observe(self, desired: Any, ctx: RunContext) -> Observation:
         if not desired.projects:
-            return Observation(facts=[])
+            return Observation(facts=[], memo=Memo())  # nothing declared: nothing a no-change memo need check
         return observe_projects(desired, ctx)
 
     def diff(self, desired: Any, observation: Observation) -> Diff:

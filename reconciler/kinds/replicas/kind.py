@@ -19,6 +19,7 @@ import sh
 from pydantic import Field
 
 from reconciler.config.model import resolve_path
+from reconciler.engine import memo
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.engine.planner import matches_target
@@ -36,6 +37,7 @@ from reconciler.kinds.replicas.diff import (
 from reconciler.kinds.replicas.listing import Entry, make_matcher, require
 from reconciler.kinds.replicas.local_walk import walk_local
 from reconciler.kinds.replicas.location import Location, SshSettings
+from reconciler.kinds.replicas.memo import replicas_memo
 from reconciler.kinds.replicas.remote_walk import walk_remote
 from reconciler.kinds.replicas.rsync import argument_budget, copy_invocation, plan_batches, run_copies
 from reconciler.kinds.replicas.tables import (
@@ -111,7 +113,7 @@ class ReplicasKind(Kind):
         now_ns = time.time_ns()
         facts = ReplicaFacts(now_ns=now_ns)
         if not desired.replicas and not desired.origins:
-            return Observation(facts=facts)
+            return Observation(facts=facts, memo=memo.Memo())  # nothing declared: nothing to check
         require("rsync", "rsync")
         full_scan = bool(ctx.options.get("full_scan"))
         wanted = {key: rep for key, rep in desired.replicas.items()
@@ -144,7 +146,13 @@ class ReplicasKind(Kind):
                 if name in origin_errors:
                     facts.errors.append(AddressMessage(address=address,
                                                        message=f"origin {name}: {origin_errors[name]}"))
-        return Observation(facts=facts, errors=[])
+        no_change_memo = None
+        if memo.wanted(ctx.state, ctx.targets) and not origin_errors and not facts.errors:
+            replicas = {key: (replica, replica_location(key, ctx.base_dir), _origins_of(desired, replica))
+                        for key, replica in wanted.items()}
+            with ctx.state.engine.begin() as connection:
+                no_change_memo = replicas_memo(connection, desired, replicas)
+        return Observation(facts=facts, errors=[], memo=no_change_memo)
 
     def _scan_origin(self, ctx: RunContext, name: str, origin: OriginConfig, ssh: SshSettings, now_ns: int,
                      full_scan: bool) -> None:

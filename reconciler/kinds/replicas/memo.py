@@ -1,0 +1,78 @@
+"""What a replicas observation that found nothing to do rests on: its no-change memo
+(engine/memo.py).
+
+A later run may skip observing when its own fast path would read nothing either: every
+origin is immutable and local, so a directory whose mtime is as recorded (and whose files
+were all settled) is not re-read; every replica is local; every (replica, origin) pair is
+complete at its origin's generation, so the inventory is not queried. The memo holds
+exactly those premises: every recorded directory with its mtime, the rows of the state
+that say so, the replicas' roots, rsync on PATH, and the time by which a full scan or a
+verification falls due. Anything else (an ssh location, a mutable origin, a directory
+still settling, a pair not complete, an enrolment not yet listed) offers no memo.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from reconciler.engine.memo import Memo, fact
+from reconciler.kinds.replicas import inventory, paths
+from reconciler.kinds.replicas.listing import require
+from reconciler.kinds.replicas.location import Location
+from reconciler.kinds.replicas.tables import OriginStatus, PairStatus, ReplicaStatus, ScannedDir
+
+# The rows a memo's facts read back (plain SQL: the replay runs them with sqlite3).
+ORIGIN_GENERATION = f"SELECT generation FROM {OriginStatus.__tablename__} WHERE origin = :origin"
+ORIGIN_DIRECTORIES = (f"SELECT path, mtime_ns, settled, digest FROM {ScannedDir.__tablename__} "
+                      "WHERE origin = :origin ORDER BY path")
+REPLICA_PAIRS = (f"SELECT origin, complete_generation FROM {PairStatus.__tablename__} "
+                 "WHERE replica = :replica ORDER BY origin")
+REPLICA_VERIFIED = f"SELECT last_verify FROM {ReplicaStatus.__tablename__} WHERE replica = :replica"
+
+
+def replicas_memo(connection: Connection, desired: Any, replicas: dict[str, tuple[Any, Location, list[str]]]
+                  ) -> Memo | None:
+    """The memo of an observation of every origin and of ``replicas`` (key: (config,
+    location, origin names)), read in the caller's transaction; None when a later run
+    could not tell "nothing to do" without observing."""
+    if any(origin.location.is_remote or not origin.immutable for origin in desired.origins.values()):
+        return None
+    if any(location.is_remote for _, location, _ in replicas.values()):
+        return None
+    memo = Memo(programs=[("rsync", require("rsync", "rsync"))])
+    deadlines: list[datetime] = []
+    generations: dict[str, int] = {}
+    for name, origin in desired.origins.items():
+        status = inventory.origin_status(connection, name)
+        generation, _ = fact(connection, ORIGIN_GENERATION, origin=name)
+        directories, rows = fact(connection, ORIGIN_DIRECTORIES, origin=name)
+        if status.last_full_scan is None or not rows or not all(row[2] for row in rows):
+            return None  # never listed in full, or a directory still settling: read again
+        root = os.fsencode(origin.location.path)
+        memo.directories += [(os.fsdecode(os.path.join(root, paths.to_bytes(path)) if path else root), mtime_ns)
+                             for path, mtime_ns, *_ in rows]
+        memo.facts += [generation, directories]
+        generations[name] = status.generation
+        deadlines.append(inventory.as_utc(status.last_full_scan) + origin.full_scan_every)
+    for key, (replica, location, origins) in replicas.items():
+        pairs, rows = fact(connection, REPLICA_PAIRS, replica=key)
+        complete = {origin: generation for origin, generation in rows}
+        if any(complete.get(name) != generations[name] for name in origins):
+            return None  # some copies are missing, or not known not to be
+        verified, _ = fact(connection, REPLICA_VERIFIED, replica=key)
+        last_verify = inventory.replica_status(connection, key).last_verify
+        if replica.import_origins and last_verify is None:
+            return None  # the replica is still to be listed for enrolment
+        if replica.verify_every is not None:
+            if last_verify is None:
+                return None
+            deadlines.append(inventory.as_utc(last_verify) + replica.verify_every)
+        mount = os.stat(location.path)
+        memo.writable.append((location.path, mount.st_dev, mount.st_ino))
+        memo.facts += [pairs, verified]
+    memo.valid_until = min(deadlines).timestamp() if deadlines else None
+    return memo
