@@ -9,13 +9,17 @@
 Prints, for each measurement, reconciler's time, the peer's, and the ratio:
   1. first plan (scan + inventory)           vs  find ROOT -type f -printf '%P\\t%s\\t%T@\\n'
   2. plan, replica complete                  vs  rsync -an --stats src/ replica/
-  2b. the same with immutable = true         vs  the same rsync
+  2b. the same with immutable = true         vs  the same rsync: the first such plan after
+      the apply, which reads the state and stats every directory (its fast path)
+  2c. the same, repeated: replayed from the no-change memo the previous plan left, which
+      checks every directory and the state's rows without loading the rest of reconciler
   3. apply of the whole tree to an empty replica vs rsync -a src/ dst/
   4. peak RSS of the first plan (target <= 400 MiB at 1,000,000 files)
   5. with --ssh, the origin read over ssh from an sshd on 127.0.0.1 that the benchmark
      starts: plan, replica complete (5b: immutable = true)  vs  rsync -an over the same ssh
-and the floor under every plan: the interpreter starting and importing sqlmodel (the
-state store's library) as reconciler's entry point does (collector off), which no plan
+and two floors: the interpreter starting and importing sqlmodel (the state store's
+library) as reconciler's entry point does (collector off), which no plan that opens the
+state through it can be faster than; and the interpreter starting at all, which no replay
 can be faster than.
 Each reconciler run is the real CLI in its own process (Python start-up included),
 with reconciler's modules byte-compiled first, as `pip install` does (an editable
@@ -33,6 +37,7 @@ import os
 import random
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -86,6 +91,12 @@ def ssh_config(work: Path, rep: int, immutable: bool, server: sshd_server.Sshd) 
         f'[replicas."{work}/replica-{rep}"]\nimport_origins = true\n\n' + server.toml()
     )
     return path
+
+
+def memos(database: Path) -> int:
+    """How many no-change memos the state database holds."""
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        return connection.execute("SELECT count(*) FROM memos").fetchone()[0]
 
 
 def median(values: list[float]) -> float:
@@ -156,16 +167,19 @@ def main() -> None:
             note("apply", elapsed)
             rss["apply"] = max(rss.get("apply", 0), peak)
 
-            for _ in range(3):
+            for round_ in range(3):
                 note("rsync -an", timed(["rsync", "-an", "--stats", f"{work}/src/", f"{work}/replica-{rep}/src/"])[0])
                 elapsed, _, code = timed([*reconciler, "--config", str(plain), "plan", "--detailed-exitcode"])
                 assert code == 0, "the replica should be complete"
                 note("no-op plan", elapsed)
                 elapsed, _, code = timed([*reconciler, "--config", str(immutable), "plan", "--detailed-exitcode"])
                 assert code == 0, "the replica should be complete"
-                note("immutable plan", elapsed)
+                # The first leaves a memo (the plain plans in between change none of its facts).
+                note("immutable plan" if round_ == 0 else "immutable plan, replayed", elapsed)
+                assert memos(work / f"state-{rep}.db") == 1, "the immutable plan should leave a no-change memo"
                 # As reconciler's entry point imports: with the cyclic collector off.
                 note("floor", timed([sys.executable, "-c", "import gc; gc.disable(); import sqlmodel; gc.freeze()"])[0])
+                note("python", timed([sys.executable, "-c", "pass"])[0])
             if server is not None:
                 plain, immutable = ssh_config(work, rep, False, server), ssh_config(work, rep, True, server)
                 timed([*reconciler, "--config", str(plain), "apply", "--auto-approve"])  # enrols the replica
@@ -192,8 +206,10 @@ def main() -> None:
             ("1. first plan vs find -printf", "first plan", "find"),
             ("2. plan, replica complete vs rsync -an", "no-op plan", "rsync -an"),
             ("2b. same, immutable = true vs rsync -an", "immutable plan", "rsync -an"),
+            ("2c. same, repeated (memo replayed)", "immutable plan, replayed", "rsync -an"),
             ("3. apply to an empty replica vs rsync -a", "apply", "rsync -a"),
             ("   floor: import sqlmodel vs rsync -an", "floor", "rsync -an"),
+            ("   floor: python -c pass vs rsync -an", "python", "rsync -an"),
         ])
         print(f"{'4. peak RSS of the first plan':<46} {rss['plan'] / 1024:>8.0f} MiB")
         print(f"{'   peak RSS of apply':<46} {rss['apply'] / 1024:>8.0f} MiB")
