@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import unquote
 
 from reconciler.errors import ConfigError
 
@@ -32,12 +33,13 @@ def chosen_state_url(cli_url: str | None, url: str | None, url_env: str | None,
 
 def plain_sqlite_file(chosen: str | None, config_dir: Path) -> Path | None:
     """The file of a chosen URL that is plainly a SQLite file (``sqlite:///PATH``, no query
-    part; relative to the config's directory), or of the default; None for anything else."""
+    part; relative to the config's directory; percent-escapes decoded, as SQLAlchemy
+    decodes them), or of the default; None for anything else."""
     if chosen is None:
         return config_dir / DEFAULT_STATE_PATH
     if not chosen.startswith(SQLITE_PREFIX) or "?" in chosen:
         return None
-    database = chosen[len(SQLITE_PREFIX):]
+    database = unquote(chosen[len(SQLITE_PREFIX):])
     if not database or database == ":memory:":
         return None
     path = Path(database).expanduser()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, inspect
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine, select
 
@@ -28,8 +28,8 @@ def resolve_state_url(cli_url: str | None, config_dir: Path, url: str | None = N
     Raises ConfigError when ``url_env`` names an unset variable or the URL is not one.
     """
     chosen = chosen_state_url(cli_url, url, url_env)
-    if not chosen:
-        return f"sqlite:///{config_dir / DEFAULT_STATE_PATH}"
+    if not chosen:  # quoted: a URL reads ?, # and % in a directory's name as its own syntax
+        return URL.create("sqlite", database=str(config_dir / DEFAULT_STATE_PATH)).render_as_string(hide_password=False)
     try:
         parsed = make_url(chosen)
     except ArgumentError:

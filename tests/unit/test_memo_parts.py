@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from reconciler.engine.kind import Observation
 from reconciler.engine.memo import Invocation, Memo, combined, parse, state_database
@@ -37,12 +38,14 @@ def test_anything_else_runs_in_full(argv):
     assert parse(argv) is None
 
 
-def test_the_state_database_is_the_one_the_full_run_would_open(tmp_path):
-    config_dir = tmp_path / "conf"
+@pytest.mark.parametrize("config_dir", ["conf", "data ?#%20 100%"])
+def test_the_state_database_is_the_one_the_full_run_would_open(tmp_path, config_dir):
+    config_dir = tmp_path / config_dir
     cases = [
         (None, {}, {}),
         (None, {}, {"url": "sqlite:///elsewhere/s.db"}),
         (None, {}, {"url": f"sqlite:///{tmp_path}/abs.db"}),
+        (None, {}, {"url": "sqlite:///with space%20and%25percent #1.db"}),  # escapes decoded, as SQLAlchemy does
         ("sqlite:///cli.db", {}, {"url": "sqlite:///ignored.db"}),
         (None, {"RECONCILER_STATE": "sqlite:///from-env.db"}, {}),
         (None, {"STATE_URL": "sqlite:///named.db"}, {"url_env": "STATE_URL"}),
@@ -52,8 +55,8 @@ def test_the_state_database_is_the_one_the_full_run_would_open(tmp_path):
         chosen = option or environ.get("RECONCILER_STATE")
         if not chosen and section.get("url_env"):
             chosen = environ[section["url_env"]]
-        expected = resolve_state_url(chosen, config_dir, section.get("url"))
-        assert found is not None and f"sqlite:///{found}" == expected, (option, environ, section)
+        opened = make_url(resolve_state_url(chosen, config_dir, section.get("url"))).database
+        assert found is not None and str(found) == opened, (option, environ, section)
 
 
 @pytest.mark.parametrize("option, section", [
