@@ -149,7 +149,7 @@ def update(state: "StateStore", config_path: Path, config_sha256: str, kinds: "l
         if memo is not None:
             connection.execute(insert(table).values(
                 config_path=str(config_path), config_sha256=config_sha256, tool_version=__version__,
-                state_url=state.url, plugins=os.environ.get(PLUGINS_VARIABLE, ""), made_at=time.time(),
+                database=state.database_path, plugins=os.environ.get(PLUGINS_VARIABLE, ""), made_at=time.time(),
                 valid_until=memo.valid_until, checks=json.dumps(asdict(memo), ensure_ascii=True),
                 output=render_text()))
     return memo is not None
@@ -253,7 +253,7 @@ def check(argv: list[str], environ: dict[str, str], version: str) -> Replay | No
         return None
     try:
         return _check(invocation, environ, version)
-    except (OSError, sqlite3.Error, ValueError, KeyError, TypeError):
+    except Exception:  # an unreadable config, state or memo: the full run reads and reports it
         return None
 
 
@@ -263,23 +263,27 @@ def _check(invocation: Invocation, environ: dict[str, str], version: str) -> Rep
     path = discover_config_path(invocation.config, environ)
     text = path.read_text(encoding="utf-8")  # as the loader reads it (newlines translated)
     section = tomllib.loads(text).get("state", {})
+    if not isinstance(section, dict):
+        return None
     database = state_database(invocation.state, environ, path.parent, section)
     if database is None or not database.is_file():
         return None
-    connection = sqlite3.connect(f"file:{database}?mode=rw", uri=True, timeout=5, isolation_level=None)
+    # mode=rw: never create a database; as_uri() escapes what a URI would misread (?, #, %).
+    connection = sqlite3.connect(f"{database.as_uri()}?mode=rw", uri=True, timeout=5, isolation_level=None)
     try:
         connection.execute("BEGIN")  # one snapshot for the memo and every fact
         row = connection.execute(
-            f"SELECT config_sha256, tool_version, state_url, plugins, made_at, valid_until, checks, output "
+            f"SELECT config_sha256, tool_version, database, plugins, made_at, valid_until, checks, output "
             f"FROM {TABLE} WHERE config_path = ?", (str(path),)).fetchone()
         if row is None:
             return None
-        sha256, tool_version, state_url, plugins, made_at, valid_until, checks, output = row
+        sha256, tool_version, written_to, plugins, made_at, valid_until, checks, output = row
         if (sha256 != hashlib.sha256(text.encode("utf-8")).hexdigest() or tool_version != version
-                or state_url != f"sqlite:///{database}" or plugins != environ.get(PLUGINS_VARIABLE, "")
+                or written_to != str(database) or plugins != environ.get(PLUGINS_VARIABLE, "")
                 or (valid_until is not None and time.time() >= valid_until)):
             return None
-        if invocation.command == "reconcile" and connection.execute(f"SELECT count(*) FROM {LOCK_TABLE}").fetchone()[0]:
+        locked = connection.execute(f"SELECT count(*) FROM {LOCK_TABLE}").fetchone()[0]
+        if invocation.command == "reconcile" and locked:
             return None  # another run holds the lock (or left it): the normal run says so
         memo = json.loads(checks)
         if not _holds(memo, connection):

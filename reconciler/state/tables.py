@@ -75,7 +75,7 @@ class MemoRecord(SQLModel, table=True):
     config_path: str = Field(primary_key=True)
     config_sha256: str
     tool_version: str
-    state_url: str
+    database: str  # the SQLite file the run wrote this memo to (as it resolved the state)
     plugins: str  # $RECONCILER_PLUGINS of the run
     made_at: float
     valid_until: float | None = None

@@ -21,7 +21,7 @@ import pytest
 
 from reconciler.state import lock
 from reconciler.state.store import StateStore
-from tests.conftest import REPO
+from tests.conftest import REPO, invoke_cli, run_cli
 from tests.integration.conftest import Site, make_tree, rewrite_in_place, tree
 
 IMMUTABLE = """\
@@ -263,3 +263,18 @@ def test_no_memo_with_an_ssh_location(sqlite_site, sshd, remote):
     assert site.cli("plan").out == NO_CHANGES
     assert _memos(site) == 0
     assert REPLAYED not in site.run("reconcile").err
+
+
+def test_a_replay_finds_the_default_state_in_a_directory_with_awkward_characters(tmp_path, capsys, monkeypatch):
+    # The default state (state/reconciler.db next to the config): ?, # and % in the directory's
+    # name must reach SQLAlchemy quoted, and the replay's SQLite URI escaped, to be one file.
+    monkeypatch.delenv("RECONCILER_PLUGINS", raising=False)
+    root = tmp_path / "data ?#%20 100%"
+    make_tree(root / "origin", {"telem/a.bin": "alpha"})
+    (root / "backup").mkdir()
+    (root / "reconciler.toml").write_text(_config())
+    args = ["--config", str(root / "reconciler.toml")]
+    assert invoke_cli([*args, "reconcile"], capsys).code == 0
+    assert invoke_cli([*args, "plan"], capsys).out == NO_CHANGES
+    assert (root / "state" / "reconciler.db").is_file()
+    assert REPLAYED in run_cli([*args, "reconcile"]).err
