@@ -14,13 +14,15 @@ Replaying is sound because the checks are the observers' own premises: a kind of
 memo only where its own fast path would skip every read given those same facts (for
 replicas: immutable local origins, every directory settled and recorded, every replica
 complete at its origin's generation). Anything else (another config, another version
-of reconciler, a lock held, a changed row or directory, a deadline passed, an option the
+of reconciler, a lock held (for reconcile), a changed row or directory, a deadline passed, an option the
 replay does not know, a PostgreSQL state) means the normal run, which writes a new memo
 if it again finds nothing to do. ``--full-scan``, ``--target``, ``-o``, ``-v`` and other
 formats always take the normal run.
 
 This module is imported by the entry point before anything else, so at module level it
-imports only the standard library; ``remember`` imports what writing needs.
+imports only the standard library and three small modules of ours that do too (config
+discovery, the state database's choice, the errors); ``fact`` and ``update``, which the
+normal run calls, import SQLAlchemy themselves.
 """
 
 from __future__ import annotations
@@ -211,6 +213,7 @@ def state_database(option: str | None, environ: dict[str, str], config_dir: Path
 
 
 def _holds(checks: dict[str, Any], connection: sqlite3.Connection) -> bool:
+    """Whether everything a memo rests on still holds."""
     import shutil
     from stat import S_ISDIR
 
