@@ -94,8 +94,8 @@ def fact(connection: "Connection", sql: str, **parameters: Any
          ) -> tuple[tuple[str, dict[str, Any], str], list[tuple[Any, ...]]]:
     """A fact for a ``Memo`` and the rows it stands for: ``sql`` (one SELECT with ``:name``
     parameters and an ORDER BY of its own, if it reads several rows) and the digest of the
-    rows it reads now. Read them in the transaction the caller decides in, so that the fact
-    is what the decision was made on."""
+    rows it reads now. Decide on the rows returned, not on another read of the same table:
+    reads on SQLite are not one snapshot, and another run may write in between."""
     from sqlalchemy import text
 
     rows = [tuple(row) for row in connection.execute(text(sql), parameters)]

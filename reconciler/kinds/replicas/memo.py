@@ -48,15 +48,16 @@ def replicas_memo(connection: Connection, desired: Any, replicas: dict[str, tupl
     generations: dict[str, int] = {}
     for name, origin in desired.origins.items():
         status = inventory.origin_status(connection, name)
-        generation, _ = fact(connection, ORIGIN_GENERATION, origin=name)
+        generation, generation_rows = fact(connection, ORIGIN_GENERATION, origin=name)
         directories, rows = fact(connection, ORIGIN_DIRECTORIES, origin=name)
-        if status.last_full_scan is None or not rows or not all(row[2] for row in rows):
+        if (status.last_full_scan is None or not generation_rows or not rows
+                or not all(row[2] for row in rows)):
             return None  # never listed in full, or a directory still settling: read again
         root = os.fsencode(origin.location.path)
         memo.directories += [(os.fsdecode(os.path.join(root, paths.to_bytes(path)) if path else root), mtime_ns)
                              for path, mtime_ns, *_ in rows]
         memo.facts += [generation, directories]
-        generations[name] = status.generation
+        generations[name] = generation_rows[0][0]  # as digested, not as another read saw it
         deadlines.append(inventory.as_utc(status.last_full_scan) + origin.full_scan_every)
     for key, (replica, location, origins) in replicas.items():
         pairs, rows = fact(connection, REPLICA_PAIRS, replica=key)
