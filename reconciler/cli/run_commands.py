@@ -89,6 +89,13 @@ def _report_lines(report: ApplyReport) -> list[str]:
     return lines
 
 
+def _keep_memo(app: App, planned: Planned, text: str | None = None) -> None:
+    """Keep the no-change memo of a run of the whole config that found nothing to do, with
+    the plan's ``text`` (rendered here when not given), or drop it (engine/memo.py)."""
+    memo.update(app.store, app.config_path, app.config.sha256, app.kinds, planned,
+                lambda: text if text is not None else render_plan(planned.plan, "text"))
+
+
 @click.command()
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan (JSON).")
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="text", show_default=True)
@@ -110,8 +117,7 @@ def plan(
         click.echo(f"Saved the plan to {out}; apply it with `reconciler apply {out}`.", err=True)
     rendered = render_plan(planned.plan, output_format)
     click.echo(rendered, nl=False)
-    memo.update(app.store, app.config_path, config.sha256, app.kinds, planned,
-                lambda: rendered if output_format == "text" else render_plan(planned.plan, "text"))
+    _keep_memo(app, planned, rendered if output_format == "text" else None)
     if planned.plan.errors:
         return EXIT_ERROR
     if detailed_exitcode and planned.plan.actions:
@@ -178,11 +184,11 @@ def apply(
                 return click.confirm(f"Apply these {len(planned.plan.actions)} action(s)?", default=False)
 
             planned, outcome = apply_fresh(config, app.kinds, ctx, allow_destroy, timeout, "apply", confirm)
-            memo.update(app.store, app.config_path, config.sha256, app.kinds, planned,
-                        lambda: render_plan(planned.plan, "text"))
+            text = None if planned.plan.actions else render_plan(planned.plan, "text")
+            _keep_memo(app, planned, text)
             if outcome is None:
-                if not planned.plan.actions:
-                    click.echo(render_plan(planned.plan, "text"), nl=False)
+                if text is not None:
+                    click.echo(text, nl=False)
                 else:
                     click.echo("Apply cancelled.")
                 return EXIT_ERROR if planned.plan.errors else EXIT_OK
@@ -198,8 +204,7 @@ def _reconcile_once(app: App, allow_destroy: bool, targets: tuple[str, ...], tim
     ctx = app.run_context(targets, full_scan=full_scan)
     ctx.stop = stop
     planned, outcome = apply_fresh(config, app.kinds, ctx, allow_destroy, timeout, "reconcile", lambda planned: True)
-    memo.update(app.store, app.config_path, config.sha256, app.kinds, planned,
-                lambda: render_plan(planned.plan, "text"))
+    _keep_memo(app, planned)
     for error in planned.plan.errors:
         log.error("%s: %s", error.address, error.message)
     for note in planned.plan.notes:

@@ -238,7 +238,8 @@ def _holds(checks: dict[str, Any], connection: sqlite3.Connection) -> bool:
 
 @dataclass
 class Replay:
-    """What a replayed run prints: ``output`` on stdout, ``log`` (a message) on stderr."""
+    """A replayed run: for ``plan``, ``output`` (the plan's text) on stdout; for ``reconcile``,
+    a log line naming when the memo was made and how many directories were checked."""
 
     command: str
     output: str
@@ -296,7 +297,7 @@ def _check(invocation: Invocation, environ: dict[str, str], version: str) -> Rep
         connection.close()
 
 
-def emit(replay: Replay, log_line: Any) -> int:
+def emit(replay: Replay, log_line: Callable[[str, str], str]) -> int:
     """Print a replay as the normal run would have, and return the exit code (0: nothing to do)."""
     if replay.command == "plan":
         sys.stdout.write(replay.output)
