@@ -19,6 +19,7 @@ from reconciler.state.tables import ENGINE_SCHEMA_VERSION, ENGINE_TABLES, Schema
 if TYPE_CHECKING:
     from reconciler.engine.kind import Kind
 
+
 def resolve_state_url(cli_url: str | None, config_dir: Path, url: str | None = None, url_env: str | None = None) -> str:
     """The state database URL: ``--state``, else ``[state] url_env``, else ``[state] url``,
     else SQLite at ``state/reconciler.db`` next to the config.
