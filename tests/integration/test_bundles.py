@@ -177,6 +177,12 @@ def _after_header(extra: tuple[tarfile.TarInfo, bytes | None]):
     return lambda m, d: [(m, d)] + ([extra] if m.name == "bundle.json" else [])
 
 
+def _chain() -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    from tests.unit.projects.test_bundle_safety import path_max_chain
+
+    return path_max_chain()
+
+
 CASES = {
     "tampered member": (lambda m, d: [_sized(m, d + b"!") if m.name.endswith("J1_output.cs") else (m, d)],
                         "checksum mismatch"),
@@ -189,6 +195,10 @@ CASES = {
                      "symlink to the absolute path"),
     "device file": (_after_header(_extra("data/dev", type=tarfile.CHRTYPE, devmajor=1, devminor=3)),
                     "not a regular file"),
+    # the CVE-2025-4517 shape: a link chain whose physical resolution passes PATH_MAX, then a file
+    # written through a link that lexically stays inside data/ and physically leaves it
+    "symlink chain past PATH_MAX": (lambda m, d: [(m, d)] + (_chain() if m.name == "bundle.json" else []),
+                                    "beneath the symlink data/escape"),
     "bad bundle.json": (lambda m, d: [_sized(m, b'{"format_version": 9}') if m.name == "bundle.json" else (m, d)],
                         "does not follow the bundle schema"),
 }
@@ -208,6 +218,7 @@ def test_a_wrong_bundle_is_refused_with_nothing_left_behind(pair, case):
     assert result.code == 1 and "failed verification, nothing was imported" in result.err
     pair.nothing_imported(before, destination)
     assert not (pair.site.root / "x").exists() and not Path("/etc/x").exists()
+    assert not list(pair.site.root.rglob("pwned"))
 
 
 def test_a_truncated_bundle_is_refused(pair):

@@ -22,10 +22,10 @@ import hashlib
 import hmac
 import io
 import os
-import posixpath
 import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
+from reconciler.kinds.projects.bundle_safety import ExtractionRefused, MemberPolicy, SafeExtractor
 from reconciler.kinds.projects.model import LOCK_FILE, Records
 from reconciler.kinds.replicas.rsync import PARTIAL_DIR
 
@@ -252,28 +253,6 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 # -- verification -----------------------------------------------------------------------------
 
 
-def unsafe_reason(member: tarfile.TarInfo) -> str | None:
-    """Why a member may not be extracted (stricter than tarfile's data filter), or None."""
-    name = member.name
-    if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
-        return "absolute path"
-    parts = name.split("/")
-    if ".." in parts:
-        return "'..' in the path"
-    if not (member.isreg() or member.isdir() or member.issym()):
-        return "not a regular file, directory or symlink (devices, fifos and hard links are refused)"
-    if member.issym():
-        target = member.linkname
-        if os.path.isabs(target):
-            return f"symlink to the absolute path {target}"
-        joined = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-        if joined.startswith("../") or joined == ".." or not joined.startswith(DATA.rstrip("/")):
-            return f"symlink pointing outside the project ({target})"
-    if member.mode & 0o6000:
-        return "setuid/setgid bits"
-    return None
-
-
 def read_header(path: Path) -> BundleHeader:
     """Only ``bundle.json`` (the first member): cheap, for plans. Raises BundleError."""
     try:
@@ -297,10 +276,22 @@ def _parse_header(data: bytes, path: Path) -> BundleHeader:
         raise BundleError(f"{path}: bundle.json does not follow the bundle schema ({where}: {first['msg']})") from None
 
 
-def verify_bundle(path: Path, key: bytes | None = None) -> tuple[BundleHeader | None, list[str]]:
+@dataclass
+class Verification:
+    """What reading a whole bundle found: its header, every problem (none: intact and safe to
+    import), and how many bytes its files hold once extracted."""
+
+    header: BundleHeader | None
+    problems: list[str]
+    expanded_bytes: int = 0
+
+
+def verify_bundle(path: Path, key: bytes | None = None) -> Verification:
     """Read the whole bundle: every checksum, the manifest's completeness, bundle.json's schema,
-    unsafe members, the signature. Returns (header, problems); no problems means intact."""
+    every member against the extraction policy (``bundle_safety``: the same rules import applies),
+    the signature."""
     problems: list[str] = []
+    policy = MemberPolicy()
     digests: dict[str, str] = {}
     seen: set[str] = set()
     first: str | None = None
@@ -314,9 +305,7 @@ def verify_bundle(path: Path, key: bytes | None = None) -> tuple[BundleHeader | 
                 if member.name in seen:
                     problems.append(f"{member.name}: appears twice")
                 seen.add(member.name)
-                reason = unsafe_reason(member)
-                if reason:
-                    problems.append(f"{member.name}: refused: {reason}")
+                if not policy.admit(member):
                     continue
                 if member.isreg():
                     handle = tar.extractfile(member)
@@ -345,12 +334,13 @@ def verify_bundle(path: Path, key: bytes | None = None) -> tuple[BundleHeader | 
                     digests[member.name] = _link_digest(member.linkname)
     except (tarfile.TarError, EOFError, OSError, ValueError) as error:
         problems.append(f"the archive is truncated or damaged ({type(error).__name__}: {error})")
-        return header, problems
+        return Verification(header, policy.problems + problems)
+    problems = policy.finish() + problems
     if first != HEADER:
         problems.append(f"the first member is not {HEADER}: not a reconciler bundle")
     if manifest_text is None:
         problems.append(f"{MANIFEST} is missing")
-        return header, problems
+        return Verification(header, problems)
     listed: dict[str, str] = {}
     for number, line in enumerate(manifest_text.decode("utf-8", "replace").splitlines(), 1):
         digest, sep, name = line.partition("  ")
@@ -372,33 +362,26 @@ def verify_bundle(path: Path, key: bytes | None = None) -> tuple[BundleHeader | 
         elif not hmac.compare_digest(signature.strip().decode("ascii", "replace"),
                                      hmac.new(key, manifest_text, hashlib.sha256).hexdigest()):
             problems.append("the signature does not match: the manifest was changed or the key is wrong")
-    return header, problems
+    return Verification(header, problems, policy.expanded_bytes)
 
 
-def extract_data(path: Path, destination: Path) -> int:
-    """Extract the ``data/`` members into ``destination`` (which must exist and be empty),
-    with the member checks of ``unsafe_reason`` and tarfile's ``data`` filter. Returns the count."""
-    count = 0
+def extract_data(path: Path, destination: Path, byte_budget: int | None = None) -> int:
+    """Extract the ``data/`` members into ``destination`` (which must exist and be empty) with
+    ``bundle_safety``'s extractor: the policy of ``verify_bundle`` applied again, no write through
+    a symlink, at most ``byte_budget`` bytes. Returns the count of members written.
 
-    def only_data(member: tarfile.TarInfo, target: str) -> tarfile.TarInfo | None:
-        nonlocal count
-        if not member.name.startswith(DATA):
-            return None
-        reason = unsafe_reason(member)
-        if reason:
-            raise BundleError(f"{member.name}: refused: {reason}")
-        renamed = member.replace(name=member.name[len(DATA):], deep=False)
-        if not renamed.name:
-            return None
-        count += 1
-        return tarfile.data_filter(renamed, target)
-
+    Raises BundleError for a refused or damaged bundle, OSError as the system gives it.
+    """
     try:
-        with _reader(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            tar.extractall(destination, filter=only_data)
+        with _reader(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar, \
+                SafeExtractor(destination, byte_budget) as extractor:
+            for member in tar:
+                extractor.add(member, tar.extractfile(member) if member.isreg() else None)
+            return extractor.finish()
+    except ExtractionRefused as error:
+        raise BundleError(f"{path}: {error}") from None
     except (tarfile.TarError, EOFError) as error:
         raise BundleError(f"{path}: extraction failed ({error})") from None
-    return count
 
 
 def load_key(path: Path | None) -> bytes | None:

@@ -97,7 +97,8 @@ def import_bundle(bundle: Path, reader: MongoDriver, store: Any, destination: Pa
     """Import ``bundle`` into ``reader``'s instance at ``destination``. Raises ApplyError (with
     everything undone) or BundleError (nothing touched)."""
     from pymongo.errors import PyMongoError  # here, not at import: pymongo is slow to load
-    header, problems = verify_bundle(bundle, key)
+    verification = verify_bundle(bundle, key)
+    header, problems = verification.header, verification.problems
     if problems or header is None:
         raise BundleError(f"{bundle} failed verification, nothing was imported: " + "; ".join(problems[:5])
                           + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
@@ -105,6 +106,7 @@ def import_bundle(bundle: Path, reader: MongoDriver, store: Any, destination: Pa
     destination = Path(destination)
     if destination.exists() and any(destination.iterdir()):
         raise ApplyError(f"{destination} exists and is not empty; import into a new directory")
+    _check_room(destination, verification.expanded_bytes)
     if uid is not None:
         if not model.is_project_uid(uid):
             raise ApplyError(f"--uid {uid}: write a project uid like P40")
@@ -137,7 +139,7 @@ def import_bundle(bundle: Path, reader: MongoDriver, store: Any, destination: Pa
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
-        files = extract_data(bundle, staging) if header.includes_data else 0
+        files = extract_data(bundle, staging, verification.expanded_bytes) if header.includes_data else 0
         _stage(store, row_id, "inserting")
         reader.db[PROJECTS].insert_one(dict(project))
         if records.workspaces:
@@ -171,6 +173,21 @@ def import_bundle(bundle: Path, reader: MongoDriver, store: Any, destination: Pa
                      f"(e.g. {header.external_links[0]['path']} -> {header.external_links[0]['target']})")
     return ImportReport(uid=chosen, path=str(destination), owner=owner, jobs=len(records.jobs),
                         workspaces=len(records.workspaces), files=files, notes=notes)
+
+
+def _check_room(destination: Path, needed: int) -> None:
+    """Refuse an import whose files would not fit on the destination's file system (with a
+    margin), before anything is written. Raises ApplyError."""
+    existing = next((parent for parent in [destination, *destination.parents] if parent.exists()), None)
+    if existing is None:
+        return
+    free = shutil.disk_usage(existing).free
+    margin = max(64 << 20, needed // 100)
+    if needed + margin > free:
+        from reconciler.units import human_bytes
+
+        raise ApplyError(f"the bundle's files need {human_bytes(needed)} and {existing} has "
+                         f"{human_bytes(free)} free; free some space or import elsewhere")
 
 
 def _stage(store: Any, row_id: int | None, stage: str) -> None:

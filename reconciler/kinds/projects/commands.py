@@ -245,7 +245,8 @@ def verify_bundle_command(bundle: Path, verify_key: Path | None, as_json: bool) 
     """Check every checksum, the manifest's completeness, bundle.json's schema and safety."""
     from reconciler.kinds.projects.bundle import describe, header_json, load_key, verify_bundle
 
-    header, problems = verify_bundle(bundle, load_key(verify_key))
+    verification = verify_bundle(bundle, load_key(verify_key))
+    header, problems = verification.header, verification.problems
     if problems:
         click.echo(f"DAMAGED {bundle}")
         for problem in problems:
