@@ -102,12 +102,19 @@ def test_move_within_an_instance_archives_copies_repoints_and_removes_only_with_
     first = facility.site.cli("apply", "--auto-approve")
     assert first.code == 0, first.err
     assert project.project_dir.exists(), "the old directory is kept without --allow-destroy"
-    assert data_files(target) == before_tree
+    assert without(data_files(target), model.WORKSPACES_FILE) == without(before_tree, model.WORKSPACES_FILE)
     after = facility.documents("old", "P1")
     assert after["project"]["project_dir"] == str(target) and not after["project"]["archived"]
     assert without(after["project"], "project_dir", "archived") == without(before_docs["project"], "project_dir",
                                                                             "archived")
-    assert after["jobs"] == before_docs["jobs"] and after["workspaces"] == before_docs["workspaces"]
+    assert after["jobs"] == before_docs["jobs"]
+    # the Live sessions' recorded directories moved with the project (never left pointing at the old copy)
+    moved_sessions = [dict(w, session_dir=str(target / Path(w["session_dir"]).relative_to(project.project_dir)))
+                      if "session_dir" in w else w for w in before_docs["workspaces"]]
+    assert any("session_dir" in w for w in before_docs["workspaces"])
+    assert after["workspaces"] == moved_sessions
+    assert [w.get("session_dir") for w in model.read_records(target).workspaces] == [
+        w.get("session_dir") for w in moved_sessions]
     exported = model.read_records(target)
     assert exported.project["project_dir"] == str(target) and not exported.project["archived"]
     assert model.read_lock(target) == "id-old"
@@ -286,8 +293,11 @@ def test_kill_9_during_a_migration_then_rerun_converges_with_nothing_lost(facili
     again = facility.site.run("apply", "--auto-approve", "--allow-destroy")
     assert again.code == 0, again.err + again.out
     assert not source.project_dir.exists()
-    assert {path: len(content) for path, content in data_files(target).items()} == before_tree
+    sizes = {path: len(content) for path, content in data_files(target).items()}
+    # workspaces.json differs by the sessions' directories, which moved with the project
+    assert without(sizes, model.WORKSPACES_FILE) == without(before_tree, model.WORKSPACES_FILE)
     moved = facility.documents("new", "P3")
+    assert all(w["session_dir"].startswith(f"{target}/") for w in moved["workspaces"] if "session_dir" in w)
     assert [without(job, "project_uid") for job in moved["jobs"]] == [without(job, "project_uid")
                                                                       for job in before["jobs"]]
     assert facility.site.cli("plan", "--detailed-exitcode").code == 0

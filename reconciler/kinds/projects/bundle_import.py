@@ -116,7 +116,10 @@ def import_bundle(bundle: Path, reader: MongoDriver, store: Any, destination: Pa
     owner, note = map_owner(header, reader, owner_fallback)
     if note:
         notes.append(note)
-    records = model.rewrite_uid(header.records(), chosen)
+    source_records = header.records()
+    records = model.rewrite_uid(source_records, chosen)
+    records = Records(records.project, model.rebase_session_dirs(
+        records.workspaces, str(source_records.project.get("project_dir") or ""), str(destination)), records.jobs)
     project = dict(records.project)
     dropped = [name for name in DROPPED_FIELDS if project.pop(name, None) not in (None, [], {})]
     if dropped:

@@ -191,3 +191,62 @@ def rewrite_uid(records: Records, new_uid: str) -> Records:
     workspaces = [{**item, "project_uid": new_uid} for item in records.workspaces]
     jobs = [{**job, "project_uid": new_uid} for job in records.jobs]
     return Records(project=project, workspaces=workspaces, jobs=jobs)
+
+
+def _under(path: str, directory: str) -> str | None:
+    """``path`` relative to ``directory`` when it lies lexically inside it (both normalised), else None."""
+    path, directory = os.path.normpath(path), os.path.normpath(directory)
+    if path == directory:
+        return "."
+    if directory == "/" or path.startswith(directory.rstrip("/") + "/"):
+        return os.path.relpath(path, directory)
+    return None
+
+
+def session_directory(project_dir: str, session_uid: str, recorded: str | None) -> Path:
+    """Where a Live session's files are now: always inside the project's *current* directory.
+
+    A recorded ``session_dir`` is used when it is relative (to the project directory) or lies
+    inside the project directory; one that points elsewhere (under a path the project has left
+    after a move, an attach or an import from another instance) is not followed: the session is
+    then ``<project_dir>/<session_uid>``, where CryoSPARC Live keeps it. Pure (no I/O).
+
+    Raises ValueError when there is no project directory or the result would leave it.
+    """
+    if not project_dir or not os.path.isabs(project_dir):
+        raise ValueError(f"the project has no absolute project_dir ({project_dir!r})")
+    if recorded and not os.path.isabs(recorded):
+        relative = os.path.normpath(recorded)
+    elif recorded and _under(recorded, project_dir) not in (None, "."):
+        relative = _under(recorded, project_dir) or session_uid
+    else:
+        relative = session_uid
+    if relative == "." or relative.startswith("..") or os.path.isabs(relative):
+        raise ValueError(f"session directory {recorded!r} is not inside the project directory {project_dir}")
+    return Path(project_dir) / relative
+
+
+def physically_inside(path: Path, directory: Path) -> bool:
+    """True when ``path``, with every symlink resolved, lies inside ``directory`` (resolved too)."""
+    real = os.path.realpath(path)
+    root = os.path.realpath(directory)
+    return real != root and real.startswith(root.rstrip("/") + "/")
+
+
+def rebase_session_dirs(workspaces: list[dict[str, Any]], old_dir: str, new_dir: str) -> list[dict[str, Any]]:
+    """``workspaces`` for a project that moved from ``old_dir`` to ``new_dir``: a recorded
+    ``session_dir`` inside the old directory is carried to the same place in the new one; any
+    other absolute ``session_dir`` (it pointed outside the project) is dropped, so that nothing
+    ever acts on another directory (``session_directory`` then uses ``<new_dir>/<session_uid>``)."""
+    rebased = []
+    for workspace in workspaces:
+        recorded = workspace.get("session_dir")
+        if not recorded or not os.path.isabs(str(recorded)):
+            rebased.append(workspace)
+            continue
+        relative = _under(str(recorded), old_dir) if old_dir else None
+        item = {key: value for key, value in workspace.items() if key != "session_dir"}
+        if relative not in (None, "."):
+            item["session_dir"] = str(Path(new_dir) / str(relative))
+        rebased.append(item)
+    return rebased

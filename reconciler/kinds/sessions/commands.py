@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import click
@@ -13,6 +12,7 @@ from reconciler.errors import ConfigError, ObserveError
 from reconciler.kinds.projects.drivers import open_reader
 from reconciler.kinds.projects.model import WORKSPACES, uid_number
 from reconciler.kinds.sessions.datatypes import DATATYPES, collect, total
+from reconciler.kinds.sessions.observe import session_dir_of
 from reconciler.kinds.sessions.tables import SessionDatatype
 from reconciler.units import human_bytes
 
@@ -45,7 +45,8 @@ def session_stats(app: Any, project_uid: str, instance: str | None, refresh: boo
     totals = {datatype: {"bytes": 0, "files": 0} for datatype in DATATYPES}
     with open_reader(desired, name) as reader:
         found = _live_sessions(reader, project_uid)
-        if not found and reader.project(project_uid) is None:
+        project = reader.project(project_uid) or {}
+        if not found and not project:
             raise ObserveError(f"no project {project_uid} on {name}")
         with app.store.session() as store:
             for document in found:
@@ -59,7 +60,7 @@ def session_stats(app: Any, project_uid: str, instance: str | None, refresh: boo
                     files = cached.files if cached else None
                     size = entry.get("size")
                     if refresh:
-                        files, size = total(collect(Path(document["session_dir"]), datatype))
+                        files, size = total(collect(session_dir_of(project, document), datatype))
                         reader.db[WORKSPACES].update_one(
                             {"project_uid": project_uid, "session_uid": session_uid},
                             {"$set": {f"data_management.{datatype}.size": size}})
@@ -125,6 +126,7 @@ def files_command(app: Any, target: str, datatype: str | None, instance: str | N
     name = _instance(desired, instance)
     result: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with open_reader(desired, name) as reader:
+        project = reader.project(project_uid) or {}
         sessions = [doc for doc in _live_sessions(reader, project_uid)
                     if not session_uid or doc["session_uid"] == session_uid]
         if not sessions:
@@ -133,7 +135,7 @@ def files_command(app: Any, target: str, datatype: str | None, instance: str | N
             chosen = [datatype] if datatype else list(DATATYPES)
             result[str(document["session_uid"])] = {
                 item: [{"path": f.path, "size": f.size, "link": f.link}
-                       for f in collect(Path(document["session_dir"]), item)] for item in chosen}
+                       for f in collect(session_dir_of(project, document), item)] for item in chosen}
     if as_json:
         if session_uid and datatype:
             click.echo(json.dumps(result[session_uid][datatype], indent=2))

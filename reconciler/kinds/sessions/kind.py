@@ -24,7 +24,7 @@ from reconciler.kinds.sessions.config import AccessSection, HooksSection, Sessio
 from reconciler.kinds.sessions.datatypes import DATATYPES, collect, total
 from reconciler.kinds.sessions.diff import diff_session, session_address
 from reconciler.kinds.sessions.hook import HookCall, run_hook
-from reconciler.kinds.sessions.observe import observe_sessions
+from reconciler.kinds.sessions.observe import observe_sessions, session_dir_of
 from reconciler.kinds.sessions.tables import PendingHook, SessionDatatype
 from reconciler.units import human_bytes
 
@@ -102,12 +102,34 @@ class SessionsKind(Kind):
                 measured_at=datetime.now(timezone.utc)))
             session.commit()
 
+    @staticmethod
+    def _session_dir(ctx: RunContext, details: dict[str, Any]) -> Path:
+        """The session's directory as it is now (from its project's current directory, never
+        outside it), which must be the one the plan was made for. Raises ApplyError otherwise."""
+        from reconciler.errors import ObserveError
+
+        with open_reader(ctx.desired, details["instance"]) as reader:
+            project = reader.project(details["project_uid"]) or {}
+            document = reader.db[WORKSPACES].find_one({"project_uid": details["project_uid"],
+                                                       "session_uid": details["session_uid"]})
+        if not project or document is None:
+            raise ApplyError(f"session {details['session_uid']} of {details['project_uid']} is gone; run plan again")
+        try:
+            directory = session_dir_of(project, document)
+        except ObserveError as error:
+            raise ApplyError(str(error)) from None
+        if str(directory) != details["session_dir"]:
+            raise ApplyError(f"the session's directory is now {directory}, not {details['session_dir']} as planned; "
+                             "run plan again")
+        return directory
+
     @executor("set_state")
     def set_state(self, action: Action, ctx: RunContext) -> str:
         details = action.details
         self._authorize(ctx)
+        directory = self._session_dir(ctx, details)
         hook = self._hook(ctx, details)  # first: a failing hook leaves the state unchanged
-        files, size = total(collect(Path(details["session_dir"]), details["datatype"]))
+        files, size = total(collect(directory, details["datatype"]))
         self._record(ctx, details, size, files)
         return f"{details['datatype']}: {details['from']} -> {details['status']}" + (" (hook ran)" if hook else "")
 
@@ -118,7 +140,7 @@ class SessionsKind(Kind):
         if not DATATYPES[datatype].deletable:
             raise ApplyError(f"reconciler never deletes {datatype} data")
         self._authorize(ctx)
-        directory = Path(details["session_dir"])
+        directory = self._session_dir(ctx, details)
         files = collect(directory, datatype)
         removed, freed = 0, 0
         for item in files:

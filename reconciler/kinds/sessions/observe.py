@@ -3,6 +3,7 @@ each datatype, pending hooks. Measured sizes are cached in the state store."""
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,6 +16,7 @@ from reconciler.engine.kind import Observation, RunContext
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ObserveError
 from reconciler.kinds.projects.drivers.mongo import MongoDriver
+from reconciler.kinds.projects import model
 from reconciler.kinds.projects.model import PROJECTS, WORKSPACES
 from reconciler.kinds.projects.observe import Readers
 from reconciler.kinds.sessions.datatypes import DATATYPES, collect, total
@@ -28,15 +30,32 @@ def instance_of(desired: Any, session: Any) -> str:
 
 
 def find_session(reader: MongoDriver, project_uid: str, session_uid: str) -> tuple[dict[str, Any], str]:
-    """The session's workspace document and its directory. Raises ObserveError when unknown."""
+    """The session's workspace document and its directory, resolved from the project's current
+    directory (``model.session_directory``) and checked to lie physically inside it.
+
+    Raises ObserveError when the session is unknown or its directory would be outside the project.
+    """
     document = reader.db[WORKSPACES].find_one({"project_uid": project_uid, "session_uid": session_uid})
     if document is None:
         raise ObserveError(f"no Live session {session_uid} in {project_uid} on {reader.name}")
-    directory = document.get("session_dir")
-    if not directory:
-        project = reader.db[PROJECTS].find_one({"uid": project_uid}) or {}
-        directory = str(Path(project.get("project_dir", "/nonexistent")) / session_uid)
-    return dict(document), str(directory)
+    project = reader.db[PROJECTS].find_one({"uid": project_uid}) or {}
+    return dict(document), str(session_dir_of(project, document))
+
+
+def session_dir_of(project: dict[str, Any], document: dict[str, Any]) -> Path:
+    """The directory of the session ``document`` of ``project``: inside the project's current
+    directory, with every link resolved. Raises ObserveError otherwise (never a path elsewhere)."""
+    project_dir = str(project.get("project_dir") or "")
+    try:
+        directory = model.session_directory(project_dir, str(document.get("session_uid")),
+                                            document.get("session_dir"))
+    except ValueError as error:
+        raise ObserveError(f"{project.get('uid', '?')}/{document.get('session_uid')}: {error}") from None
+    if directory.exists() and not model.physically_inside(directory, Path(project_dir)):
+        raise ObserveError(f"{project.get('uid', '?')}/{document.get('session_uid')}: {directory} resolves to "
+                           f"{os.path.realpath(directory)}, outside the project directory {project_dir}; "
+                           "reconciler acts on session data only inside its project")
+    return directory
 
 
 def measure(session_dir: str, datatype: str, document: dict[str, Any]) -> DatatypeFacts:

@@ -99,8 +99,21 @@ class MongoDriver:
         self.export(uid)
 
     def update_path(self, uid: str, path: str) -> None:
-        """Point the project at ``path`` (already a verified copy) and export its records there."""
+        """Point the project at ``path`` (already a verified copy), carry its Live sessions'
+        recorded directories along (``model.rebase_session_dirs``), and export its records there."""
+        from pymongo.errors import PyMongoError  # here, not at import: pymongo is slow to load
+        old_dir = str((self.project(uid) or {}).get("project_dir") or "")
         self._set(uid, {"project_dir": path})
+        try:
+            for workspace in self.db[WORKSPACES].find({"project_uid": uid, "session_dir": {"$exists": True}}):
+                rebased = model.rebase_session_dirs([workspace], old_dir, path)[0]
+                if rebased.get("session_dir") != workspace.get("session_dir"):
+                    change: dict[str, Any] = ({"$set": {"session_dir": rebased["session_dir"]}} if "session_dir" in
+                                              rebased else {"$unset": {"session_dir": ""}})
+                    self.db[WORKSPACES].update_one({"_id": workspace["_id"]}, change)
+        except PyMongoError as error:
+            raise ApplyError(f"{self.name}: updating the sessions of {uid} failed: "
+                             f"{redact(str(error).splitlines()[0])}") from None
         self.export(uid, path)
 
     def detach(self, uid: str) -> None:
@@ -147,6 +160,8 @@ class MongoDriver:
             self._remove_documents(uid)
         notes: list[str] = []
         records = model.rewrite_uid(original, uid)
+        records = Records(records.project, model.rebase_session_dirs(
+            records.workspaces, str(original.project.get("project_dir") or ""), str(directory)), records.jobs)
         project = dict(records.project)
         owner = project.get("owner_user_id")
         if owner and self.db[USERS].find_one({"_id": owner}) is None and self.owner_user_id:
