@@ -20,6 +20,8 @@ import pytest
 
 from reconciler.kinds.projects import model
 from reconciler.kinds.projects.generator import make_instance
+from reconciler.state import lock
+from reconciler.state.store import StateStore
 from tests.conftest import popen_cli
 from tests.integration.conftest import tree
 
@@ -275,12 +277,14 @@ def test_kill_9_during_an_import_then_the_next_run_rolls_back_and_imports(pair):
         (big / f"p{index:05d}.mrc").write_bytes(os.urandom(2048))
     bundle = export(pair, "P1.bundle.tar")
     destination = pair.site.root / "new" / "CS-apo"
-    staging = destination.with_name(f".{destination.name}.importing")
     args = pair.site.args("projects", "import", str(bundle), "--instance", "new", "--path", str(destination))
     process = popen_cli(args)
     deadline = time.monotonic() + 60
+    staging = destination
     while process.poll() is None and time.monotonic() < deadline:
-        if (staging / "J2" / "particles").is_dir() and len(os.listdir(staging / "J2" / "particles")) > 100:
+        found = list(destination.parent.glob(f".{destination.name}.importing-*"))
+        if found and (found[0] / "J2" / "particles").is_dir() and len(os.listdir(found[0] / "J2" / "particles")) > 100:
+            staging = found[0]
             break
         time.sleep(0.003)
     assert process.poll() is None, "the import finished before it could be interrupted"
@@ -320,3 +324,32 @@ def test_export_and_report_to_a_missing_directory_fail_in_one_line(pair):
     report = pair.site.cli("report", "--html", str(missing / "r.html"))
     assert report.code == 1 and "does its directory exist" in report.err
     assert not missing.exists()
+
+
+def test_an_import_takes_the_state_lock(pair):
+    bundle = export(pair, "P1.bundle.tar")
+    destination = pair.site.root / "new" / "locked"
+    before = pair.db("new").projects.count_documents({})
+    store = StateStore(pair.site.state_url)
+    try:
+        with lock.held(store, "apply"):
+            refused = pair.site.run("projects", "import", str(bundle), "--instance", "new", "--path", str(destination))
+    finally:
+        store.dispose()
+    assert refused.code == 1 and "locked by" in refused.err, refused.err
+    pair.nothing_imported(before, destination)
+    assert pair.site.cli("projects", "import", str(bundle), "--instance", "new", "--path", str(destination)).code == 0
+
+
+def test_another_runs_staging_directory_is_never_reused_or_removed(pair):
+    """Another import into the same place (say, from another state database) is extracting: its
+    staging directory is its own; this import makes its own and leaves that one alone."""
+    bundle = export(pair, "P1.bundle.tar")
+    destination = pair.site.root / "new" / "contested"
+    foreign = destination.with_name(f".{destination.name}.importing")
+    (foreign / "J1").mkdir(parents=True)
+    (foreign / "J1" / "half.mrc").write_bytes(b"another run's file")
+    result = pair.site.cli("projects", "import", str(bundle), "--instance", "new", "--path", str(destination))
+    assert result.code == 0, result.err
+    assert (foreign / "J1" / "half.mrc").read_bytes() == b"another run's file"
+    assert (destination / "J1").is_dir() and not (destination / "J1" / "half.mrc").exists()

@@ -6,6 +6,7 @@ roll back an import that was killed half-way before it starts again."""
 from __future__ import annotations
 
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -129,7 +130,9 @@ def import_bundle(bundle: Path, reader: MongoDriver, store: Any, destination: Pa
                     "deleted": False, ATTACHING: datetime.now(timezone.utc),
                     "imported_from": {"instance_id": source.get("instance_id", ""), "uid": header.project_uid,
                                       "bundle": bundle.name}})
-    staging = destination.with_name(f".{destination.name}.importing")
+    # a staging directory of this run's own (made with mkdir, never reused): two imports can never
+    # extract into one another's, whatever state databases they use
+    staging = destination.with_name(f".{destination.name}.importing-{uuid.uuid4().hex[:12]}")
     with store.session() as session:
         row = BundleImport(bundle=str(bundle), instance=reader.name, uid=chosen, destination=str(destination),
                            staging=str(staging), stage="extracting", started_at=datetime.now(timezone.utc))
@@ -139,9 +142,8 @@ def import_bundle(bundle: Path, reader: MongoDriver, store: Any, destination: Pa
         row_id = row.id
     moved = False
     try:
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
         files = extract_data(bundle, staging, verification.expanded_bytes) if header.includes_data else 0
         _stage(store, row_id, "inserting")
         reader.db[PROJECTS].insert_one(dict(project))

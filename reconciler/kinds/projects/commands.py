@@ -265,16 +265,26 @@ def verify_bundle_command(bundle: Path, verify_key: Path | None, as_json: bool) 
 @click.option("--owner-fallback", help="User (id or email) to own the project when its owner is not a user here.")
 @click.option("--verify-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Refuse unsigned bundles and bundles whose signature does not match this key.")
+@click.option("--lock-timeout", default="0s", show_default=True, metavar="DURATION",
+              help="How long to wait for another run's lock (e.g. 30s, 5m) before failing.")
 @click.pass_obj
 def import_command(app: Any, bundle: Path, instance: str, destination: Path, uid: str | None,
-                   owner_fallback: str | None, verify_key: Path | None) -> None:
-    """Verify a bundle, then import it with a new uid; on any failure nothing is left behind."""
+                   owner_fallback: str | None, verify_key: Path | None, lock_timeout: str) -> None:
+    """Verify a bundle, then import it with a new uid; on any failure nothing is left behind.
+
+    Holds the state database's lock, as apply does: one import (or apply) at a time."""
     from reconciler.kinds.projects.bundle import load_key
     from reconciler.kinds.projects.bundle_import import import_bundle
+    from reconciler.state import lock
+    from reconciler.units import parse_duration
 
     if not destination.is_absolute():
         raise ConfigError(f"--path {destination}: give an absolute path")
-    with open_reader(app.config.model, instance) as reader:
+    try:
+        timeout = parse_duration(lock_timeout).total_seconds()
+    except ValueError as error:
+        raise ConfigError(f"--lock-timeout {lock_timeout}: {error}") from None
+    with lock.held(app.store, "import", timeout), open_reader(app.config.model, instance) as reader:
         report = import_bundle(bundle.resolve(), reader, app.store, destination, uid, owner_fallback,
                                load_key(verify_key))
     for note in report.notes:
