@@ -82,11 +82,20 @@ class App:
             self._store.dispose()
 
 
+class RedactingFormatter(logging.Formatter):
+    """Log lines (and tracebacks) with every password removed (``reconciler.secrets``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from reconciler.secrets import redact
+
+        return redact(super().format(record))
+
+
 def setup_logging(verbosity: int, timestamps: bool) -> None:
     """Logs and progress to stderr: warnings by default, info for apply/reconcile, debug with -v."""
     level = logging.DEBUG if verbosity > 0 else logging.INFO if timestamps else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(TIMESTAMPED if timestamps else PLAIN, datefmt=DATE))
+    handler.setFormatter(RedactingFormatter(TIMESTAMPED if timestamps else PLAIN, datefmt=DATE))
     root = logging.getLogger("reconciler")
     root.handlers[:] = [handler]
     root.setLevel(level)

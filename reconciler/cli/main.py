@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import sys
 import traceback
 
@@ -12,6 +13,7 @@ from reconciler import __version__
 from reconciler.cli import config_commands, report_command, run_commands
 from reconciler.cli.app import App, setup_logging
 from reconciler.errors import ConfigError, ReconcilerError
+from reconciler.secrets import redact
 from reconciler.state.location import STATE_VARIABLE
 
 EXIT_ERROR = 1
@@ -71,24 +73,26 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="reconciler", standalone_mode=False)
     except ConfigError as error:
-        click.echo(str(error) if error.issues else f"Error: {error}", err=True)
+        click.echo(redact(str(error) if error.issues else f"Error: {error}"), err=True)
         sys.exit(EXIT_ERROR)
     except ReconcilerError as error:
-        click.echo(f"Error: {error}", err=True)
+        click.echo(redact(f"Error: {error}"), err=True)
         sys.exit(EXIT_ERROR)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(EXIT_ERROR)
     except click.ClickException as error:
-        error.show()
+        shown = io.StringIO()
+        error.show(file=shown)
+        sys.stderr.write(redact(shown.getvalue()))
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
     except Exception as error:  # a bug: say so in one line; the traceback only with -v
         if "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv):
-            traceback.print_exc()
-        click.echo(f"Error: internal error ({type(error).__name__}: {error}); please report it, "
-                   "with the output of the same command run with -v", err=True)
+            sys.stderr.write(redact(traceback.format_exc()))
+        click.echo(redact(f"Error: internal error ({type(error).__name__}: {error}); please report it, "
+                          "with the output of the same command run with -v"), err=True)
         sys.exit(EXIT_ERROR)
     sys.exit(code if isinstance(code, int) else 0)

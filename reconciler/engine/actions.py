@@ -161,8 +161,10 @@ class Plan(BaseModel):
         return [action for action in self.actions if action.destructive]
 
     def to_json(self) -> str:
-        """The plan file text."""
-        return self.model_dump_json(indent=2) + "\n"
+        """The plan file text (any password that reached it removed: ``reconciler.secrets``)."""
+        from reconciler.secrets import redact
+
+        return redact(self.model_dump_json(indent=2) + "\n")
 
 
 def summarize(actions: list[Action]) -> dict[str, int]:

@@ -8,6 +8,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from reconciler.engine.actions import Action, Plan
+from reconciler.secrets import redact
 from reconciler.units import human_bytes
 
 FORMATS = ("text", "markdown", "json")
@@ -86,6 +87,6 @@ def render_plan(plan: Plan, output_format: str = "text") -> str:
     if output_format == "json":
         return plan.to_json()
     template = {"text": "plan.txt.j2", "markdown": "plan.md.j2"}[output_format]
-    return _environment.get_template(template).render(
+    return redact(_environment.get_template(template).render(
         plan=plan, summary=summary_line(plan), totals=kind_totals(plan.actions)
-    )
+    ))

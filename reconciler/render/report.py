@@ -7,6 +7,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from reconciler import __version__
 from reconciler.kinds.sessions.datatypes import DATATYPES
 from reconciler.report.collect import Report
+from reconciler.secrets import redact
 from reconciler.units import human_bytes
 
 _environment = Environment(
@@ -21,5 +22,5 @@ _environment.filters["count"] = lambda value: f"{int(value):,}"
 
 
 def render_report(report: Report) -> str:
-    return _environment.get_template("report.html.j2").render(report=report, datatypes=list(DATATYPES),
-                                                              version=__version__)
+    return redact(_environment.get_template("report.html.j2").render(report=report, datatypes=list(DATATYPES),
+                                                                     version=__version__))

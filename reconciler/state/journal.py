@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from sqlmodel import select
 
 from reconciler.engine.actions import Action
+from reconciler.secrets import redact
 from reconciler.state.store import StateStore
 from reconciler.state.tables import JournalEntry, RunRecord
 
@@ -54,8 +55,8 @@ class Journal:
             assert entry is not None
             entry.status = status
             entry.finished_at = _now()
-            entry.error = error
-            entry.result = result
+            entry.error = redact(error) if error else error
+            entry.result = redact(result) if result else result
             session.add(entry)
             session.commit()
 
@@ -72,7 +73,7 @@ class Journal:
                     status=status,
                     started_at=now,
                     finished_at=now,
-                    error=why,
+                    error=redact(why),
                 )
             )
             session.commit()

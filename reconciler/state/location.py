@@ -23,6 +23,11 @@ def chosen_state_url(cli_url: str | None, url: str | None, url_env: str | None,
 
     Raises ConfigError when ``url_env`` names an unset variable.
     """
+    from reconciler.secrets import remember, remember_variable
+
+    remember(cli_url)
+    remember(url)
+    remember_variable(url_env)
     chosen = cli_url
     if not chosen and url_env:
         chosen = environ.get(url_env)

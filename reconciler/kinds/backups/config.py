@@ -61,8 +61,12 @@ class DatabaseConfig(Section):
 
     def resolve_uri(self) -> str:
         """The connection string. Raises ValueError naming an unset variable (never the value)."""
+        from reconciler.secrets import remember, remember_variable
+
         if self.uri is not None:
+            remember(self.uri)
             return self.uri
+        remember_variable(self.uri_env)
         value = os.environ.get(self.uri_env or "")
         if not value:
             raise ValueError(f"${self.uri_env} is not set; export the connection string in it")

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 
 from reconciler.errors import ObserveError
+from reconciler.secrets import has_password, remember
+from reconciler.secrets import redact as redact  # re-exported: the kind's modules import it from here
 
 RAW = CodecOptions(document_class=RawBSONDocument)
-_CREDENTIALS = re.compile(r"(mongodb(?:\+srv)?://)([^:@/]+):([^@/]*)@")
-
-
-def redact(text: str) -> str:
-    """Any ``mongodb://user:password@`` in ``text`` with the password replaced by ``***``."""
-    return _CREDENTIALS.sub(lambda match: f"{match.group(1)}{match.group(2)}:***@", text)
 
 
 def connect(uri: str, timeout_seconds: float = 5.0) -> Any:
@@ -28,6 +23,7 @@ def connect(uri: str, timeout_seconds: float = 5.0) -> Any:
     import pymongo
     from pymongo.errors import PyMongoError
 
+    remember(uri)
     try:
         client: pymongo.MongoClient[Any] = pymongo.MongoClient(
             uri, serverSelectionTimeoutMS=int(timeout_seconds * 1000), connectTimeoutMS=int(timeout_seconds * 1000),
@@ -37,6 +33,9 @@ def connect(uri: str, timeout_seconds: float = 5.0) -> Any:
     except PyMongoError as error:
         raise ObserveError(f"cannot reach {redact(uri)}: {redact(_first_line(error))}") from None
     except Exception as error:  # noqa: BLE001 - invalid URIs raise ConfigurationError/ValueError/InvalidURI
+        if has_password(uri):  # the driver's message may quote a piece of a malformed password
+            raise ObserveError(f"invalid MongoDB URI {redact(uri)}: check its syntax; a password holding any of "
+                               "@ : / ? # [ ] % must be percent-encoded (urllib.parse.quote_plus)") from None
         raise ObserveError(f"invalid MongoDB URI {redact(uri)}: {redact(_first_line(error))}") from None
 
 

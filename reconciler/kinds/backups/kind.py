@@ -25,7 +25,8 @@ from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, TEMP_PREFIX, backup_id_for, read_catalog
 from reconciler.kinds.backups.config import DatabaseConfig
-from reconciler.kinds.backups.connection import _CREDENTIALS, connect
+from reconciler.kinds.backups.connection import connect
+from reconciler.secrets import has_password
 from reconciler.kinds.backups.diff import BackupFact, DatabaseFacts, database_address, diff_database
 from reconciler.kinds.backups.tables import BackupRecord
 
@@ -51,7 +52,7 @@ class BackupsKind(Kind):
     def check(self, desired: Any, base_dir: Path) -> list[tuple[ConfigPath, str]]:
         problems: list[tuple[ConfigPath, str]] = []
         for key, db in desired.databases.items():
-            if db.uri and _CREDENTIALS.search(db.uri):
+            if db.uri and has_password(db.uri):
                 problems.append((("databases", key, "uri"),
                                  f"[databases.{key}] uri holds a password: keep it out of the config, "
                                  "put the connection string in an environment variable and name it with uri_env"))
