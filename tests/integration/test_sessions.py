@@ -274,3 +274,49 @@ def test_stats_and_file_lists(live):
     assert set(grouped["sessions"]["S1"]) == {"raw", "micrographs", "thumbnails", "particles", "metadata"}
     bad = live.site.cli("sessions", "files", "P1/S1", "movies")
     assert bad.code == 1 and "unknown datatype 'movies'; valid: raw, micrographs" in bad.err
+
+
+def test_kill_9_during_the_hook_after_a_deletion_runs_the_hook_next_time(live):
+    """The hook of a deletion is owed from the moment the state says deleted: a run killed while
+    the hook runs leaves it owed, and the next run runs it."""
+    release = live.site.root / "release-hook"
+    started = live.site.root / "hook-started"
+    live.hook(extra=f'touch "{started}"\nwhile [ ! -e "{release}" ]; do sleep 0.05; done')
+    live.configure('[sessions."P1/S1"]\nparticles = "deleted"\n', hooks=f'[hooks]\ndatatype_state = '
+                   f'"{live.site.root / "dm-hook.sh"}"\ntimeout = "2m"\n')
+    process = popen_cli(live.site.args("apply", "--auto-approve", "--allow-destroy"))
+    deadline = time.monotonic() + 60
+    while process.poll() is None and not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert started.exists() and process.poll() is None, "the hook did not start"
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    release.touch()  # the orphaned hook may finish now; its run was never confirmed
+    assert live.state("P1", "S1", "particles")["status"] == "deleted"
+    store = StateStore(live.site.state_url)
+    stale = lock.holder(store)
+    store.dispose()
+    if stale is not None and lock.is_stale(stale):
+        assert live.site.cli("force-unlock", stale.lock_id).code == 0
+    plan = live.site.cli("plan")
+    assert "hook:" in plan.out and "has not completed" in plan.out, plan.out
+    again = live.site.run("reconcile", "--allow-destroy")
+    assert again.code == 0, again.err
+    assert live.calls.read_text().splitlines().count("P1 S1 particles deleted P1 S1 particles deleted") == 2
+    assert live.site.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_a_hook_that_prints_a_lot_is_streamed_to_the_log_with_a_cap(live):
+    from reconciler.kinds.sessions.hook import LOG_CAP
+
+    # 8 MiB of output, then a last line and a failure: the log keeps the first LOG_CAP bytes,
+    # the error shows the end
+    hook = live.hook(extra='head -c 8388608 /dev/zero | tr "\\0" "y"\necho\necho "the real reason"\nexit 4')
+    live.configure('[sessions."P1/S1"]\nmicrographs = "archiving"\n', hooks=f'[hooks]\ndatatype_state = "{hook}"\n')
+    result = live.site.cli("apply", "--auto-approve")
+    assert result.code == 1 and "the real reason" in result.out + result.err
+    log = live.site.root / "state" / "hooks.log"
+    assert LOG_CAP < log.stat().st_size < LOG_CAP + 4096
+    text = log.read_text()
+    assert "[output cut after" in text and "micrographs archiving: exit 4" in text
+    assert live.state("P1", "S1", "micrographs")["status"] == "active"

@@ -42,9 +42,12 @@ def diff_session(facts: SessionFacts) -> Diff:
     base = {"instance": facts.instance, "project_uid": facts.project_uid, "session_uid": facts.session_uid,
             "session_dir": facts.session_dir}
     for datatype, status in sorted(facts.pending_hooks.items()):
+        current = facts.datatypes.get(datatype)
+        if current is not None and current.status != status:
+            continue  # the change itself is still to be made; its executor runs the hook
         diff.actions.append(Action.create(
             address=session_address(facts.key, datatype), kind="hook",
-            reason=f"the state-change hook for '{status}' failed after the change; run it again",
+            reason=f"the state-change hook for '{status}' has not completed since the change; run it again",
             facts={"pending": status}, details={**base, "datatype": datatype, "status": status}))
     if facts.status != "completed":
         if facts.declared:

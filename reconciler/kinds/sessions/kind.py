@@ -161,27 +161,43 @@ class SessionsKind(Kind):
         if left:
             raise ApplyError(f"{len(left):,} files of {datatype} appeared or remain (e.g. {left[0].path}); "
                              "the status stays until every file is gone")
+        # the hook is owed from the moment the state says deleted: record that first, so a run
+        # killed between the two (or during the hook) runs the hook on its next run
+        self._owe_hook(ctx, action.address, "not run yet (recorded before the deletion was)")
         self._record(ctx, details, 0, 0)  # only now: never "deleted" while files remain
         try:
             self._hook(ctx, details)
         except ApplyError as error:
-            with ctx.state.session() as session:
-                session.merge(PendingHook(address=action.address, status="deleted",
-                                          failed_at=datetime.now(timezone.utc), error=str(error)[:2000]))
-                session.commit()
+            self._owe_hook(ctx, action.address, str(error))
             raise ApplyError(f"deleted {removed:,} files ({human_bytes(freed)}), but {error}; the next run runs "
                              "the hook again") from None
+        self._hook_paid(ctx, action.address)
         return f"deleted {removed:,} files ({human_bytes(freed)}) of {datatype}"
+
+    @staticmethod
+    def _owe_hook(ctx: RunContext, address: str, why: str) -> None:
+        """Record that the state-change hook for a deletion must (still) run."""
+        if ctx.desired.hooks.datatype_state is None:
+            return
+        with ctx.state.session() as session:
+            session.merge(PendingHook(address=address, status="deleted", failed_at=datetime.now(timezone.utc),
+                                      error=why[:2000]))
+            session.commit()
+
+    @staticmethod
+    def _hook_paid(ctx: RunContext, address: str) -> None:
+        """The hook ran: nothing is owed for ``address`` any more."""
+        with ctx.state.session() as session:
+            row = session.get(PendingHook, address)
+            if row is not None:
+                session.delete(row)
+                session.commit()
 
     @executor("hook")
     def hook(self, action: Action, ctx: RunContext) -> str:
         self._authorize(ctx)
         self._hook(ctx, action.details)
-        with ctx.state.session() as session:
-            row = session.get(PendingHook, action.address)
-            if row is not None:
-                session.delete(row)
-                session.commit()
+        self._hook_paid(ctx, action.address)
         return f"hook ran for {action.details['status']}"
 
     def commands(self) -> list[Any]:
