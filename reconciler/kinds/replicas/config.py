@@ -11,6 +11,24 @@ from reconciler.kinds.replicas.location import Location, SshSettings
 from reconciler.units import Duration, Size
 
 
+def unsafe_origin_name(name: str) -> str | None:
+    """Why ``name`` cannot be an origin's name, or None. An origin's name is one directory name
+    on every replica, so it must be a single, ordinary path component."""
+    if not name:
+        return "is empty"
+    if name in (".", ".."):
+        return "is '.' or '..'"
+    if "/" in name or "\\" in name:
+        return "holds a path separator"
+    if "\x00" in name or any(ord(char) < 32 or ord(char) == 127 for char in name):
+        return "holds a control character"
+    if name.startswith("-"):
+        return "starts with '-'"
+    if len(name.encode("utf-8")) > 255:
+        return "is longer than 255 bytes"
+    return None
+
+
 class OriginConfig(Section):
     """A tree of instrument files: written once (perhaps slowly), then never modified."""
 

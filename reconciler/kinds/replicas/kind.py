@@ -25,7 +25,7 @@ from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunConte
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.kinds.replicas import connections, inventory, paths
-from reconciler.kinds.replicas.config import OriginConfig, ReplicaConfig, SshSection
+from reconciler.kinds.replicas.config import OriginConfig, ReplicaConfig, SshSection, unsafe_origin_name
 from reconciler.kinds.replicas.diff import (
     PairFacts,
     ReplicaFacts,
@@ -83,6 +83,12 @@ class ReplicasKind(Kind):
 
     def check(self, desired: Any, base_dir: Path) -> list[tuple[ConfigPath, str]]:
         problems: list[tuple[ConfigPath, str]] = []
+        for name in desired.origins:
+            reason = unsafe_origin_name(name)
+            if reason:
+                problems.append((("origins", name), f"origin name {name!r} {reason}: it becomes a directory "
+                                                    "name on every replica (<replica>/<origin>/…); use letters, "
+                                                    "digits, '.', '_' or '-'"))
         for key, replica in desired.replicas.items():
             try:
                 location = Location.parse(key)

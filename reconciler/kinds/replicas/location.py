@@ -61,6 +61,8 @@ class Location:
             raise ValueError(f"unsupported URL scheme '{parts.scheme}://' in {text!r}; use a local path or ssh://host/path")
         if not parts.hostname:
             raise ValueError(f"no host in {text!r}; write ssh://[user@]host[:port]/absolute/path")
+        if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
+            raise ValueError(f"the host or user in {text!r} starts with '-', which ssh would take for an option")
         path = unquote(parts.path)
         if not path.startswith("/"):
             raise ValueError(f"the path in {text!r} must be absolute: ssh://host/absolute/path")
