@@ -22,6 +22,9 @@ _DURATION_FULL = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*[smhdw]\s*)+$")
 DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*[smhdw]\s*)+$"
 
 
+MAX_DURATION_SECONDS = 36500 * 86400  # 100 years: longer is a typo, and timedelta ends at 999,999,999 days
+
+
 def parse_duration(value: Any) -> timedelta:
     """Turn ``"90s"``, ``"15m"``, ``"6h"``, ``"1d"``, ``"2w"`` or ``"1h30m"`` into a timedelta.
 
@@ -36,6 +39,8 @@ def parse_duration(value: Any) -> timedelta:
             f"invalid duration {value!r}: write a number and a unit, one of s, m, h, d, w (e.g. \"90s\", \"15m\", \"1d\")"
         )
     seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(value))
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"duration {value!r} is longer than 100 years; write at most \"36500d\"")
     return timedelta(seconds=seconds)
 
 

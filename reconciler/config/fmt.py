@@ -98,8 +98,11 @@ def format_toml(text: str, name: str = "<config>") -> str:
     """
     try:
         document = tomlkit.parse(text)
-    except tomlkit.exceptions.ParseError as error:
-        raise ConfigError(f"{name}:{error.line}:{error.col}: TOML syntax error; fix it before formatting") from None
+    except tomlkit.exceptions.TOMLKitError as error:
+        from reconciler.config.loader import syntax_issue
+
+        issue = syntax_issue(name, text, error)
+        raise ConfigError(f"{issue.file}:{issue.line}:{issue.col}: {issue.message}; fix it before formatting") from None
     before = document.unwrap()
     _normalise_container(document)
     result = _blank_line_before_tables(document.as_string())

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from pydantic import BaseModel, ValidationError
-from tomlkit.exceptions import ParseError
+from tomlkit.exceptions import TOMLKitError
 
 from reconciler.config.model import build_config_model
 from reconciler.config.tomlpos import PositionedDocument, parse_with_positions
@@ -134,6 +134,23 @@ def _read_text(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read the config file ({error.strerror})") from None
 
 
+def syntax_issue(file: str, text: str, error: TOMLKitError) -> ConfigIssue:
+    """A TOML syntax error as one located issue: tomlkit's message (the clearer one, e.g. 'Key
+    "root" already exists.'), at the line and column Python's own TOML parser gives (tomlkit
+    gives none for a duplicate key and column 0 for some errors)."""
+    import tomllib
+
+    message = re.sub(r" at line \d+ col \d+$", "", str(error))
+    line, col = getattr(error, "line", 1) or 1, max(getattr(error, "col", 1) or 1, 1)
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as other:
+        found = re.search(r"\(at line (\d+), column (\d+)\)", str(other))
+        if found:
+            line, col = int(found.group(1)), int(found.group(2))
+    return ConfigIssue(file, line, col, f"TOML syntax error: {message}")
+
+
 def load_config(path: Path, kinds: list[Kind]) -> LoadedConfig:
     """Read, parse and validate a config file.
 
@@ -146,9 +163,8 @@ def load_config(path: Path, kinds: list[Kind]) -> LoadedConfig:
     file = str(path)
     try:
         document = parse_with_positions(text)
-    except ParseError as error:
-        message = re.sub(r" at line \d+ col \d+$", "", str(error))
-        raise ConfigError([ConfigIssue(file, error.line, error.col, f"TOML syntax error: {message}")]) from None
+    except TOMLKitError as error:
+        raise ConfigError([syntax_issue(file, text, error)]) from None
     model_class = build_config_model(kinds)
     try:
         model = model_class.model_validate(document.data(), context={"base_dir": path.parent})

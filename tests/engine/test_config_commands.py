@@ -154,3 +154,21 @@ def test_every_example_validates(monkeypatch):
 
     for example in sorted((REPO / "examples").glob("*.toml")):
         load_config(Path(example), load_kinds(include_plugins=False))
+
+
+@pytest.mark.parametrize(("text", "expected", "commands"), [
+    ('[toy]\ndir = "a"\ndir = "b"\n', ':3:10: TOML syntax error: Key "dir" already exists.', 2),
+    ('[toy]\ndir = "a"\n[toy]\ncontent = "x"\n', ':3:5: TOML syntax error: Key "toy" already exists.', 2),
+    ('[toy]\ndir = "a\n', ":2:9: TOML syntax error: ", 2),
+    ('[toy]\ndir = "a"\n[toy.files.a]\nslow = "1000000000d"\n',
+     ":4:1: toy.files.a.slow = '1000000000d': duration '1000000000d' is longer than 100 years; "
+     'write at most "36500d"', 1),
+    ('[toy]\ndir = "a"\n[toy.files.a]\nslow = "' + "9" * 40 + 'w"\n', ":4:1: toy.files.a.slow = ", 1),
+])
+def test_bad_input_is_one_located_line_never_an_internal_error(workspace, text, expected, commands):
+    workspace.config.write_text(text)
+    for command in [("validate",), ("fmt", "--check")][:commands]:
+        result = workspace.cli(*command)
+        assert result.code == 1, result
+        assert "internal error" not in result.err and expected in result.err, result.err
+        assert len(result.err.strip().splitlines()) == 1
