@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tarfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -374,3 +375,23 @@ def test_dev_make_instance_builds_a_cryosparc_shaped_instance(site, mongo, clien
                      str(site.root / "cs"), "--instance-id", "demo", "--projects", "1")
     assert again.code == 1 and "already has P1" in again.err and "--first-uid" in again.err
     client.drop_database(database)
+
+
+def test_export_temporaries_left_by_a_killed_run_are_removed_by_the_next_export(facility):
+    path = facility.old[2].project_dir
+    left = [path / ".project.json.k1ll3d.tmp", path / "J1" / ".job.json.abc123.tmp",
+            path / ".workspaces.json.zz.tmp"]
+    for item in left:
+        item.write_text("half a record")
+    kept = path / "J1" / ".my-own.tmp"  # not ours: never touched
+    kept.write_text("user data")
+    facility.configure("")
+    bundle = facility.site.root / "P3.tar"
+    assert facility.site.cli("projects", "export", "P3", "--instance", "old", "-o", str(bundle)).code == 0
+    with tarfile.open(bundle) as tar:
+        names = tar.getnames()
+    assert not any(name.endswith("k1ll3d.tmp") or name.endswith("abc123.tmp") for name in names)
+    facility.configure(f'[projects.p3]\nuid = "P3"\ninstance = "old"\npath = "{path}"\nstate = "archived"\n')
+    assert facility.site.cli("apply", "--auto-approve").code == 0
+    assert not any(item.exists() for item in left)
+    assert kept.read_text() == "user data"

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
 from reconciler.kinds.projects.bundle_safety import ExtractionRefused, MemberPolicy, SafeExtractor
-from reconciler.kinds.projects.model import LOCK_FILE, Records
+from reconciler.kinds.projects.model import LOCK_FILE, Records, is_temporary
 from reconciler.kinds.replicas.rsync import PARTIAL_DIR
 
 FORMAT_VERSION = 1
@@ -160,7 +160,7 @@ def _walk(root: Path, top: bool = True) -> Iterator[Path]:
     without the instance's lock and rsync's partial directories."""
     entries = sorted(os.scandir(root), key=lambda entry: entry.name)
     for entry in entries:
-        if entry.name == PARTIAL_DIR or (top and entry.name == LOCK_FILE):
+        if entry.name == PARTIAL_DIR or (top and entry.name == LOCK_FILE) or is_temporary(entry.name):
             continue
         yield Path(entry.path)
         if entry.is_dir(follow_symlinks=False):

@@ -149,6 +149,7 @@ def write_records(directory: Path, records: Records) -> None:
     def clean(document: dict[str, Any]) -> dict[str, Any]:
         return {key: value for key, value in document.items() if key != "_id"}
 
+    remove_stale_temporaries(directory, records.jobs)
     atomic_write_text(directory / PROJECT_FILE, dumps(clean(records.project)))
     atomic_write_text(directory / WORKSPACES_FILE, dumps([clean(item) for item in records.workspaces]))
     manifest = [{"uid": job["uid"], "job_type": job.get("job_type"), "status": job.get("status")}
@@ -157,6 +158,29 @@ def write_records(directory: Path, records: Records) -> None:
     for job in records.jobs:
         (directory / job["uid"]).mkdir(exist_ok=True)
         atomic_write_text(directory / job["uid"] / JOB_FILE, dumps(clean(job)))
+
+
+def is_temporary(name: str) -> bool:
+    """True for a temporary file ``atomic_write_text`` makes while exporting a record
+    (``.job.json.<random>.tmp``): one left behind belongs to a run that was killed."""
+    return name.endswith(".tmp") and any(name.startswith(f".{exported}.") for exported in (*EXPORTED_NAMES, JOB_FILE,
+                                                                                         LOCK_FILE))
+
+
+def remove_stale_temporaries(directory: Path, jobs: list[dict[str, Any]]) -> list[Path]:
+    """Remove the export temporaries a killed run left in ``directory`` and its job directories
+    (runs hold the state lock, so none is being written now). Returns what was removed."""
+    removed = []
+    for folder in [directory, *(directory / str(job["uid"]) for job in jobs)]:
+        try:
+            names = [entry.name for entry in os.scandir(folder) if entry.is_file(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            if is_temporary(name):
+                (folder / name).unlink(missing_ok=True)
+                removed.append(folder / name)
+    return removed
 
 
 def read_lock(directory: Path) -> str | None:
