@@ -16,7 +16,9 @@ def _setup_commands() -> list[str]:
 def test_the_readme_has_exactly_two_setup_commands():
     commands = _setup_commands()
     assert len(commands) == 2
-    assert commands[0].startswith("pip install -e . && reconciler --config examples/quickstart.toml")
+    assert commands[0].startswith("python3 -m venv .venv && .venv/bin/pip install -e . && "
+                                  ".venv/bin/reconciler --config examples/quickstart.toml")
+    assert commands[1].startswith("python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && ")
 
 
 def test_ci_runs_the_readmes_test_command():
