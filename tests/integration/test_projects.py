@@ -16,6 +16,7 @@ from typing import Any
 
 import pymongo
 import pytest
+from sqlmodel import select
 
 from reconciler.kinds.projects import model
 from reconciler.kinds.projects.generator import GeneratedProject, make_instance
@@ -395,3 +396,33 @@ def test_export_temporaries_left_by_a_killed_run_are_removed_by_the_next_export(
     assert facility.site.cli("apply", "--auto-approve").code == 0
     assert not any(item.exists() for item in left)
     assert kept.read_text() == "user data"
+
+
+def test_a_removal_that_happened_is_reported_as_done_even_if_the_copy_record_went_meanwhile(facility, monkeypatch):
+    """remove_old once removed the old directory, then failed (AttributeError) when the copy's
+    row was gone by then, so a removal that happened was reported as failed."""
+    import shutil as real_shutil
+
+    from reconciler.kinds.projects import kind as projects_kind
+    from reconciler.kinds.projects.tables import ProjectCopy
+
+    project = facility.old[0]
+    target = facility.site.root / "storage2" / "CS-apo"
+    facility.configure(f'[projects.apo]\nuid = "P1"\ninstance = "old"\npath = "{target}"\n')
+    assert facility.site.cli("apply", "--auto-approve").code == 0
+    original = real_shutil.rmtree
+
+    def rmtree_then_forget(path, *args, **kwargs):
+        original(path, *args, **kwargs)
+        store = StateStore(facility.site.state_url)
+        with store.session() as session:
+            for row in session.exec(select(ProjectCopy)).all():
+                session.delete(row)
+            session.commit()
+        store.dispose()
+
+    monkeypatch.setattr(projects_kind.shutil, "rmtree", rmtree_then_forget)
+    removed = facility.site.cli("apply", "--auto-approve", "--allow-destroy")
+    assert removed.code == 0, removed.err
+    assert "removed " in removed.err and "files" in removed.err
+    assert not project.project_dir.exists()

@@ -170,15 +170,16 @@ class ProjectsKind(Kind):
                     if not document.get("detached") and not document.get("deleted"):
                         raise ApplyError(f"refusing to remove {path}: {document['uid']} on {instance} still "
                                          "uses it")
+        files, size = row.files or 0, row.bytes or 0  # as verified: the row may be gone after the removal
         if Path(path).exists():
             shutil.rmtree(path)
         with ctx.state.session() as session:
-            row = session.get(ProjectCopy, (path, copy))
-            if row is not None:
-                row.removed_at = _now()
-                session.add(row)
+            current = session.get(ProjectCopy, (path, copy))
+            if current is not None:
+                current.removed_at = _now()
+                session.add(current)
                 session.commit()
-        return f"removed {path} ({row.files or 0:,} files, {human_bytes(row.bytes or 0)}; kept at {copy})"
+        return f"removed {path} ({files:,} files, {human_bytes(size)}; kept at {copy})"
 
     def commands(self) -> list[Any]:
         from reconciler.kinds.projects.commands import dev_group, projects_group
