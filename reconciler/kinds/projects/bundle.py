@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 from bson import json_util
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -39,7 +39,7 @@ from reconciler.kinds.projects.bundle_safety import ExtractionRefused, MemberPol
 from reconciler.kinds.projects.model import LOCK_FILE, Records, is_temporary
 from reconciler.kinds.replicas.rsync import PARTIAL_DIR
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Literal[1] = 1
 HEADER, MANIFEST, SIGNATURE, DATA = "bundle.json", "MANIFEST.sha256", "MANIFEST.sha256.hmac", "data/"
 _CANONICAL = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True, tzinfo=timezone.utc)
 _BLOCK = 1 << 20
@@ -113,7 +113,7 @@ def _writer(path: Path, kind: str) -> Iterator[IO[bytes]]:
             import gzip
 
             with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as stream:
-                yield stream
+                yield cast(IO[bytes], stream)
         else:
             yield raw
         raw.flush()
@@ -134,7 +134,7 @@ def _reader(path: Path) -> Iterator[IO[bytes]]:
             import gzip
 
             with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-                yield stream
+                yield cast(IO[bytes], stream)
         else:
             yield raw
 
@@ -343,15 +343,15 @@ def verify_bundle(path: Path, key: bytes | None = None) -> Verification:
         return Verification(header, problems)
     listed: dict[str, str] = {}
     for number, line in enumerate(manifest_text.decode("utf-8", "replace").splitlines(), 1):
-        digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64:
+        written, sep, name = line.partition("  ")
+        if not sep or len(written) != 64:
             problems.append(f"{MANIFEST} line {number} is malformed")
             continue
-        listed[name] = digest
-    for name, digest in listed.items():
+        listed[name] = written
+    for name, written in listed.items():
         if name not in digests:
             problems.append(f"{name}: listed in the manifest but missing from the bundle")
-        elif digests[name] != digest:
+        elif digests[name] != written:
             problems.append(f"{name}: checksum mismatch (the member was changed)")
     for name in digests:
         if name not in listed:

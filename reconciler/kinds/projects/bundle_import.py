@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from reconciler.errors import ApplyError
 from reconciler.kinds.backups.connection import redact
@@ -70,7 +70,7 @@ def roll_back_unfinished(store: Any, reader: MongoDriver) -> list[str]:
     undone = []
     with store.session() as session:
         rows = session.exec(select(BundleImport).where(BundleImport.instance == reader.name,
-                                                       BundleImport.stage.in_(["extracting", "inserting"]))).all()
+                                                       col(BundleImport.stage).in_(["extracting", "inserting"]))).all()
         for row in rows:
             _undo(reader, row.uid, Path(row.staging), Path(row.destination), moved=row.stage == "inserting")
             row.stage, row.finished_at = "rolled_back", datetime.now(timezone.utc)

@@ -108,8 +108,9 @@ def observe_bundle_project(name: str, project: Any, desired: Any, readers: Reade
     target = readers.get(project.instance)
     imported = find_imported(target, source_id, header.project_uid)
     if imported is not None and not imported.get(model.ATTACHING):
-        facts.source_doc = doc_facts(target, imported)
-        facts.uid = facts.source_doc.uid
+        found = doc_facts(target, imported)
+        assert found is not None  # imported is a document
+        facts.source_doc, facts.uid = found, found.uid
     else:
         facts.target_uid = str(imported["uid"]) if imported is not None else target.next_free_uid()
         facts.copy_started = imported is not None  # an import killed half-way: its directory is ours
@@ -150,8 +151,8 @@ def _observe_dirs(facts: ProjectFacts, doc: DocFacts | None, project: Any, ctx: 
         facts.current_dir = dir_facts(doc.project_dir, measure=moving)
         if not facts.current_dir.exists and not doc.detached and not moving:
             raise ObserveError(f"the directory of {doc.uid}, {doc.project_dir}, is missing")
-    facts.desired_dir = dir_facts(project.path) if facts.current_dir is None or project.path != doc.project_dir \
-        else facts.current_dir
+    same_place = doc is not None and facts.current_dir is not None and project.path == doc.project_dir
+    facts.desired_dir = facts.current_dir if same_place and facts.current_dir is not None else dir_facts(project.path)
     with ctx.state.session() as session:
         rows = session.exec(select(ProjectCopy).where(ProjectCopy.project == name)).all()
     current = doc.project_dir if doc else None

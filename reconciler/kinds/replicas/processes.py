@@ -15,6 +15,7 @@ import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import sh
 
@@ -74,7 +75,7 @@ class Streamed:
                 pass
         with open(read_end, "rb", buffering=0) as output, open(os.devnull, "rb") as nothing:
             with open(write_end, "wb", buffering=0) as child_output:
-                extra = {"_preexec_fn": self.preexec_fn} if self.preexec_fn else {}
+                extra: dict[str, Any] = {"_preexec_fn": self.preexec_fn} if self.preexec_fn else {}
                 process = sh.Command(self.program)(
                     *exact_args(self.args), _in=self.stdin if self.stdin else nothing, _out=child_output,
                     _err=self._on_stderr, _encoding="latin-1", _ok_code=EVERY_EXIT, _bg=True,

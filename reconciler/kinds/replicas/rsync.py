@@ -9,7 +9,7 @@ import re
 import shlex
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
@@ -123,7 +123,7 @@ def unescape(line: bytes) -> bytes:
     return _ESCAPE.sub(lambda match: bytes([int(match.group(1), 8)]), line)
 
 
-def run_rsync(argv: list[str | bytes], stdin: bytes, on_names: Callable[[list[bytes]], None],
+def run_rsync(argv: Sequence[str | bytes], stdin: bytes, on_names: Callable[[list[bytes]], None],
               cwd: str | None = None) -> tuple[int, list[str]]:
     """Run an rsync (or an ssh that runs one) with ``--out-format=%n``: ``on_names`` gets the
     transferred names (unescaped, directories skipped) as they are printed, a block of lines
@@ -134,7 +134,7 @@ def run_rsync(argv: list[str | bytes], stdin: bytes, on_names: Callable[[list[by
     """
     program = os.fsdecode(argv[0])
     executable = require(program, "rsync" if program == "rsync" else "openssh-client")
-    run = Streamed(executable, argv[1:], stdin, cwd, preexec_fn=_die_with_parent)
+    run = Streamed(executable, list(argv[1:]), stdin, cwd, preexec_fn=_die_with_parent)
     pending = b""
     try:
         for chunk in run.chunks():
