@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from reconciler.engine.planner import Planned, make_plan, stale_reasons
 from reconciler.engine.runner import apply_fresh, apply_saved, read_plan
 from reconciler.errors import ReconcilerError
 from reconciler.fsutil import atomic_write_text
+from reconciler.monitoring.run import RunSummary
 from reconciler.render import FORMATS, render_plan
 from reconciler.state import journal, lock
 from reconciler.units import parse_duration
@@ -91,9 +92,26 @@ def _report_lines(report: ApplyReport) -> list[str]:
 
 def _keep_memo(app: App, planned: Planned, text: str | None = None) -> None:
     """Keep the no-change memo of a run of the whole config that found nothing to do, with
-    the plan's ``text`` (rendered here when not given), or drop it (engine/memo.py)."""
+    the plan's ``text`` (rendered here when not given), or drop it (engine/memo.py). Never with
+    [monitoring]: a replayed run would write no metrics and send no ping."""
+    from reconciler.monitoring.hooks import configured
+
     memo.update(app.store, app.config_path, app.config.sha256, app.kinds, planned,
-                lambda: text if text is not None else render_plan(planned.plan, "text"))
+                lambda: text if text is not None else render_plan(planned.plan, "text"),
+                allowed=not configured(app.config.model.monitoring))  # type: ignore[attr-defined]
+
+
+def _monitored(app: App, command: str, body: Callable[[RunSummary], int]) -> int:
+    """``body`` run with ``[monitoring]``'s start and end (metrics file, health-check pings,
+    failure command); see reconciler/monitoring/hooks.py."""
+    from reconciler.monitoring.hooks import configured, kind_samples, monitored
+
+    desired = app.config.model
+    section = desired.monitoring  # type: ignore[attr-defined]
+    if not configured(section):
+        return body(RunSummary(command=command, started=0.0))
+    declared = [address for kind in app.kinds for address in kind.addresses(desired)]
+    return monitored(section, command, declared, lambda: kind_samples(app.kinds, desired, app.store), body)
 
 
 @click.command()
@@ -107,9 +125,16 @@ def plan(
     app: App, out: Path | None, output_format: str, detailed_exitcode: bool, targets: tuple[str, ...], full_scan: bool
 ) -> int:
     """Observe the world and show what apply would change. Never changes the world."""
+    return _monitored(app, "plan", lambda summary: _plan(app, summary, out, output_format, detailed_exitcode,
+                                                         targets, full_scan))
+
+
+def _plan(app: App, summary: RunSummary, out: Path | None, output_format: str, detailed_exitcode: bool,
+          targets: tuple[str, ...], full_scan: bool) -> int:
     config = app.config
     ctx = app.run_context(targets, full_scan=full_scan)
     planned = make_plan(app.kinds, config.model, config.sha256, ctx)
+    summary.plan = planned.plan
     if targets:
         log.warning("the plan is limited to %s and may be incomplete", ", ".join(targets))
     if out is not None:
@@ -163,6 +188,12 @@ def apply(
     """Make the world match the config: a saved PLANFILE exactly, or a fresh plan after confirmation."""
     timeout = _duration_seconds(lock_timeout, "--lock-timeout")
     setup_logging(app.verbosity, timestamps=True)
+    return _monitored(app, "apply", lambda summary: _apply(app, summary, planfile, auto_approve, allow_destroy,
+                                                           targets, timeout, full_scan))
+
+
+def _apply(app: App, summary: RunSummary, planfile: Path | None, auto_approve: bool, allow_destroy: bool,
+           targets: tuple[str, ...], timeout: float, full_scan: bool) -> int:
     config = app.config
     ctx = app.run_context(targets, full_scan=full_scan)
     with stop_on_signals(ctx.stop):
@@ -170,6 +201,8 @@ def apply(
             if targets:
                 raise click.UsageError("--target cannot be combined with a saved plan; target when you run plan")
             outcome = apply_saved(planfile, config, app.kinds, ctx, allow_destroy, timeout)
+            if outcome is not None:
+                summary.plan, summary.report = outcome.plan, outcome.report
             if outcome is None:
                 click.echo("Nothing to do: the saved plan has no actions.")
                 return EXIT_OK
@@ -184,6 +217,7 @@ def apply(
                 return click.confirm(f"Apply these {len(planned.plan.actions)} action(s)?", default=False)
 
             planned, outcome = apply_fresh(config, app.kinds, ctx, allow_destroy, timeout, "apply", confirm)
+            summary.plan, summary.report = planned.plan, outcome.report if outcome is not None else None
             text = None if planned.plan.actions else render_plan(planned.plan, "text")
             _keep_memo(app, planned, text)
             if outcome is None:
@@ -200,10 +234,17 @@ def apply(
 
 def _reconcile_once(app: App, allow_destroy: bool, targets: tuple[str, ...], timeout: float, full_scan: bool,
                     stop: threading.Event) -> int:
+    return _monitored(app, "reconcile", lambda summary: _reconcile_body(app, summary, allow_destroy, targets,
+                                                                         timeout, full_scan, stop))
+
+
+def _reconcile_body(app: App, summary: RunSummary, allow_destroy: bool, targets: tuple[str, ...], timeout: float,
+                    full_scan: bool, stop: threading.Event) -> int:
     config = app.config
     ctx = app.run_context(targets, full_scan=full_scan)
     ctx.stop = stop
     planned, outcome = apply_fresh(config, app.kinds, ctx, allow_destroy, timeout, "reconcile", lambda planned: True)
+    summary.plan, summary.report = planned.plan, outcome.report if outcome is not None else None
     _keep_memo(app, planned)
     for error in planned.plan.errors:
         log.error("%s: %s", error.address, error.message)
