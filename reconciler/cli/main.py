@@ -34,19 +34,22 @@ EXIT_ERROR = 1
     help="State database URL (overrides [state] url). Default: SQLite at state/reconciler.db next to the config.",
 )
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (debug logs).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Log lines on stderr as text, or as one JSON object each (time, level, address, action, message).")
 @click.version_option(__version__, prog_name="reconciler")
 @click.pass_context
-def cli(context: click.Context, config_option: str | None, state_option: str | None, verbose: int) -> None:
+def cli(context: click.Context, config_option: str | None, state_option: str | None, verbose: int,
+        log_format: str) -> None:
     """Keep research data where its owners declared it should be.
 
     Write the desired state in reconciler.toml, review it like code, then
     `reconciler plan` to see what would change and `reconciler apply` to do it
     (or `reconciler reconcile` from cron).
     """
-    app = App(config_option, state_option, verbose)
+    app = App(config_option, state_option, verbose, log_format)
     context.obj = app
     context.call_on_close(app.close)
-    setup_logging(verbose, timestamps=False)
+    setup_logging(verbose, timestamps=False, log_format=log_format)
 
 
 for module in (config_commands, run_commands, report_command):
@@ -67,16 +70,37 @@ def add_kind_commands() -> None:
         pass  # reported when a command needs the kinds
 
 
+def _json_logs(argv: list[str]) -> bool:
+    """Whether the command line asks for ``--log-format json`` (read before click parsed it)."""
+    for index, word in enumerate(argv):
+        if word == "--log-format=json" or (word == "--log-format" and argv[index + 1:index + 2] == ["json"]):
+            return True
+    return False
+
+
+def _say_error(text: str, argv: list[str]) -> None:
+    """The one error line on stderr: plain, or a JSON log object with ``--log-format json``."""
+    if _json_logs(argv):
+        import json
+        from datetime import datetime, timezone
+
+        click.echo(json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                               "level": "error", "logger": "reconciler", "message": redact(text)}), err=True)
+    else:
+        click.echo(redact(text), err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; ReconcilerError -> one line on stderr and exit 1; usage errors exit 1 too."""
+    words = list(sys.argv[1:] if argv is None else argv)
     add_kind_commands()
     try:
         code = cli.main(args=argv, prog_name="reconciler", standalone_mode=False)
     except ConfigError as error:
-        click.echo(redact(str(error) if error.issues else f"Error: {error}"), err=True)
+        _say_error(str(error) if error.issues else f"Error: {error}", words)
         sys.exit(EXIT_ERROR)
     except ReconcilerError as error:
-        click.echo(redact(f"Error: {error}"), err=True)
+        _say_error(f"Error: {error}", words)
         sys.exit(EXIT_ERROR)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
@@ -92,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as error:  # a bug: say so in one line; the traceback only with -v
         if "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv):
             sys.stderr.write(redact(traceback.format_exc()))
-        click.echo(redact(f"Error: internal error ({type(error).__name__}: {error}); please report it, "
-                          "with the output of the same command run with -v"), err=True)
+        _say_error(f"Error: internal error ({type(error).__name__}: {error}); please report it, "
+                   "with the output of the same command run with -v", words)
         sys.exit(EXIT_ERROR)
     sys.exit(code if isinstance(code, int) else 0)

@@ -187,7 +187,7 @@ def apply(
 ) -> int:
     """Make the world match the config: a saved PLANFILE exactly, or a fresh plan after confirmation."""
     timeout = _duration_seconds(lock_timeout, "--lock-timeout")
-    setup_logging(app.verbosity, timestamps=True)
+    setup_logging(app.verbosity, timestamps=True, log_format=app.log_format)
     return _monitored(app, "apply", lambda summary: _apply(app, summary, planfile, auto_approve, allow_destroy,
                                                            targets, timeout, full_scan))
 
@@ -247,9 +247,9 @@ def _reconcile_body(app: App, summary: RunSummary, allow_destroy: bool, targets:
     summary.plan, summary.report = planned.plan, outcome.report if outcome is not None else None
     _keep_memo(app, planned)
     for error in planned.plan.errors:
-        log.error("%s: %s", error.address, error.message)
+        log.error("%s: %s", error.address, error.message, extra={"address": error.address})
     for note in planned.plan.notes:
-        log.info("%s: %s", note.address, note.message)
+        log.info("%s: %s", note.address, note.message, extra={"address": note.address})
     if outcome is None:
         log.info("converged: nothing to do" if not planned.plan.errors else "nothing to do where observing worked")
         return EXIT_ERROR if planned.plan.errors else EXIT_OK
@@ -276,7 +276,7 @@ def reconcile(
     """
     timeout = _duration_seconds(lock_timeout, "--lock-timeout")
     interval = _duration_seconds(watch, "--watch") if watch else None
-    setup_logging(app.verbosity, timestamps=True)
+    setup_logging(app.verbosity, timestamps=True, log_format=app.log_format)
     stop = threading.Event()
     with stop_on_signals(stop):
         while True:

@@ -152,3 +152,20 @@ def test_a_textfile_not_ending_in_prom_is_a_config_error(workspace):
     workspace.write_config({}, extra='\n[monitoring]\ntextfile = "metrics/reconciler.txt"\n')
     result = workspace.cli("validate")
     assert result.code == 1 and "only files ending in .prom" in result.err
+
+
+def test_json_logs_carry_the_address_and_action(workspace):
+    import json
+
+    (workspace.world / "stray").write_text("x")
+    workspace.write_config({"a": {"content": "x"}})
+    result = workspace.run("--log-format", "json", "reconcile")
+    assert result.code == 2, result.err
+    lines = [json.loads(line) for line in result.err.splitlines()]
+    assert any({"address": "toy:a", "action": "write", "status": "succeeded"}.items() <= line.items()
+               for line in lines)
+    assert any(line.get("address") == "toy:stray" and line["status"] == "pending" for line in lines)
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    workspace.config.write_text("[toy\n")
+    broken = workspace.run("--log-format", "json", "reconcile")
+    assert broken.code == 1 and json.loads(broken.err)["level"] == "error"
