@@ -36,16 +36,20 @@ def replayed(argv: list[str]) -> int | None:
 
 
 def main() -> None:
-    code = replayed(sys.argv[1:])
-    if code is not None:
-        sys.exit(code)
-    gc.disable()
     try:
-        from reconciler.cli.main import add_kind_commands
-        from reconciler.cli.main import main as run
+        code = replayed(sys.argv[1:])
+        if code is not None:
+            sys.exit(code)
+        gc.disable()
+        try:
+            from reconciler.cli.main import add_kind_commands
+            from reconciler.cli.main import main as run
 
-        add_kind_commands()
-        gc.freeze()
-    finally:
-        gc.enable()
+            add_kind_commands()
+            gc.freeze()
+        finally:
+            gc.enable()
+    except KeyboardInterrupt:  # Ctrl-C while starting: nothing was done yet; never a traceback
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)
     run()

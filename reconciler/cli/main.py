@@ -102,7 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     except ReconcilerError as error:
         _say_error(f"Error: {error}", words)
         sys.exit(EXIT_ERROR)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as error:
+        if isinstance(error.__context__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            from reconciler.cli.run_commands import interrupted_exit
+
+            click.echo("Interrupted.", err=True)
+            sys.exit(interrupted_exit())
         click.echo("Aborted.", err=True)
         sys.exit(EXIT_ERROR)
     except click.ClickException as error:
@@ -111,8 +116,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(redact(shown.getvalue()))
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
+        from reconciler.cli.run_commands import interrupted_exit
+
         click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        sys.exit(interrupted_exit())
     except Exception as error:  # a bug: say so in one line; the traceback only with -v
         if "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv):
             sys.stderr.write(redact(traceback.format_exc()))

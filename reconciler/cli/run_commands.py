@@ -56,14 +56,26 @@ def _duration_seconds(text: str, option: str) -> float:
         raise click.BadParameter(str(error), param_hint=option) from None
 
 
+STOPPED_BY: list[int] = []  # the signal that asked this process to stop, once one did
+
+
+def interrupted_exit() -> int:
+    """The exit code of a run stopped by a signal: 128 + its number (130 SIGINT, 143 SIGTERM)."""
+    return 128 + (STOPPED_BY[0] if STOPPED_BY else signal.SIGINT)
+
+
 @contextmanager
 def stop_on_signals(event: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT set ``event`` (finish the current action, then stop); a second SIGINT interrupts."""
+    """The first SIGTERM/SIGINT sets ``event``: the current action ends cleanly (or stops at its
+    next safe point) and is recorded as interrupted, the rest is skipped, and the run exits
+    128 + the signal's number. A second signal stops at once."""
 
     def handler(signum: int, _frame: Any) -> None:
-        if event.is_set() and signum == signal.SIGINT:
+        if event.is_set():
             raise KeyboardInterrupt
-        log.warning("received %s: stopping after the current action", signal.Signals(signum).name)
+        STOPPED_BY[:] = [signum]
+        log.warning("received %s: stopping after the current action (again to stop at once)",
+                    signal.Signals(signum).name)
         event.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -78,13 +90,16 @@ def _report_lines(report: ApplyReport) -> list[str]:
     lines = []
     for result in report.failed:
         lines.append(f"Failed: {result.action.address} ({result.action.kind}): {result.message}")
+    for result in report.with_status("interrupted"):
+        lines.append(f"Interrupted: {result.action.address} ({result.action.kind}): {result.message}")
     for result in report.with_status("skipped"):
         lines.append(f"Skipped: {result.action.address} ({result.action.kind}): {result.message}")
     pending = report.pending
     if pending:
         names = ", ".join(f"{r.action.address} ({r.action.kind})" for r in pending)
         lines.append(f"Pending destructive (run with --allow-destroy): {names}")
-    counts = {status: len(report.with_status(status)) for status in ("succeeded", "failed", "skipped", "pending")}
+    counts = {status: len(report.with_status(status))
+              for status in ("succeeded", "failed", "interrupted", "skipped", "pending")}
     summary = ", ".join(f"{count} {status}" for status, count in counts.items() if count)
     lines.append(("Apply interrupted: " if report.interrupted else "Apply complete: ") + (summary or "nothing run") + ".")
     return lines
@@ -228,7 +243,9 @@ def _apply(app: App, summary: RunSummary, planfile: Path | None, auto_approve: b
                 return EXIT_ERROR if planned.plan.errors else EXIT_OK
     for line in _report_lines(outcome.report):
         click.echo(line)
-    failed = outcome.report.failed or outcome.report.interrupted or outcome.plan.errors
+    if outcome.report.interrupted:
+        return interrupted_exit()
+    failed = outcome.report.failed or outcome.plan.errors
     return EXIT_ERROR if failed else EXIT_OK
 
 
@@ -255,7 +272,9 @@ def _reconcile_body(app: App, summary: RunSummary, allow_destroy: bool, targets:
         return EXIT_ERROR if planned.plan.errors else EXIT_OK
     for line in _report_lines(outcome.report):
         log.info("%s", line)
-    if outcome.report.failed or outcome.report.interrupted or planned.plan.errors:
+    if outcome.report.interrupted:
+        return interrupted_exit()
+    if outcome.report.failed or planned.plan.errors:
         return EXIT_ERROR
     return EXIT_CHANGES if outcome.report.pending else EXIT_OK
 

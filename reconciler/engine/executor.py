@@ -17,6 +17,7 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 SKIPPED = "skipped"  # a dependency failed or the run was stopped
 PENDING = "pending"  # destructive, waiting for --allow-destroy (or depends on such an action)
+INTERRUPTED = "interrupted"  # stopped part-way because the run was asked to stop (not a failure)
 
 
 def _about(action: Action, status: str) -> dict[str, str]:
@@ -79,7 +80,7 @@ def execute(
         if ctx.stop.is_set():
             report.interrupted = True
             result = ActionResult(action, SKIPPED, "the run was asked to stop before this action")
-        elif FAILED in blocked or SKIPPED in blocked:
+        elif FAILED in blocked or SKIPPED in blocked or INTERRUPTED in blocked:
             result = ActionResult(action, SKIPPED, "skipped because an action it depends on did not succeed")
         elif PENDING in blocked:
             result = ActionResult(action, PENDING, "waits for a destructive action that needs --allow-destroy")
@@ -95,6 +96,8 @@ def execute(
                  extra=_about(action, result.status))
         report.results.append(result)
         status_of[action.id] = result.status
+    if INTERRUPTED in status_of.values() or (ctx.stop.is_set() and len(status_of) < len(plan.actions)):
+        report.interrupted = True
     return report
 
 
@@ -104,6 +107,11 @@ def _run_one(action: Action, kinds: list[Kind], ctx: RunContext, journal: Journa
     try:
         message = kind_of(action.address, kinds).apply(action, ctx)
     except ReconcilerError as error:
+        if ctx.stop.is_set():  # it stopped because it was asked to: the next run finishes it
+            journal.finished(entry, INTERRUPTED, error=str(error))
+            log.warning("%s %s: interrupted: %s", action.kind, action.address, error,
+                        extra=_about(action, INTERRUPTED))
+            return ActionResult(action, INTERRUPTED, str(error))
         journal.finished(entry, FAILED, error=str(error))
         log.error("%s %s: failed: %s", action.kind, action.address, error, extra=_about(action, FAILED))
         return ActionResult(action, FAILED, str(error))

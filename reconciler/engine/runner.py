@@ -85,6 +85,9 @@ def apply_plan(
     try:
         report = execute(plan, kinds, ctx, journal, allow_destroy)
         status = "interrupted" if report.interrupted else ("succeeded" if report.ok else "failed")
+    except KeyboardInterrupt:  # a second signal: stopped at once
+        status = "interrupted"
+        raise
     finally:
         journal.close(status)
     return ApplyOutcome(plan, report, journal.run_id)

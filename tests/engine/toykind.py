@@ -30,6 +30,7 @@ class ToyFile(Section):
     after: list[str] = Field(default_factory=list, description="Toy files that must be written first.")
     fail: bool = False
     slow: Duration = Field(default="0s", validate_default=True)
+    ignore_stop: bool = False  # a slow write that does not stop when the run is asked to
     max_size: Size | None = None
 
 
@@ -103,7 +104,7 @@ class ToyKind(Kind):
                     facts={"have": have},
                     details={"dir": section.dir, "name": name, "content": spec.content,
                              "bytes": len(spec.content.encode()), "fail": spec.fail,
-                             "slow": spec.slow.total_seconds()},
+                             "slow": spec.slow.total_seconds(), "ignore_stop": spec.ignore_stop},
                     depends_on=[self.address(other) for other in spec.after],
                 )
             )
@@ -124,7 +125,13 @@ class ToyKind(Kind):
     def write(self, action: Action, ctx: RunContext) -> str:
         details = action.details
         deadline = time.monotonic() + float(details["slow"])
+        if details["slow"]:
+            (Path(details["dir"]) / f".started-{details['name']}").touch()
         while time.monotonic() < deadline:
+            if ctx.stop.is_set():
+                if not details.get("ignore_stop"):
+                    raise ApplyError(f"{action.address}: stopped before writing; the next run writes it")
+                (Path(details["dir"]) / f".stop-seen-{details['name']}").touch()
             time.sleep(0.05)
         if details["fail"]:
             raise ApplyError(f"{action.address}: told to fail")
