@@ -319,7 +319,7 @@ def reconcile(
 @click.pass_obj
 def force_unlock(app: App, lock_id: str) -> None:
     """Remove a stale lock left by a run that died (see the lock id in the error)."""
-    removed = lock.force_unlock(app.store, lock_id)
+    removed = lock.force_unlock(app.read_store, lock_id)
     click.echo(f"Removed lock {removed.lock_id} held by {lock.describe(removed)}.")
 
 
@@ -330,9 +330,12 @@ def force_unlock(app: App, lock_id: str) -> None:
 @click.pass_obj
 def history(app: App, run_id: str | None, as_json: bool, limit: int) -> None:
     """The apply journal: what each run did to which address, and how it ended."""
-    rows = journal.entries(app.store, run_id)[-limit:]
+    rows = journal.entries(app.read_store, run_id)[-limit:]
     if as_json:
         click.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+        return
+    if not rows:
+        click.echo(f"No run of {run_id} in the journal." if run_id else "No runs in the journal yet.")
         return
     for row in rows:
         extra = row.error or row.result or ""

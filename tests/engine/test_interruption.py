@@ -23,7 +23,10 @@ def _started(workspace, name: str, process) -> None:
     deadline = time.monotonic() + 30
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert marker.exists() and process.poll() is None, "the slow action did not start"
+    if not marker.exists() or process.poll() is not None:
+        process.kill()
+        out, err = process.communicate(timeout=30)
+        raise AssertionError(f"the slow action did not start: exit {process.returncode}\n{out}\n{err}")
 
 
 def _last_run(workspace) -> tuple[str, dict[str, str]]:

@@ -26,7 +26,7 @@ def replica_rows(app: Any) -> list[dict[str, Any]]:
     """Per configured replica: what it holds and misses, and when it was synced and verified."""
     desired = app.config.model
     rows = []
-    with app.store.engine.connect() as connection:
+    with app.read_store.engine.connect() as connection:
         for key, replica in desired.replicas.items():
             origins = _origins_of(desired, replica)
             held_files, held_bytes = connection.execute(
@@ -92,7 +92,7 @@ def inventory_group() -> None:
 @click.pass_obj
 def inventory_stats(app: Any, as_json: bool) -> None:
     """Per origin: files and bytes present, files gone, files known only from a replica, last scan."""
-    with app.store.engine.connect() as connection:
+    with app.read_store.engine.connect() as connection:
         scans = {origin: last_scan for origin, last_scan in
                  connection.execute(select(ORIGIN_STATUS.c.origin, ORIGIN_STATUS.c.last_scan))}
         result = connection.execute(text(
