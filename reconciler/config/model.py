@@ -17,9 +17,10 @@ from reconciler.units import Duration
 
 
 class Section(BaseModel):
-    """Base of every config table: unknown keys are errors, never silently ignored."""
+    """Base of every config table: unknown keys are errors, never silently ignored, and values
+    are taken as TOML typed them (strict: ``immutable = "yes"`` is an error, not true)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def resolve_path(value: str, base_dir: Path | str | None) -> str:

@@ -34,7 +34,7 @@ def test_validate_reports_every_mistake_with_its_position(workspace):
         f"{path}:2:1: unknown key 'dri' in [toy]; did you mean 'dir'?",
         f"{path}:6:1: toy.files.a.slow = '5 minutes': invalid duration '5 minutes': write a number and a unit, "
         'one of s, m, h, d, w (e.g. "90s", "15m", "1d")',
-        f"{path}:7:1: toy.files.a.fail = 'sometimes': Input should be a valid boolean, unable to interpret input",
+        f"{path}:7:1: toy.files.a.fail = 'sometimes': write true or false (a TOML boolean, without quotes)",
     ]
 
 
@@ -172,3 +172,11 @@ def test_bad_input_is_one_located_line_never_an_internal_error(workspace, text, 
         assert result.code == 1, result
         assert "internal error" not in result.err and expected in result.err, result.err
         assert len(result.err.strip().splitlines()) == 1
+
+
+def test_values_are_taken_as_toml_typed_them(workspace):
+    workspace.write_config({}, extra='\n[origins.o]\nroot = "src"\nimmutable = "yes"\nscan_jobs = "2"\n')
+    result = workspace.cli("validate")
+    assert result.code == 1
+    assert "origins.o.immutable = 'yes': write true or false (a TOML boolean, without quotes)" in result.err
+    assert "origins.o.scan_jobs = '2': write a whole number (without quotes)" in result.err
