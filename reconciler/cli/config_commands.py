@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from reconciler import hints
 from reconciler.cli.app import App
 from reconciler.config.fmt import format_toml
 from reconciler.config.model import build_config_model
@@ -49,7 +50,7 @@ def init(app: App, example: str, force: bool, list_examples: bool) -> None:
         atomic_write_text(path, text)
     except OSError as error:
         raise ConfigError(f"{path}: cannot write the config ({error.strerror})") from None
-    click.echo(f"Wrote {path}. Edit it, then run `reconciler validate` and `reconciler plan`.", err=True)
+    click.echo(f"Wrote {path}. Edit it, then run {hints.command('validate')} and {hints.command('plan')}.", err=True)
 
 
 @click.command()
@@ -80,7 +81,7 @@ def fmt(app: App, check: bool, show_diff: bool) -> int:
         )
         click.echo("".join(diff), nl=False)
     if check:
-        click.echo(f"{path} is not formatted; run `reconciler fmt` to fix it", err=True)
+        click.echo(f"{path} is not formatted; run {hints.command('fmt')} to fix it", err=True)
         return 1
     atomic_write_text(path, formatted)
     click.echo(f"Formatted {path}", err=True)

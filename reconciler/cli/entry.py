@@ -37,7 +37,9 @@ def replayed(argv: list[str]) -> int | None:
 
 def main() -> None:
     try:
-        code = replayed(sys.argv[1:])
+        from reconciler.cli.argv import global_options_first
+
+        code = replayed(global_options_first(sys.argv[1:]))
         if code is not None:
             sys.exit(code)
         gc.disable()

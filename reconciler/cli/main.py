@@ -13,6 +13,7 @@ from reconciler import __version__
 from reconciler.cli import config_commands, report_command, run_commands
 from reconciler.cli.app import App, setup_logging
 from reconciler.errors import ConfigError, ReconcilerError
+from reconciler.cli.argv import global_options_first
 from reconciler.secrets import redact
 from reconciler.state.location import STATE_VARIABLE
 
@@ -46,6 +47,10 @@ def cli(context: click.Context, config_option: str | None, state_option: str | N
     `reconciler plan` to see what would change and `reconciler apply` to do it
     (or `reconciler reconcile` from cron).
     """
+    from reconciler.hints import remember_options
+
+    remember_options(config_option, context.get_parameter_source("state_option").name == "COMMANDLINE"
+                     and state_option or None)
     app = App(config_option, state_option, verbose, log_format)
     context.obj = app
     context.call_on_close(app.close)
@@ -92,10 +97,10 @@ def _say_error(text: str, argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; ReconcilerError -> one line on stderr and exit 1; usage errors exit 1 too."""
-    words = list(sys.argv[1:] if argv is None else argv)
+    words = global_options_first(list(sys.argv[1:] if argv is None else argv))
     add_kind_commands()
     try:
-        code = cli.main(args=argv, prog_name="reconciler", standalone_mode=False)
+        code = cli.main(args=words, prog_name="reconciler", standalone_mode=False)
     except ConfigError as error:
         _say_error(str(error) if error.issues else f"Error: {error}", words)
         sys.exit(EXIT_ERROR)

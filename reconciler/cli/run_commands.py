@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from reconciler.cli.app import App, setup_logging
+from reconciler import hints
 from reconciler.engine import memo
 from reconciler.engine.executor import ApplyReport
 from reconciler.engine.planner import Planned, make_plan, stale_reasons
@@ -154,7 +155,7 @@ def _plan(app: App, summary: RunSummary, out: Path | None, output_format: str, d
         log.warning("the plan is limited to %s and may be incomplete", ", ".join(targets))
     if out is not None:
         atomic_write_text(out, planned.plan.to_json())
-        click.echo(f"Saved the plan to {out}; apply it with `reconciler apply {out}`.", err=True)
+        click.echo(f"Saved the plan to {out}; apply it with {hints.command('apply', str(out))}.", err=True)
     rendered = render_plan(planned.plan, output_format)
     click.echo(rendered, nl=False)
     _keep_memo(app, planned, rendered if output_format == "text" else None)

@@ -15,6 +15,7 @@ from reconciler.engine.executor import ApplyReport, execute
 from reconciler.engine.kind import Kind, RunContext
 from reconciler.engine.planner import Planned, make_plan, stale_reasons
 from reconciler.errors import PlanError
+from reconciler.hints import command
 from reconciler.state import lock
 from reconciler.state.journal import Journal, run_of_plan
 
@@ -27,7 +28,7 @@ def read_plan(path: Path) -> Plan:
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PlanError(f"{path}: no such plan file; make one with `reconciler plan -o {path}`") from None
+        raise PlanError(f"{path}: no such plan file; make one with {command('plan', '-o', str(path))}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise PlanError(f"{path}: not a reconciler plan file ({error})") from None
     if not isinstance(raw, dict) or raw.get("format_version") != FORMAT_VERSION:
