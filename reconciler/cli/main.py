@@ -49,8 +49,8 @@ def cli(context: click.Context, config_option: str | None, state_option: str | N
     """
     from reconciler.hints import remember_options
 
-    remember_options(config_option, context.get_parameter_source("state_option").name == "COMMANDLINE"
-                     and state_option or None)
+    given = context.get_parameter_source("state_option") == click.core.ParameterSource.COMMANDLINE
+    remember_options(config_option, state_option if given else None)
     app = App(config_option, state_option, verbose, log_format)
     context.obj = app
     context.call_on_close(app.close)

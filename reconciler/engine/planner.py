@@ -144,7 +144,8 @@ def make_plan(kinds: list[Kind], desired: BaseModel, config_sha256: str, ctx: Ru
     observations = observe_all(kinds, desired, ctx)
     planned = Planned(build_plan(kinds, desired, observations, config_sha256, ctx.targets), observations)
     if undeclared:  # perhaps an address only the world has (a file to remove): else a typo
-        found = [item.address for item in (*planned.plan.actions, *planned.plan.errors, *planned.plan.notes)]
+        found = [action.address for action in planned.plan.actions] + [
+            message.address for message in (*planned.plan.errors, *planned.plan.notes)]
         error = unmatched_target_error(undeclared, declared + found)
         if error is not None:
             raise error
