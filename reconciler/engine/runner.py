@@ -85,7 +85,8 @@ def apply_plan(
     status = "failed"
     try:
         report = execute(plan, kinds, ctx, journal, allow_destroy)
-        status = "interrupted" if report.interrupted else ("succeeded" if report.ok else "failed")
+        # a run whose plan could not observe every address did not succeed, whatever its actions did
+        status = "interrupted" if report.interrupted else ("succeeded" if report.ok and not plan.errors else "failed")
     except KeyboardInterrupt:  # a second signal: stopped at once
         status = "interrupted"
         raise

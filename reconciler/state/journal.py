@@ -102,3 +102,9 @@ def entries(store: StateStore, run_id: str | None = None) -> list[JournalEntry]:
         if run_id:
             statement = statement.where(JournalEntry.run_id == run_id)
         return list(session.exec(statement))
+
+
+def last_run(store: StateStore) -> RunRecord | None:
+    """The most recent apply or reconcile run, or None."""
+    with store.session() as session:
+        return session.exec(select(RunRecord).order_by(RunRecord.started_at.desc())).first()  # type: ignore[attr-defined]

@@ -82,7 +82,7 @@ def test_report_of_500_projects_renders_sorted_and_complete_in_chromium(site, mo
     dom.feed(dumped.stdout)
     body = dom.find("body")[0]
     assert body.get("data-ready") == "true" and body.get("data-sorted-by") == "size"
-    projects = dom.find("details")
+    projects = [attrs for attrs in dom.find("details") if attrs.get("class") == "project"]
     assert len(projects) == 500
     sizes = [int(item["data-size"] or 0) for item in projects]
     assert sizes == sorted(sizes, reverse=True) and projects[0]["data-uid"] == "P250"
