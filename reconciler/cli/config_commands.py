@@ -96,10 +96,17 @@ def config_schema(app: App) -> dict[str, object]:
 
 @click.command()
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE.")
+@click.option("--format", "output_format", type=click.Choice(["json", "markdown"]), default="json", show_default=True,
+              help="json: the JSON Schema; markdown: the config reference (docs/reference/config.md).")
 @click.pass_obj
-def schema(app: App, output: Path | None) -> None:
-    """Print the JSON Schema of the config (for editors: Taplo, Even Better TOML)."""
-    text = json.dumps(config_schema(app), indent=2, sort_keys=False) + "\n"
+def schema(app: App, output: Path | None, output_format: str) -> None:
+    """Print the JSON Schema of the config (for editors: Taplo, Even Better TOML), or the reference."""
+    if output_format == "markdown":
+        from reconciler.config.reference import render_reference
+
+        text = render_reference(config_schema(app))
+    else:
+        text = json.dumps(config_schema(app), indent=2, sort_keys=False) + "\n"
     if output is None:
         click.echo(text, nl=False)
     else:

@@ -180,3 +180,19 @@ def test_values_are_taken_as_toml_typed_them(workspace):
     assert result.code == 1
     assert "origins.o.immutable = 'yes': write true or false (a TOML boolean, without quotes)" in result.err
     assert "origins.o.scan_jobs = '2': write a whole number (without quotes)" in result.err
+
+
+def test_committed_config_reference_is_up_to_date(monkeypatch):
+    from reconciler.config.reference import render_reference
+
+    monkeypatch.delenv("RECONCILER_PLUGINS", raising=False)
+    expected = render_reference(config_schema(App()))
+    committed = (REPO / "docs" / "reference" / "config.md").read_text()
+    assert committed == expected, "run: reconciler schema --format markdown -o docs/reference/config.md"
+
+
+def test_every_config_key_says_what_it_does(monkeypatch):
+    from reconciler.config.reference import undescribed
+
+    monkeypatch.delenv("RECONCILER_PLUGINS", raising=False)
+    assert undescribed(config_schema(App())) == []
