@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import socket
 
-from tests.engine.test_report_dom import parse_html
+from tests.dom import parse_html
 
 
 def _closed_port() -> int:
@@ -47,7 +47,7 @@ to = "disk"
     dom = parse_html(output.read_text())
     status = dom.find("section", id="status")[0]
     assert status["data-errors"] == "2" and status["data-destructive"] == "1"
-    text = " ".join(dom.text)
+    text = " ".join(" ".join(dom.text).split())
     assert "2 addresses could not be observed" in text
     assert "replica:disk" in text and "does not exist" in text
     assert "database:meteor" in text and "cannot reach" in text

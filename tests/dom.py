@@ -1,4 +1,4 @@
-"""A small DOM reader for report tests (no browser): elements with their attributes, and text."""
+"""A small DOM reader for report tests: elements with their attributes, in document order, and text."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ class Dom(HTMLParser):
         self.elements.append((tag, dict(attrs)))
 
     def handle_data(self, data: str) -> None:
-        if data.strip():
-            self.text.append(data.strip())
+        self.text.append(data)
 
     def find(self, tag: str, **attributes: str) -> list[dict[str, str | None]]:
         return [attrs for name, attrs in self.elements if name == tag
