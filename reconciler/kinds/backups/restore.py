@@ -44,7 +44,7 @@ def refuse_non_empty(db: Any, targets: list[str]) -> None:
     """Raises ApplyError naming every target collection that holds documents, with its count."""
     existing = set(db.list_collection_names())
     busy = []
-    for name in targets:
+    for name in sorted(targets):  # listCollections' order is not stable on a real server
         if name in existing:
             count = db[name].count_documents({}, limit=1_000_000_000)
             if count:
