@@ -24,7 +24,7 @@ import bson
 from bson import json_util
 from fastcrc import crc64
 
-from reconciler.kinds.backups.bsonio import BsonFormatError, read_document, read_exact
+from reconciler.kinds.backups.bsonio import BsonFormatError, count_documents, read_document, read_exact
 
 MAGIC = struct.pack("<I", 0x8199E26D)
 TERMINATOR = b"\xff\xff\xff\xff"
@@ -238,20 +238,26 @@ class ArchiveWriter:
                                      "type": meta.kind}))
         self._write(TERMINATOR)
 
-    def write_collection(self, db: str, collection: str, documents: Iterable[bytes]) -> tuple[int, int]:
+    def write_collection(self, db: str, collection: str, documents: Iterable[bytes],
+                         chunks: bool = False) -> tuple[int, int]:
         """Write one namespace's documents (none for a view: mongodump still ends every namespace
         with an EOF block, and mongorestore refuses an archive that lacks one); returns (count,
-        crc as unsigned int)."""
+        crc as unsigned int). ``chunks``: each item is a run of whole documents back to back (a
+        server reply batch), not one document."""
         count = 0
         crc = 0
+        started = False
         for raw in documents:
-            if count == 0:
+            if not raw:
+                continue
+            if not started:
                 self._write(bson.encode({"db": db, "collection": collection, "EOF": False,
                                          "CRC": bson.int64.Int64(0)}))
+                started = True
             self._write(raw)
             crc = crc_update(crc, raw)
-            count += 1
-        if count:
+            count += count_documents(raw) if chunks else 1
+        if started:
             self._write(TERMINATOR)
         self._write(bson.encode({"db": db, "collection": collection, "EOF": True,
                                  "CRC": bson.int64.Int64(to_int64(crc))}))

@@ -134,3 +134,22 @@ def zero_timestamps(raw: bytes) -> list[str]:
 def element_document(raw: bytes, start: int, end: int) -> bytes:
     """A one-element document holding ``raw[start:end]`` (e.g. a filter on ``_id``)."""
     return _LENGTH.pack(end - start + 5) + raw[start:end] + b"\x00"
+
+
+def count_documents(chunk: bytes) -> int:
+    """How many documents a run of whole documents back to back holds (a server reply batch).
+    Raises BsonFormatError when the lengths do not add up to the chunk."""
+    count = offset = 0
+    unpack = _LENGTH.unpack_from
+    end = len(chunk)
+    while offset < end:
+        if end - offset < 5:
+            raise BsonFormatError(f"a batch of documents ends with {end - offset} stray bytes")
+        length = unpack(chunk, offset)[0]
+        if length < 5:
+            raise BsonFormatError(f"invalid BSON document length {length} in a batch")
+        offset += length
+        count += 1
+    if offset != end:
+        raise BsonFormatError("the last document of a batch is truncated")
+    return count

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 from bson import json_util
 
 from reconciler.fsutil import HashingWriter
-from reconciler.kinds.backups.bsonio import BsonFormatError
+from reconciler.kinds.backups.bsonio import BsonFormatError, count_documents
 from reconciler.kinds.backups.names import escape_collection, unescape_collection
 
 CANONICAL = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL)
@@ -134,10 +134,12 @@ class WrittenFile:
 
 
 def write_collection(root: Path, db: str, collection: str, metadata: dict[str, object] | None,
-                     documents: Iterable[bytes] | None, compress: bool) -> tuple[int, list[WrittenFile]]:
+                     documents: Iterable[bytes] | None, compress: bool,
+                     chunks: bool = False) -> tuple[int, list[WrittenFile]]:
     """Write one collection as mongodump does (file names escaped as mongodump escapes them);
     ``documents`` None for a view, ``metadata`` None for a time-series collection's buckets.
-    Returns the document count and the files written (for the manifest)."""
+    Returns the document count and the files written (for the manifest). ``chunks``: each item
+    of ``documents`` is a run of whole documents (a server reply batch), not one document."""
     folder = Path(root) / db
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if compress else ""
@@ -149,7 +151,7 @@ def write_collection(root: Path, db: str, collection: str, metadata: dict[str, o
         try:
             for raw in documents:
                 data.write(raw)
-                count += 1
+                count += count_documents(raw) if chunks else 1
         finally:
             size, digest = data.close()
         written.append(WrittenFile(f"{db}/{base}.bson{suffix}", size, digest))
