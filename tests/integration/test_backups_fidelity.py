@@ -242,3 +242,40 @@ def test_a_refused_command_is_one_line_with_the_servers_message(site, mongo, cli
     assert f"failed and was rolled back: the server at {host} refused the command: " in result.err
     assert "(InvalidOptions)" in result.err, result.err
     assert dbname not in client.list_database_names()
+
+
+def test_users_and_roles_are_skipped_unless_asked_and_then_merged(site, mongo, client, dbname, tmp_path):
+    from reconciler.kinds.backups.archive import ArchiveWriter, CollectionMeta
+
+    client[dbname].command("createUser", "alice", pwd="pw-1", roles=[{"role": "read", "db": dbname}])
+    client[dbname].command("createRole", "reader2", privileges=[], roles=[{"role": "read", "db": dbname}])
+    users = [bytes(d.raw) for d in client.admin.get_collection("system.users", codec_options=RAW).find({"db": dbname})]
+    roles = [bytes(d.raw) for d in client.admin.get_collection("system.roles", codec_options=RAW).find({"db": dbname})]
+    archive = tmp_path / "whole.archive"
+    with open(archive, "wb") as stream:
+        writer = ArchiveWriter(stream, "6.0.5", "test")
+        writer.begin([CollectionMeta("admin", "system.users", "{}", type="collection"),
+                      CollectionMeta("admin", "system.roles", "{}", type="collection"),
+                      CollectionMeta(dbname, "data", "{}", type="collection")])
+        writer.write_collection("admin", "system.users", users)
+        writer.write_collection("admin", "system.roles", roles)
+        writer.write_collection(dbname, "data", [bson.encode({"_id": 1})])
+    client[dbname].command("dropAllUsersFromDatabase")
+    client[dbname].command("dropAllRolesFromDatabase")
+    client.drop_database(dbname)
+    site.write("")
+    plain = site.cli("backups", "restore", str(archive), "--uri", mongo.uri, "--ns-exclude", f"{dbname}.*")
+    assert plain.code == 0, plain.err
+    assert "skipped admin.system.users (users and roles are restored only with --users-and-roles)" in plain.err
+    assert client[dbname].command("usersInfo")["users"] == []
+    asked = site.cli("backups", "restore", str(archive), "--uri", mongo.uri, "--users-and-roles")
+    assert asked.code == 0, asked.err
+    assert "restored admin.system.users: 1 users merged" in asked.out
+    assert [user["user"] for user in client[dbname].command("usersInfo")["users"]] == ["alice"]
+    assert [role["role"] for role in client[dbname].command("rolesInfo")["roles"]] == ["reader2"]
+    host = mongo.uri.split("//", 1)[1].split("/")[0]
+    with pymongo.MongoClient(f"mongodb://alice:pw-1@{host}/?authSource={dbname}") as alice:
+        assert alice[dbname].data.count_documents({}) == 1
+    assert "tempusers" not in client.admin.list_collection_names()
+    client[dbname].command("dropAllUsersFromDatabase")
+    client[dbname].command("dropAllRolesFromDatabase")

@@ -209,3 +209,22 @@ def test_a_truncated_archive_gz_is_a_damaged_line(site, mongo, dbname):
         assert f"DAMAGED {header_only}" in again.out and "Aborted" not in again.out + again.err
     finally:
         client.close()
+
+
+def test_a_failed_restore_empties_an_existing_empty_collection_again_and_never_drops_it(site, mongo, dbname,
+                                                                                         tmp_path):
+    client = pymongo.MongoClient(mongo.uri)
+    try:
+        client[dbname].create_collection("a_good", validator={"ok": {"$exists": True}})  # the operator's, empty
+        dump = tmp_path / "dump" / "lab"
+        dump.mkdir(parents=True)
+        (dump / "a_good.bson").write_bytes(b"".join(bson.encode({"_id": index, "ok": True}) for index in range(10)))
+        (dump / "b_bad.bson").write_bytes(b"".join(bson.encode({"_id": key}) for key in (1, 2, 1)))
+        site.write("")
+        result = site.cli("backups", "restore", str(tmp_path / "dump"), "--uri", mongo.uri, "--database", dbname)
+        assert result.code == 1 and "failed and was rolled back" in result.err
+        assert client[dbname].list_collection_names() == ["a_good"]
+        assert client[dbname].a_good.count_documents({}) == 0
+        assert "validator" in client[dbname].list_collections().next()["options"]
+    finally:
+        client.close()

@@ -166,6 +166,8 @@ def verify_command(app: Any, backup: str | None) -> int:
 @click.option("--map", "mappings", multiple=True, metavar="OLD=NEW", help="Shorthand: restore collection OLD as NEW.")
 @click.option("--oplog-replay/--no-oplog-replay", default=None,
               help="Replay the backup's oplog (default: when it is a consistent backup).")
+@click.option("--users-and-roles", is_flag=True,
+              help="Also restore admin.system.users and admin.system.roles (merged; existing ones are kept).")
 @click.option("--resume-cleanup", is_flag=True,
               help="Drop the collections a killed restore to this server created (named by its checkpoint), "
                    "then restore.")
@@ -175,7 +177,7 @@ def verify_command(app: Any, backup: str | None) -> int:
 def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None, includes: tuple[str, ...],
                     excludes: tuple[str, ...], ns_from: tuple[str, ...], ns_to: tuple[str, ...],
                     database: str | None, mappings: tuple[str, ...], oplog_replay: bool | None,
-                    resume_cleanup: bool, force_rollback: bool) -> None:
+                    users_and_roles: bool, resume_cleanup: bool, force_rollback: bool) -> None:
     """Restore a backup (ID, or PATH to any archive or dump folder from reconciler, mongodump or
     jobflow-remote) as mongorestore does: every namespace into the database it came from (unless
     renamed), only into empty collections; on failure nothing is left behind."""
@@ -197,7 +199,7 @@ def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None,
         raise ConfigError("give --ns-from and --ns-to in pairs (the same number of each)")
     options = RestoreOptions(include=list(includes), exclude=list(excludes),
                              renames=[Rename(a, b) for a, b in zip(ns_from, ns_to)], database=database,
-                             mapping=mapping, oplog_replay=oplog_replay)
+                             mapping=mapping, oplog_replay=oplog_replay, users_and_roles=users_and_roles)
     path = _find(app, backup)
     try:
         source = open_source(path, database)
@@ -213,7 +215,7 @@ def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None,
             store = None
             click.echo(f"warning: no state database ({error}); a killed restore could not be resumed", err=True)
         checkpoint = RestoreCheckpointRecorder(store, server, str(path)) if store is not None else None
-        leftovers = checkpoint.leftovers() if checkpoint is not None else []
+        leftovers = checkpoint.leftovers() if checkpoint is not None else {}
         if leftovers:
             if not resume_cleanup:
                 raise ApplyError(f"a restore to {server} was interrupted and left these collections half-restored: "
@@ -235,7 +237,8 @@ def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None,
         client.close()
     for name, (kind, count) in report.namespaces.items():
         indexes = report.indexes.get(name) or []
-        what = {"view": "view", "timeseries": f"time-series, {count:,} buckets"}.get(kind, f"{count:,} documents")
+        what = {"view": "view", "timeseries": f"time-series, {count:,} buckets", "users": f"{count:,} users merged",
+                "roles": f"{count:,} roles merged"}.get(kind, f"{count:,} documents")
         click.echo(f"restored {name}: {what}" + (f", indexes {', '.join(indexes)}" if indexes else ""))
     if report.oplog_applied is not None:
         click.echo(f"replayed {report.oplog_applied:,} oplog entries")
@@ -261,19 +264,28 @@ class RestoreCheckpointRecorder:
 
         return RestoreCheckpoint.__table__  # type: ignore[attr-defined]
 
-    def leftovers(self) -> list[str]:
+    def leftovers(self) -> dict[str, bool]:
+        """Namespaces a killed restore half-wrote -> whether it created them."""
         from sqlalchemy import select
 
+        table = self._table
         with self.store.engine.begin() as connection:
-            rows = connection.execute(select(self._table.c.namespace).where(self._table.c.server == self.server))
-            return sorted(row[0] for row in rows)
+            rows = connection.execute(select(table.c.namespace, table.c.created).where(table.c.server == self.server))
+            return {row[0]: bool(row[1]) for row in sorted(rows)}
 
-    def created(self, namespace: str) -> None:
+    def _record(self, namespace: str, created: bool) -> None:
         from sqlalchemy import insert
 
         with self.store.engine.begin() as connection:
             connection.execute(insert(self._table).values(server=self.server, namespace=namespace,
-                                                          backup=self.backup, started_at=self.started))
+                                                          backup=self.backup, started_at=self.started,
+                                                          created=created))
+
+    def created(self, namespace: str) -> None:
+        self._record(namespace, True)
+
+    def filled(self, namespace: str) -> None:
+        self._record(namespace, False)
 
     def clear(self) -> None:
         from sqlalchemy import delete
@@ -284,10 +296,14 @@ class RestoreCheckpointRecorder:
     done = clear
 
 
-def _drop_leftovers(client: Any, namespaces: list[str]) -> None:
-    for namespace in namespaces:
+def _drop_leftovers(client: Any, namespaces: dict[str, bool]) -> None:
+    """Drop what the killed restore created; empty again what existed empty before it."""
+    for namespace, created in namespaces.items():
         db, _, collection = namespace.partition(".")
-        client[db].drop_collection(collection)
+        if created:
+            client[db].drop_collection(collection)
+        else:
+            client[db][collection].delete_many({})
 
 
 def _rollback_guard(source: Any, force: bool) -> None:

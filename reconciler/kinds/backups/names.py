@@ -100,7 +100,7 @@ def server_internal(db: str, collection: str) -> str | None:
         return f"the {db} database belongs to the server"
     if db == "admin" and collection.startswith("system."):
         if collection in ("system.users", "system.roles"):
-            return "users and roles are not restored (create them on the target)"
+            return "users and roles are restored only with --users-and-roles"
         return "server-internal"
     if collection == "system.views":
         return "view definitions are restored from the views' own metadata"

@@ -41,6 +41,10 @@ class RestoreOptions:
     database: str | None = None  # --database: every namespace of the (single-database) backup into it
     mapping: dict[str, str] = field(default_factory=dict)  # --map OLD=NEW collection renames
     oplog_replay: bool | None = None  # None: replay when the backup is a consistent one
+    users_and_roles: bool = False  # restore admin.system.users/roles (merged, as mongorestore does)
+
+
+AUTHZ = {"system.users": "tempusers", "system.roles": "temproles"}  # mongorestore's temporary collections
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Target:
     source: SourceCollection
     db: str
     collection: str
+    authz: bool = False  # users or roles: inserted into a temporary collection, then merged
 
     @property
     def namespace(self) -> str:
@@ -107,6 +112,12 @@ def plan_restore(source: BackupSource, options: RestoreOptions) -> RestorePlan:
     skipped: list[tuple[str, str]] = []
     for item in namespaces:
         namespace = item.namespace
+        if item.db == "admin" and item.collection in AUTHZ and options.users_and_roles:
+            if renames or options.mapping:
+                raise ApplyError("--users-and-roles restores users and roles as they were; it cannot be combined "
+                                 "with renames (--ns-from/--ns-to, --database, --map)")
+            targets.append(Target(item, "admin", AUTHZ[item.collection], authz=True))
+            continue
         why = server_internal(item.db, item.collection)
         if why is None and item.collection.startswith(BUCKETS_PREFIX) \
                 and (item.db, item.collection[len(BUCKETS_PREFIX):]) not in owners:
@@ -206,7 +217,8 @@ def restore(source: BackupSource, client: Any, options: RestoreOptions,
     """Restore ``source`` as ``options`` say.
 
     ``checkpoint``: an object with ``created(namespace)`` called before each namespace is
-    created and ``done()`` at the end (the state store's restore checkpoint); None: none kept.
+    created, ``filled(namespace)`` before an existing empty collection is filled, and
+    ``done()`` at the end (the state store's restore checkpoint); None: none kept.
 
     Raises ApplyError (nothing left behind) when the backup is damaged, a target is not
     empty, or the server fails mid-way.
@@ -224,6 +236,7 @@ def restore(source: BackupSource, client: Any, options: RestoreOptions,
         refuse_non_empty(client, plan.targets)
         _create(client, plan, report, touched, checkpoint)
         _insert(source, client, plan, report, progress)
+        _merge_users_and_roles(client, plan, report)
         if plan.oplog:
             report.oplog_applied = _replay(source, client, plan)
         if checkpoint is not None:
@@ -264,13 +277,18 @@ def _create(client: Any, plan: RestorePlan, report: RestoreReport, touched: list
             if target.type == "timeseries":
                 touched.append((target.db, f"{BUCKETS_PREFIX}{target.collection}"))
             db.command({"create": target.collection, **options})
+        elif target.data_collection is not None:
+            # an existing empty collection: emptied again on failure, never dropped (not ours)
+            if checkpoint is not None:
+                checkpoint.filled(target.namespace)
+            touched.append((target.db, EMPTY_AGAIN + target.data_collection))
         report.namespaces[target.namespace] = (target.type, 0)
         indexes = []
         for index in target.source.metadata.get("indexes", []):
             spec = {key: value for key, value in dict(index).items() if key not in INDEX_FIELDS_DROPPED}
             if spec.get("name") != "_id_":
                 indexes.append(spec)
-        if indexes and target.type != "view":
+        if indexes and target.type != "view" and not target.authz:
             db.command({"createIndexes": target.collection, "indexes": indexes})
         report.indexes[target.namespace] = [spec["name"] for spec in indexes]
 
@@ -326,6 +344,24 @@ def _insert(source: BackupSource, client: Any, plan: RestorePlan, report: Restor
         flush(target)
 
 
+def _merge_users_and_roles(client: Any, plan: RestorePlan, report: RestoreReport) -> None:
+    """Users and roles go through temporary collections and the server's _mergeAuthzCollections
+    (as mongorestore does; existing users and roles are kept, not replaced)."""
+    authz = [target for target in plan.targets if target.authz]
+    if not authz:
+        return
+    try:
+        client.admin.command({"_mergeAuthzCollections": 1, "tempUsersCollection": "admin.tempusers",
+                              "tempRolesCollection": "admin.temproles", "drop": False, "db": ""})
+    finally:
+        for target in authz:
+            client.admin.drop_collection(target.collection)
+    for target in authz:
+        _kind, count = report.namespaces.pop(target.namespace)
+        report.indexes.pop(target.namespace, None)
+        report.namespaces[target.source.namespace] = (target.source.collection.split(".")[1], count)
+
+
 def _replay(source: BackupSource, client: Any, plan: RestorePlan) -> int:
     from reconciler.kinds.backups.oplog import replay
 
@@ -378,11 +414,18 @@ def _test_pause() -> Callable[[int], None] | None:
     return pause
 
 
+EMPTY_AGAIN = "\0empty:"  # marks a touched collection that existed (empty) before the restore
+
+
 def _drop(client: Any, names: list[tuple[str, str]]) -> None:
+    """Undo: drop what the restore created, empty again the empty collections it filled."""
     from pymongo.errors import PyMongoError
 
     for db, name in reversed(names):
         try:
-            client[db].drop_collection(name)
+            if name.startswith(EMPTY_AGAIN):
+                client[db][name[len(EMPTY_AGAIN):]].delete_many({})
+            else:
+                client[db].drop_collection(name)
         except PyMongoError:
             pass

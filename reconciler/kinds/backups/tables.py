@@ -31,3 +31,4 @@ class RestoreCheckpoint(SQLModel, table=True):
     namespace: str = Field(primary_key=True)
     backup: str
     started_at: datetime
+    created: bool = True  # False: it existed empty before the restore (emptied again, never dropped)

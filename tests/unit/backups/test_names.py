@@ -55,7 +55,7 @@ def test_plan_restores_each_namespace_into_its_own_database_and_skips_server_int
         "admin.system.version": "server-internal", "config.settings": "the config database belongs to the server",
         "local.oplog.rs": "the local database belongs to the server",
         "a.system.buckets.orphan": "time-series buckets without their collection's metadata in the backup",
-        "admin.system.users": "users and roles are not restored (create them on the target)"}
+        "admin.system.users": "users and roles are restored only with --users-and-roles"}
     assert plan.targets[1].data_collection == "system.buckets.ts"
 
 
