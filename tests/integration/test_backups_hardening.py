@@ -228,3 +228,22 @@ def test_a_failed_restore_empties_an_existing_empty_collection_again_and_never_d
         assert "validator" in client[dbname].list_collections().next()["options"]
     finally:
         client.close()
+
+
+def test_consistent_oplog_through_the_cli_on_a_replica_set(site, mongo_rs, dbname):
+    client = pymongo.MongoClient(mongo_rs.uri)
+    try:
+        _seed_accounts(client, dbname)
+        (site.root / "backups").mkdir()
+        site.write(f'[databases.cs]\nuri = "{mongo_rs.uri}"\ndatabase = "{dbname}"\n[databases.cs.backup]\n'
+                   'to = "backups"\nmethod = "python"\nconsistent = "oplog"\n')
+        applied = site.cli("apply", "--auto-approve")
+        assert applied.code == 0, applied.out + applied.err
+        assert "0 oplog entries" in applied.out + applied.err
+        from reconciler.kinds.backups.catalog import read_manifest
+
+        (manifest_path,) = (site.root / "backups").glob(f"*{MANIFEST_SUFFIX}")
+        assert read_manifest(manifest_path).consistent == "oplog"
+        assert site.cli("backups", "verify").code == 0
+    finally:
+        client.close()

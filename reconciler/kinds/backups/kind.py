@@ -25,7 +25,7 @@ from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, TEMP_PREFIX, backup_id_for, read_catalog
 from reconciler.kinds.backups.config import DatabaseConfig
-from reconciler.kinds.backups.connection import _CREDENTIALS, connect, redact
+from reconciler.kinds.backups.connection import _CREDENTIALS, connect, describe_server_error, redact
 from reconciler.kinds.backups.diff import BackupFact, DatabaseFacts, database_address, diff_database
 from reconciler.kinds.backups.tables import BackupRecord, RestoreCheckpoint
 
@@ -90,7 +90,7 @@ class BackupsKind(Kind):
                 uri = db.resolve_uri()
                 client = connect(uri, db.connect_timeout.total_seconds())
                 try:
-                    if backup.consistent == "oplog" and not client.admin.command("hello").get("setName"):
+                    if backup.consistent == "oplog" and not _is_replica_set(client, uri):
                         errors.append(AddressMessage(address=address, message=(
                             f'[databases.{key}.backup] consistent = "oplog" needs a replica set, and '
                             f"{redact(uri)} is a standalone server (it keeps no oplog); remove the option "
@@ -186,6 +186,16 @@ class BackupsKind(Kind):
         from reconciler.kinds.backups.commands import backups_group
 
         return [backups_group]
+
+
+def _is_replica_set(client: Any, uri: str) -> bool:
+    """Whether the server keeps an oplog. Raises ObserveError (one line) when it does not answer."""
+    from pymongo.errors import PyMongoError
+
+    try:
+        return bool(client.admin.command("hello").get("setName"))
+    except PyMongoError as error:
+        raise ObserveError(describe_server_error(error, uri)) from None
 
 
 def _remove(path: Path) -> None:
