@@ -31,6 +31,18 @@ def find_mongod() -> str | None:
     return str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGTERM when the test process dies, even by
+    kill -9, so an interrupted test run leaves no mongod behind."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the normal teardown still stops it
+        pass
+
+
 @contextmanager
 def running_mongod(mongod: str, replica_set: str | None = None) -> Iterator[str]:
     """Start ``mongod`` (standalone, or a single-node replica set named ``replica_set``);
@@ -45,7 +57,7 @@ def running_mongod(mongod: str, replica_set: str | None = None) -> Iterator[str]
         argv += ["--replSet", replica_set]
     # output goes to a file: a pipe nobody reads fills up and blocks the server
     log = open(data / "mongod.stdout", "wb")
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
     uri = f"mongodb://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
