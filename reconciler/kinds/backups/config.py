@@ -41,6 +41,9 @@ class BackupConfig(Section):
     method: Literal["python", "mongodump", "auto"] = Field(
         default="auto", description='"auto": mongodump when on PATH, else python (pymongo, raw BSON).')
     compress: bool = Field(default=True, description="gzip, as mongodump --gzip.")
+    consistent: Literal["oplog"] | None = Field(
+        default=None, description='"oplog": also capture the oplog entries written during the dump (replica '
+        "sets only), as mongodump --oplog; restore replays them, so the backup is one point in time.")
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
 
