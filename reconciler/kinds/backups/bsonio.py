@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import bson
 from bson.codec_options import CodecOptions, DatetimeConversion
@@ -12,7 +12,7 @@ from bson.errors import InvalidBSON
 
 # Dates stay milliseconds (bson.DatetimeMS): a date outside Python's datetime range (year 10000,
 # ±8.64e15 ms) is valid BSON and must neither fail verification nor stop a restore.
-CHECK = CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_MS)
+CHECK: CodecOptions[dict[str, Any]] = CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_MS)
 
 # A document is at most 16 MiB on the server; mongodump's own limit for reading is a little above.
 MAX_DOCUMENT = 16 * 1024 * 1024 + 16 * 1024

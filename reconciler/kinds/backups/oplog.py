@@ -95,7 +95,7 @@ def replay(client: Any, entries: list[bytes], rename: Any) -> int:
     """
     from pymongo.errors import PyMongoError
 
-    codec = bson.CodecOptions(datetime_conversion=bson.DatetimeConversion.DATETIME_MS)
+    codec: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(datetime_conversion=bson.DatetimeConversion.DATETIME_MS)
     applied = 0
     for raw in entries:
         entry = bson.decode(raw if not isinstance(raw, RawBSONDocument) else raw.raw, codec_options=codec)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from bson.raw_bson import RawBSONDocument
 
@@ -269,7 +269,8 @@ def _create(client: Any, plan: RestorePlan, report: RestoreReport, touched: list
             existing[target.db] = set(db.list_collection_names())
         options = dict(target.source.metadata.get("options", {}))
         if target.type == "view":
-            options["viewOn"] = renamed.get((target.source.db, options.get("viewOn")), options.get("viewOn"))
+            view_on = str(options.get("viewOn"))
+            options["viewOn"] = renamed.get((target.source.db, view_on), view_on)
         if target.collection not in existing[target.db]:
             if checkpoint is not None:
                 checkpoint.created(target.namespace)
@@ -314,9 +315,10 @@ def _insert(source: BackupSource, client: Any, plan: RestorePlan, report: Restor
         collection.insert_many(batch, ordered=True, bypass_document_validation=True)
         fixes = []
         for document in batch:
-            names = zero_timestamps(document.raw)
+            raw = cast(bytes, document.raw)  # the buffer it was read into (not copied)
+            names = zero_timestamps(raw)
             if names:
-                fixes.append(UpdateOne(_id_filter(document.raw), {"$set": {name: _ZERO for name in names}}))
+                fixes.append(UpdateOne(_id_filter(raw), {"$set": {name: _ZERO for name in names}}))
         if fixes:  # the server replaced them with the insert time; mongorestore sets them back the same way
             collection.bulk_write(fixes, ordered=True, bypass_document_validation=True)
         kind, count = report.namespaces[target.namespace]

@@ -156,9 +156,9 @@ def verify(source: BackupSource) -> list[str]:
         if source.path.is_dir():
             for directory, _, names in os.walk(source.path):
                 for name in sorted(names):
-                    file = os.path.normpath(os.path.join(directory, name))
-                    if file not in listed:
-                        problems.append(f"{os.path.relpath(file, base)}: not listed in the manifest "
+                    found = os.path.normpath(os.path.join(directory, name))
+                    if found not in listed:
+                        problems.append(f"{os.path.relpath(found, base)}: not listed in the manifest "
                                         "(an extra file is never restored)")
     counts: dict[str, int] = {}
     try:
