@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from sqlmodel import select
 
 from reconciler.errors import StateError
 from reconciler.state.store import StateStore
 from reconciler.state.tables import ENGINE_SCHEMA_VERSION, SchemaVersion
+from tests.conftest import REPO
 
 
 def test_first_use_creates_the_engine_tables(state_url):
@@ -57,3 +62,36 @@ def test_a_replicas_state_of_schema_1_gains_directory_digests(state_url):
     store.dispose()
     assert version == ReplicasKind.schema_version == 2
     assert known == {b"telem": (5, True, None)}  # kept; its digest comes with the next listing
+
+
+_OPEN_WHEN_TOLD = """
+import sys
+from reconciler.engine.registry import load_kinds
+from reconciler.state.store import StateStore
+kinds = load_kinds()
+print("ready", flush=True)
+sys.stdin.readline()
+StateStore(sys.argv[1], kinds).dispose()
+print("opened", flush=True)
+"""
+
+
+def test_first_runs_started_at_once_on_a_new_state_each_succeed(state_url):
+    # Every kind's tables, so creating them takes long enough to overlap; all processes are
+    # loaded and waiting first, then told to go together.
+    processes = [subprocess.Popen([sys.executable, "-c", _OPEN_WHEN_TOLD, state_url], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                  env={**os.environ, "PYTHONPATH": str(REPO)})
+                 for _ in range(8)]
+    for process in processes:
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    results = [process.communicate(timeout=120) for process in processes]
+    assert [(process.returncode, err) for process, (_out, err) in zip(processes, results)] == [(0, "")] * 8
+    store = StateStore(state_url)
+    assert {"journal", "locks", "runs", "schema_version"} <= set(store.table_names())
+    store.dispose()
+
