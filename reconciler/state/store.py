@@ -15,7 +15,7 @@ from sqlmodel import Session, SQLModel, create_engine, select
 from reconciler.errors import ConfigError, StateError
 from reconciler.state import guards
 from reconciler.state.location import DEFAULT_STATE_PATH, chosen_state_url
-from reconciler.state.tables import ENGINE_SCHEMA_VERSION, ENGINE_TABLES, SchemaVersion
+from reconciler.state.tables import ENGINE_MIGRATIONS, ENGINE_SCHEMA_VERSION, ENGINE_TABLES, SchemaVersion
 
 if TYPE_CHECKING:
     from reconciler.engine.kind import Kind
@@ -105,7 +105,7 @@ class StateStore:
 
     def components(self) -> dict[str, tuple[int, dict[int, Any]]]:
         """Each component's current schema version and migrations."""
-        found: dict[str, tuple[int, dict[int, Any]]] = {"engine": (ENGINE_SCHEMA_VERSION, {})}
+        found: dict[str, tuple[int, dict[int, Any]]] = {"engine": (ENGINE_SCHEMA_VERSION, dict(ENGINE_MIGRATIONS))}
         for kind in self.kinds:
             found[kind.name] = (kind.schema_version, dict(kind.migrations))
         return found

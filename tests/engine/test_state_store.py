@@ -95,3 +95,22 @@ def test_first_runs_started_at_once_on_a_new_state_each_succeed(state_url):
     assert {"journal", "locks", "runs", "schema_version"} <= set(store.table_names())
     store.dispose()
 
+
+def test_an_engine_state_of_schema_1_gains_the_lock_of_each_run(state_url):
+    from sqlalchemy import text
+
+    store = StateStore(state_url)
+    with store.engine.begin() as connection:  # make it look as schema 1 left it
+        connection.execute(text("ALTER TABLE runs DROP COLUMN lock_id"))
+        connection.execute(text("INSERT INTO runs (run_id, plan_id, operation, who, started_at, status) "
+                                "VALUES ('r1', 'p1', 'apply', 'ops@here', '2026-11-30 10:00:00', 'succeeded')"))
+        connection.execute(text("UPDATE schema_version SET version = 1 WHERE component = 'engine'"))
+    store.dispose()
+
+    store = StateStore(state_url)
+    with store.engine.begin() as connection:
+        rows = connection.execute(text("SELECT run_id, status, lock_id FROM runs")).all()
+        version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'engine'")).scalar()
+    store.dispose()
+    assert version == ENGINE_SCHEMA_VERSION == 2
+    assert [tuple(row) for row in rows] == [("r1", "succeeded", None)]
