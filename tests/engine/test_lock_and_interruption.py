@@ -242,3 +242,29 @@ def test_reconcile_watch_stops_cleanly_on_sigterm(workspace):
     assert "write toy:a: started" in err  # one timestamped log line per action
     assert workspace.files() == {"a": "1"}
 
+
+def test_backups_restore_and_projects_export_take_the_same_lock(workspace):
+    workspace.write_config({"a": {"content": "1"}})
+    StateStore(workspace.state_url).dispose()
+    dump = REPO / "tests" / "data" / "jobflow-remote"
+    restore = ("backups", "restore", str(dump), "--uri", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500",
+               "--database", "never")
+    export = ("projects", "export", "P1", "--instance", "nowhere", "-o", str(workspace.root / "P1.bundle.tar"))
+    holder, lock_id = _holder_process(workspace.state_url)
+    try:
+        for command in (restore, export):
+            refused = workspace.run(*command)
+            assert refused.code == 1 and "Traceback" not in refused.err, refused.err
+            assert "locked by" in refused.err and f"pid {holder.pid}, backups restore since" in refused.err
+            assert lock_id in refused.err
+    finally:
+        holder.kill()
+        holder.wait(30)
+    # The holder is gone: both get past the lock (and fail on what this test does not provide).
+    restored = workspace.run(*restore)
+    assert restored.code == 1 and "locked" not in restored.err and "127.0.0.1:1" in restored.err, restored.err
+    exported = workspace.run(*export)
+    assert exported.code == 1 and "locked" not in exported.err and "nowhere" in exported.err, exported.err
+    store = StateStore(workspace.state_url)
+    assert lock.holder(store) is None  # each took the dead holder's lock over and released it
+    store.dispose()

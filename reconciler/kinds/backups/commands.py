@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from reconciler.kinds.backups.catalog import Backup, read_catalog
 from reconciler.kinds.backups.connection import connect, redact
 from reconciler.kinds.backups.retention import decide, parse_policy
 from reconciler.kinds.backups.source import open_source, verify
-from reconciler.units import human_bytes
+from reconciler.units import human_bytes, parse_duration
 
 
 @click.group("backups")
@@ -159,12 +160,18 @@ def verify_command(app: Any, backup: str | None) -> int:
 @click.option("--map", "mappings", multiple=True, metavar="OLD=NEW", help="Restore collection OLD as NEW.")
 @click.option("--force-rollback", is_flag=True,
               help="Restore a CryoSPARC database even though project directories are newer than the backup.")
+@click.option("--lock-timeout", default="0s", show_default=True, metavar="DURATION",
+              help="How long to wait for a running apply/reconcile (its lock) before failing, e.g. 5m.")
 @click.pass_obj
 def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None, database: str | None,
-                    mappings: tuple[str, ...], force_rollback: bool) -> None:
+                    mappings: tuple[str, ...], force_rollback: bool, lock_timeout: str) -> None:
     """Restore a backup (ID, or PATH to any archive or dump folder from reconciler, mongodump or
-    jobflow-remote) into empty collections; on failure nothing is left behind."""
+    jobflow-remote) into empty collections; on failure nothing is left behind. Holds the state
+    database's lock (never beside an apply or reconcile) when there is a config."""
     from reconciler.kinds.backups.restore import restore
+    from reconciler.state import lock
+
+    timeout = _seconds(lock_timeout)
 
     if (uri is None) == (uri_env is None):
         raise ConfigError("give the target as exactly one of --uri and --uri-env")
@@ -182,12 +189,14 @@ def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None,
         source = open_source(path, database)
     except BsonFormatError as error:
         raise ApplyError(f"cannot restore: {error}") from None
-    _rollback_guard(source, force_rollback)
-    client = connect(target)
-    try:
-        report = restore(source, client, database, mapping, app.progress)
-    finally:
-        client.close()
+    # A restore from a path needs no config; without one there is no state database to lock.
+    with lock.held(app.store, "backups restore", timeout) if app.config_path.exists() else nullcontext():
+        _rollback_guard(source, force_rollback)
+        client = connect(target)
+        try:
+            report = restore(source, client, database, mapping, app.progress)
+        finally:
+            client.close()
     for name, count in report.collections.items():
         indexes = report.indexes.get(name) or []
         click.echo(f"restored {report.database}.{name}: {count:,} documents"
@@ -199,6 +208,13 @@ def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None,
 
 
 
+
+
+def _seconds(lock_timeout: str) -> float:
+    try:
+        return parse_duration(lock_timeout).total_seconds()
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--lock-timeout") from None
 
 
 def _rollback_guard(source: Any, force: bool) -> None:
