@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 POLL_SECONDS = 0.05
 
-_held: "set[Guard]" = set()  # guards this process holds (closed in forked children)
+_held: set[Guard] = set()  # guards this process holds (closed in forked children)
 _held_lock = threading.Lock()
 _local: set[tuple[int, str]] = set()  # (id of a :memory: store's engine, name) held in this process
 
@@ -88,7 +88,7 @@ class AdvisoryGuard(Guard):
         try:
             connection.invalidate()  # closes the session: the server drops its advisory locks
             connection.close()
-        except Exception:  # noqa: BLE001 - a broken connection holds no lock either
+        except Exception:  # noqa: BLE001,S110 - a broken connection holds no lock either
             pass
 
     def _fileno(self) -> int | None:

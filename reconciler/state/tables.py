@@ -7,7 +7,6 @@ from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-
 from sqlmodel import Field, SQLModel
 
 from reconciler.engine.memo import TABLE
