@@ -82,7 +82,7 @@ def describe(lock: LockRecord) -> str:
 
 
 def holder(store: StateStore, name: str = LOCK_NAME) -> LockRecord | None:
-    """The row of lock ``name``, if any (its holder may be gone: see ``holder_is_gone``)."""
+    """The row of lock ``name``, if any (its holder may be gone: the lock is its guard)."""
     with store.session() as session:
         return session.exec(select(LockRecord).where(LockRecord.name == name)).first()
 
@@ -91,11 +91,6 @@ def _judged_here(store: StateStore, record: LockRecord) -> bool:
     """Whether this host can tell if ``record``'s holder is alive: always on PostgreSQL (the
     server holds every host's advisory locks), on SQLite only for a holder on this host."""
     return not store.is_sqlite or record.host == socket.gethostname()
-
-
-def holder_is_gone(store: StateStore, record: LockRecord) -> bool:
-    """True when ``record``'s holder provably no longer holds its lock (its guard is free)."""
-    return _judged_here(store, record) and guards.is_free(store, record.name)
 
 
 def _close_dead_runs(session: Session, name: str) -> list[str]:
@@ -156,9 +151,28 @@ def _refusal(store: StateStore, current: LockRecord) -> LockError:
             f"`reconciler force-unlock {current.lock_id}`"
         )
     return LockError(
-        f"the state database is locked by {describe(current)}, which is still running; "
+        f"the state database is locked by {describe(current)}, {_still_running(store, current)}; "
         "wait for it to finish, or pass --lock-timeout (e.g. --lock-timeout 5m) to wait for it"
     )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _still_running(store: StateStore, record: LockRecord) -> str:
+    """How a holder whose lock is held is still running: itself, or (its pid gone on this host)
+    a process it started that kept its lock open."""
+    if record.host != socket.gethostname() or _pid_alive(record.pid):
+        return "which is still running"
+    where = f" (`fuser {guards.lock_file(store.database_path, record.name)}` names it)" if store.database_path else ""
+    return f"whose process is gone but a process it started still holds its lock{where}"
 
 
 def acquire(store: StateStore, operation: str, timeout: float = 0.0, name: str = LOCK_NAME) -> HeldLock:
@@ -229,8 +243,8 @@ def force_unlock(store: StateStore, lock_id: str) -> LockRecord:
             raise LockError(f"no lock with id {lock_id}{hint}")
     if _judged_here(store, record) and not guards.is_free(store, record.name):
         raise LockError(
-            f"lock {lock_id} is held by {describe(record)}, which is still running; force-unlock removes only "
-            f"the lock of a run that is gone: let it finish, or stop it (kill {record.pid} on {record.host})"
+            f"lock {lock_id} is held by {describe(record)}, {_still_running(store, record)}; force-unlock removes "
+            f"only the lock of a run that is gone: let it finish, or stop it (kill {record.pid} on {record.host})"
         )
     with store.session() as session:
         session.exec(delete(LockRecord).where(LockRecord.lock_id == lock_id))  # type: ignore[call-overload,arg-type]

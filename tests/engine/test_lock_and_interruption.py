@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -268,3 +269,39 @@ def test_backups_restore_and_projects_export_take_the_same_lock(workspace):
     store = StateStore(workspace.state_url)
     assert lock.holder(store) is None  # each took the dead holder's lock over and released it
     store.dispose()
+
+
+def test_a_lock_kept_open_by_a_child_of_a_dead_holder_says_so(tmp_path):
+    # What the fork hook prevents, made on purpose: a child that inherited the lock file's
+    # descriptor (as any process started without close-on-exec would) outlives its parent.
+    state_url = f"sqlite:///{tmp_path / 'reconciler.db'}"
+    StateStore(state_url).dispose()
+    keeper = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+if os.fork() == 0:
+    sys.stdin.readline()
+    os._exit(0)
+print(os.getpid(), flush=True)
+os._exit(0)
+"""
+    lock_path = tmp_path / "reconciler.db.lock"
+    lock_path.touch()
+    process = subprocess.Popen([sys.executable, "-c", keeper, str(lock_path)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdin is not None
+    parent = int(process.stdout.readline())
+    process.wait(30)
+    store = StateStore(state_url)
+    with store.session() as session:
+        session.add(LockRecord(name="apply", lock_id="L-gone", who="ops@here", host=socket.gethostname(),
+                               pid=parent, operation="reconcile", created_at=datetime.now(timezone.utc)))
+        session.commit()
+    try:
+        with pytest.raises(LockError, match=r"pid \d+, reconcile since .*whose process is gone but a process it "
+                                            r"started still holds its lock \(`fuser .*reconciler\.db\.lock` names it\)"):
+            lock.acquire(store, "apply")
+    finally:
+        process.stdin.close()
+        store.dispose()
