@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from reconciler.state.store import StateStore
 
 POLL_SECONDS = 0.05
+# The server probes an idle lock session's client after 60 s, then every 10 s, 6 times.
+KEEPALIVES = "SET tcp_keepalives_idle = 60; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 6"
 
 _held: set[Guard] = set()  # guards this process holds (closed in forked children)
 _held_lock = threading.Lock()
@@ -185,6 +187,8 @@ def _try_advisory(store: StateStore, name: str) -> AdvisoryGuard | None:
         raise StateError(f"cannot open the state database {redact_url(store.url)}: {reason}") from None
     try:
         taken = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
+        if taken:  # a client host that vanishes (power cut, network gone) frees it within ~2 minutes
+            connection.execute(text(KEEPALIVES))
     except BaseException:
         connection.invalidate()
         connection.close()

@@ -305,3 +305,18 @@ os._exit(0)
     finally:
         process.stdin.close()
         store.dispose()
+
+
+@pytest.mark.postgres
+def test_the_postgresql_lock_session_asks_the_server_to_notice_a_vanished_client(state_url):
+    if state_url.startswith("sqlite"):
+        pytest.skip("the PostgreSQL variant")
+    from sqlalchemy import text
+
+    store = StateStore(state_url)
+    with lock.held(store, "apply") as held:
+        connection = held.guard.connection  # type: ignore[attr-defined]
+        settings = [connection.execute(text(f"SHOW {name}")).scalar()
+                    for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")]
+    store.dispose()
+    assert settings == ["60", "10", "6"]
