@@ -138,7 +138,8 @@ def _record(store: StateStore, guard: guards.Guard, name: str, operation: str) -
         session.commit()
     held = HeldLock(record, guard, previous, interrupted)
     if previous is not None:
-        runs = f"; its run {', '.join(interrupted)} is recorded as interrupted" if interrupted else ""
+        runs = (f"; its run{'s' if len(interrupted) > 1 else ''} {', '.join(interrupted)} "
+                f"{'are' if len(interrupted) > 1 else 'is'} recorded as interrupted") if interrupted else ""
         log.warning("took over the lock of %s: that process is gone%s", describe(previous), runs)
     return held
 
