@@ -112,6 +112,8 @@ class LocalGuard(Guard):
 
 def _after_fork_in_child() -> None:
     """Close the child's copies of every held guard's descriptor (never unlock: the parent holds it)."""
+    global _held_lock
+    _held_lock = threading.Lock()  # another thread may have held it at the fork
     for guard in list(_held):
         fd = guard._fileno()
         if fd is not None:
