@@ -18,7 +18,7 @@ from reconciler.errors import LockError, StateError
 from reconciler.state import lock
 from reconciler.state.store import StateStore
 from reconciler.state.tables import LockRecord
-from tests.conftest import REPO, popen_cli
+from tests.conftest import REPO, popen_cli, run_cli
 from tests.engine.conftest import TOY_PLUGIN
 
 
@@ -227,6 +227,16 @@ def test_a_read_only_state_directory_is_one_clear_error(tmp_path):
             StateStore(f"sqlite:///{directory / 'reconciler.db'}")
     finally:
         directory.chmod(0o755)
+
+
+def test_a_state_directory_nobody_can_write_is_one_clear_cli_error(tmp_path):
+    # /proc/self takes no new files, not even root's: the same refusal, runnable as root.
+    (tmp_path / "reconciler.toml").write_text("")
+    result = run_cli(["--config", str(tmp_path / "reconciler.toml"), "--state", "sqlite:////proc/self/reconciler.db",
+                      "reconcile"])
+    assert result.code == 1 and "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
+    assert "cannot create the lock file /proc/self/reconciler.db.schema.lock beside the state database" in result.err
+    assert "make /proc/self writable by this user, or point --state" in result.err
 
 
 def test_reconcile_watch_stops_cleanly_on_sigterm(workspace):
