@@ -319,7 +319,8 @@ def reconcile(
 @click.argument("lock_id")
 @click.pass_obj
 def force_unlock(app: App, lock_id: str) -> None:
-    """Remove a stale lock left by a run that died (see the lock id in the error)."""
+    """Remove the lock row of a run that is gone but this host cannot check (another host's run on
+    a shared SQLite state); a run killed on this host, or anywhere on PostgreSQL, needs none."""
     removed = lock.force_unlock(app.read_store, lock_id)
     click.echo(f"Removed lock {removed.lock_id} held by {lock.describe(removed)}.")
 
@@ -332,8 +333,10 @@ def force_unlock(app: App, lock_id: str) -> None:
 def history(app: App, run_id: str | None, as_json: bool, limit: int) -> None:
     """The apply journal: what each run did to which address, and how it ended."""
     rows = journal.entries(app.read_store, run_id)[-limit:]
-    if as_json:
-        click.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+    if as_json:  # each entry with how its run ended ("interrupted": killed, or stopped by a signal)
+        runs = journal.run_statuses(app.read_store)
+        click.echo(json.dumps([{**row.model_dump(mode="json"), "run_status": runs.get(row.run_id)} for row in rows],
+                              indent=2))
         return
     if not rows:
         click.echo(f"No run of {run_id} in the journal." if run_id else "No runs in the journal yet.")

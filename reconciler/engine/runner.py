@@ -79,9 +79,10 @@ def apply_plan(
     ctx: RunContext,
     operation: str,
     allow_destroy: bool,
+    lock_id: str | None = None,
 ) -> ApplyOutcome:
-    """Execute ``plan`` under a fresh journal run (the caller holds the lock)."""
-    journal = Journal(ctx.state, plan.plan_id, operation)
+    """Execute ``plan`` under a fresh journal run (the caller holds the lock ``lock_id``)."""
+    journal = Journal(ctx.state, plan.plan_id, operation, lock_id)
     status = "failed"
     try:
         report = execute(plan, kinds, ctx, journal, allow_destroy)
@@ -110,9 +111,9 @@ def apply_saved(
     plan = read_plan(path)
     if not plan.actions:
         return None
-    with lock.held(ctx.state, "apply", lock_timeout):
+    with lock.held(ctx.state, "apply", lock_timeout) as held:
         check_saved_plan(plan, config, kinds, ctx)
-        return apply_plan(plan, kinds, ctx, "apply", allow_destroy)
+        return apply_plan(plan, kinds, ctx, "apply", allow_destroy, held.lock_id)
 
 
 def apply_fresh(
@@ -128,8 +129,8 @@ def apply_fresh(
 
     Returns the plan and, when something ran, the outcome.
     """
-    with lock.held(ctx.state, operation, lock_timeout):
+    with lock.held(ctx.state, operation, lock_timeout) as held:
         planned = make_plan(kinds, config.model, config.sha256, ctx)
         if not planned.plan.actions or not confirm(planned):
             return planned, None
-        return planned, apply_plan(planned.plan, kinds, ctx, operation, allow_destroy)
+        return planned, apply_plan(planned.plan, kinds, ctx, operation, allow_destroy, held.lock_id)

@@ -241,7 +241,7 @@ def test_kill_9_during_a_deletion_is_finished_by_the_next_run(live):
     store = StateStore(live.site.state_url)
     stale = lock.holder(store)
     store.dispose()
-    assert live.site.cli("force-unlock", stale.lock_id).code == 0
+    assert stale is not None and stale.pid == process.pid  # its row only: the lock died with its process
     plan = live.site.cli("plan")
     assert f"delete {remaining:,} files" in plan.out
     assert live.site.cli("apply", "--auto-approve", "--allow-destroy").code == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from reconciler.kinds.backups.catalog import Backup, read_catalog
 from reconciler.kinds.backups.connection import connect, describe_server_error, redact
 from reconciler.kinds.backups.retention import decide, parse_policy
 from reconciler.kinds.backups.source import READ_ERRORS, describe, open_source, verify
-from reconciler.units import human_bytes
+from reconciler.units import human_bytes, parse_duration
 
 
 @click.group("backups")
@@ -173,16 +174,22 @@ def verify_command(app: Any, backup: str | None) -> int:
                    "then restore.")
 @click.option("--force-rollback", is_flag=True,
               help="Restore a CryoSPARC database even though project directories are newer than the backup.")
+@click.option("--lock-timeout", default="0s", show_default=True, metavar="DURATION",
+              help="How long to wait for a running apply/reconcile (its lock) before failing, e.g. 5m.")
 @click.pass_obj
 def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None, includes: tuple[str, ...],
                     excludes: tuple[str, ...], ns_from: tuple[str, ...], ns_to: tuple[str, ...],
                     database: str | None, mappings: tuple[str, ...], oplog_replay: bool | None,
-                    users_and_roles: bool, resume_cleanup: bool, force_rollback: bool) -> None:
+                    users_and_roles: bool, resume_cleanup: bool, force_rollback: bool, lock_timeout: str) -> None:
     """Restore a backup (ID, or PATH to any archive or dump folder from reconciler, mongodump or
     jobflow-remote) as mongorestore does: every namespace into the database it came from (unless
-    renamed), only into empty collections; on failure nothing is left behind."""
+    renamed), only into empty collections; on failure nothing is left behind. Holds the state
+    database's lock (never beside an apply or reconcile) when there is a config."""
     from reconciler.kinds.backups.names import Rename
-    from reconciler.kinds.backups.restore import RestoreOptions, restore
+    from reconciler.kinds.backups.restore import RestoreOptions
+    from reconciler.state import lock
+
+    timeout = _seconds(lock_timeout)
 
     if (uri is None) == (uri_env is None):
         raise ConfigError("give the target as exactly one of --uri and --uri-env")
@@ -205,36 +212,15 @@ def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None,
         source = open_source(path, database)
     except READ_ERRORS as error:
         raise ApplyError(f"cannot restore: {describe(error)}") from None
-    _rollback_guard(source, force_rollback)
-    client = connect(target, user_hint=uri_env)
-    server = redact(target)
     try:
-        try:
-            store = app.store
-        except (ConfigError, StateError) as error:  # restoring a path needs no config; then no checkpoint
-            store = None
-            click.echo(f"warning: no state database ({error}); a killed restore could not be resumed", err=True)
-        checkpoint = RestoreCheckpointRecorder(store, server, str(path)) if store is not None else None
-        leftovers = checkpoint.leftovers() if checkpoint is not None else {}
-        if leftovers:
-            if not resume_cleanup:
-                raise ApplyError(f"a restore to {server} was interrupted and left these collections half-restored: "
-                                 f"{', '.join(leftovers)}; run again with --resume-cleanup to drop exactly "
-                                 "those and restore")
-            _drop_leftovers(client, leftovers)
-            assert checkpoint is not None
-            checkpoint.clear()
-            click.echo(f"dropped {len(leftovers)} half-restored collection(s) of the interrupted restore: "
-                       f"{', '.join(leftovers)}", err=True)
-        report = restore(source, client, options, app.progress, checkpoint)
-    except Exception as error:
-        from pymongo.errors import PyMongoError
-
-        if isinstance(error, PyMongoError):
-            raise ApplyError(describe_server_error(error, target, uri_env)) from None
-        raise
-    finally:
-        client.close()
+        store = app.store
+    except (ConfigError, StateError) as error:  # restoring a path needs no config; then no lock, no checkpoint
+        store = None
+        click.echo(f"warning: no state database ({error}); a killed restore could not be resumed", err=True)
+    server = redact(target)
+    with lock.held(store, "backups restore", timeout) if store is not None else nullcontext():
+        report = _restore_under_lock(source, options, target, uri_env, store, str(path), resume_cleanup,
+                                     force_rollback, app.progress)
     for name, (kind, count) in report.namespaces.items():
         indexes = report.indexes.get(name) or []
         what = {"view": "view", "timeseries": f"time-series, {count:,} buckets", "users": f"{count:,} users merged",
@@ -294,6 +280,46 @@ class RestoreCheckpointRecorder:
             connection.execute(delete(self._table).where(self._table.c.server == self.server))
 
     done = clear
+
+
+def _restore_under_lock(source: Any, options: Any, target: str, uri_env: str | None, store: Any, path: str,
+                        resume_cleanup: bool, force_rollback: bool, progress: Any) -> Any:
+    """The restore itself, with the rollback guard and the checkpoint of a killed restore
+    (cleaned up first with ``resume_cleanup``). Returns the restore's report. Raises ApplyError."""
+    from reconciler.kinds.backups.restore import restore
+
+    _rollback_guard(source, force_rollback)
+    client = connect(target, user_hint=uri_env)
+    server = redact(target)
+    try:
+        checkpoint = RestoreCheckpointRecorder(store, server, path) if store is not None else None
+        leftovers = checkpoint.leftovers() if checkpoint is not None else {}
+        if leftovers:
+            if not resume_cleanup:
+                raise ApplyError(f"a restore to {server} was interrupted and left these collections half-restored: "
+                                 f"{', '.join(leftovers)}; run again with --resume-cleanup to drop exactly "
+                                 "those and restore")
+            _drop_leftovers(client, leftovers)
+            assert checkpoint is not None
+            checkpoint.clear()
+            click.echo(f"dropped {len(leftovers)} half-restored collection(s) of the interrupted restore: "
+                       f"{', '.join(leftovers)}", err=True)
+        return restore(source, client, options, progress, checkpoint)
+    except Exception as error:
+        from pymongo.errors import PyMongoError
+
+        if isinstance(error, PyMongoError):
+            raise ApplyError(describe_server_error(error, target, uri_env)) from None
+        raise
+    finally:
+        client.close()
+
+
+def _seconds(lock_timeout: str) -> float:
+    try:
+        return parse_duration(lock_timeout).total_seconds()
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--lock-timeout") from None
 
 
 def _drop_leftovers(client: Any, namespaces: dict[str, bool]) -> None:
