@@ -32,7 +32,6 @@ import pymongo
 from processes import run
 
 
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

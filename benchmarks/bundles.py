@@ -25,6 +25,7 @@ from pathlib import Path
 
 import processes
 
+
 def run(argv: list[str]) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds, peak RSS (KiB) of one process."""
     measured = processes.run(argv)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -22,7 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backups", type=int, default=10_000)
     arguments = parser.parse_args()
-    start = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2000, 1, 1, tzinfo=UTC)
     times = [start + timedelta(hours=7 * index) for index in range(arguments.backups)]
     policy = parse_policy("keep_last=3,keep_daily=7,keep_weekly=4,keep_monthly=12,keep_yearly=2,keep_within=2d")
     began = time.perf_counter()
@@ -33,7 +33,8 @@ def main() -> None:
     theirs = time.perf_counter() - began
     assert [index for index, _ in decision.keep] == [index for index, keep in expected if keep]
     print(f"{arguments.backups:,} backups: reconciler {ours * 1000:.1f} ms, restic's loop transcribed "
-          f"{theirs * 1000:.1f} ms, ratio {ours / theirs:.2f}; kept {len(decision.keep)}, removed {len(decision.remove)}"
+          f"{theirs * 1000:.1f} ms, ratio {ours / theirs:.2f}; kept {len(decision.keep)}, "
+          f"removed {len(decision.remove)}"
           f"; target < 1 s: {'met' if ours < 1 else 'NOT met'}")
 
 

@@ -48,7 +48,7 @@ class HashingWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._file = open(path, "wb")
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by close(), which callers call in a finally
         self._digest = hashlib.sha256()
         self._pending = bytearray()
         self.bytes = 0

@@ -36,7 +36,8 @@ def parse_duration(value: Any) -> timedelta:
         return value
     if not isinstance(value, str) or not _DURATION_FULL.match(value):
         raise ValueError(
-            f"invalid duration {value!r}: write a number and a unit, one of s, m, h, d, w (e.g. \"90s\", \"15m\", \"1d\")"
+            f"invalid duration {value!r}: write a number and a unit, one of s, m, h, d, w "
+            '(e.g. "90s", "15m", "1d")'
         )
     seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(value))
     if seconds > MAX_DURATION_SECONDS:

@@ -6,14 +6,15 @@ import functools
 import io
 import sys
 import traceback
+from datetime import UTC
 
 import click
 
 from reconciler import __version__
 from reconciler.cli import config_commands, report_command, run_commands
 from reconciler.cli.app import App, setup_logging
-from reconciler.errors import ConfigError, ReconcilerError
 from reconciler.cli.argv import global_options_first
+from reconciler.errors import ConfigError, ReconcilerError
 from reconciler.secrets import redact
 from reconciler.state.location import STATE_VARIABLE
 
@@ -87,9 +88,9 @@ def _say_error(text: str, argv: list[str]) -> None:
     """The one error line on stderr: plain, or a JSON log object with ``--log-format json``."""
     if _json_logs(argv):
         import json
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        click.echo(json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        click.echo(json.dumps({"time": datetime.now(UTC).isoformat(timespec="milliseconds"),
                                "level": "error", "logger": "reconciler", "message": redact(text)}), err=True)
     else:
         click.echo(redact(text), err=True)

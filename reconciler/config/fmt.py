@@ -49,7 +49,8 @@ def _inline_text(value: object) -> str:
     if isinstance(value, dict):
         if not value:
             return "{}"
-        return "{ " + ", ".join(f"{tomlkit.key(str(k)).as_string()} = {_inline_text(v)}" for k, v in value.items()) + " }"
+        pairs = (f"{tomlkit.key(str(k)).as_string()} = {_inline_text(v)}" for k, v in value.items())
+        return "{ " + ", ".join(pairs) + " }"
     if isinstance(value, list):
         return "[" + ", ".join(_inline_text(v) for v in value) + "]"
     return tomlkit.item(value).as_string()

@@ -7,8 +7,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from reconciler.engine.kind import Kind
@@ -89,7 +97,7 @@ class MonitoringSection(Section):
         return value
 
     @model_validator(mode="after")
-    def _one_url(self) -> "MonitoringSection":
+    def _one_url(self) -> MonitoringSection:
         if self.healthcheck_url is not None and self.healthcheck_url_env is not None:
             raise ValueError("set healthcheck_url or healthcheck_url_env, not both")
         return self

@@ -52,7 +52,8 @@ def resolve_dependencies(actions: list[Action]) -> list[Action]:
                 heapq.heappush(ready, (position[dependant], dependant))
     if len(ordered) != len(actions):
         stuck = sorted({by_id[action_id].address for action_id, required in waiting.items() if required})
-        raise PlanError(f"actions depend on each other in a cycle: {', '.join(stuck)}; this is a bug in a resource kind")
+        raise PlanError(f"actions depend on each other in a cycle: {', '.join(stuck)}; "
+                        "this is a bug in a resource kind")
     return ordered
 
 

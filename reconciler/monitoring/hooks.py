@@ -51,7 +51,8 @@ def monitored(section: Any, command: str, declared: list[str],
     if url:
         from reconciler.monitoring.notify import ping
 
-        ping(url, "start", f"reconciler {command} started on {summary.host}", section.healthcheck_timeout.total_seconds())
+        ping(url, "start", f"reconciler {command} started on {summary.host}",
+             section.healthcheck_timeout.total_seconds())
     try:
         summary.exit_code = body(summary)
         return summary.exit_code

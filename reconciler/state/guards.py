@@ -13,6 +13,7 @@ killed parent never keeps the parent's lock alive.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -117,10 +118,8 @@ def _after_fork_in_child() -> None:
     for guard in list(_held):
         fd = guard._fileno()
         if fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         if isinstance(guard, FileGuard):
             guard.fd = None
         elif isinstance(guard, AdvisoryGuard):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import socket
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlmodel import select
 
@@ -16,7 +16,7 @@ from reconciler.state.tables import JournalEntry, RunRecord
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Journal:

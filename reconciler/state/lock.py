@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, delete, select
@@ -101,7 +101,7 @@ def _close_dead_runs(session: Session, name: str) -> list[str]:
         run for run in session.exec(select(RunRecord).where(RunRecord.status == "running"))
         if (run.lock_id is None and name == LOCK_NAME) or (run.lock_id is not None and run.lock_id not in live)
     ]
-    found = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    found = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
     for run in dead:
         run.status = "interrupted"
         session.add(run)
@@ -123,7 +123,7 @@ def _record(store: StateStore, guard: guards.Guard, name: str, operation: str) -
         host=socket.gethostname(),
         pid=os.getpid(),
         operation=operation,
-        created_at=datetime.now(timezone.utc),
+        created_at=datetime.now(UTC),
     )
     with store.session() as session:
         previous = session.exec(select(LockRecord).where(LockRecord.name == name)).first()

@@ -69,7 +69,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class StateStore:
     """An open state database whose schema matches this version of the tool."""
 
-    def __init__(self, url: str, kinds: "list[Kind] | None" = None):
+    def __init__(self, url: str, kinds: list[Kind] | None = None):
         """Open (and create or migrate) the state database at ``url``.
 
         Raises StateError when it cannot be reached or was written by a newer

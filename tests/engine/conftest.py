@@ -41,7 +41,8 @@ class Workspace(CliWorkspace):
         return run_cli(self.args(*command), env={"RECONCILER_PLUGINS": TOY_PLUGIN}, timeout=timeout)
 
     def files(self) -> dict[str, str]:
-        return {path.name: path.read_text() for path in sorted(self.world.iterdir()) if path.is_file() and not path.name.startswith(".")}
+        return {path.name: path.read_text() for path in sorted(self.world.iterdir())
+                if path.is_file() and not path.name.startswith(".")}
 
 
 @pytest.fixture

@@ -61,7 +61,8 @@ def test_version_and_help_are_answered_without_loading_the_rest():
     probe = ("import sys, runpy\nsys.argv = ['reconciler', '{arg}']\n"
              "try:\n    runpy.run_module('reconciler', run_name='__main__')\nexcept SystemExit as e:\n"
              "    assert e.code in (0, None), e.code\n"
-             "heavy = [m for m in ('sqlalchemy', 'pydantic', 'click', 'jinja2', 'pymongo', 'sqlmodel') if m in sys.modules]\n"
+             "heavy = [m for m in ('sqlalchemy', 'pydantic', 'click', 'jinja2', 'pymongo', 'sqlmodel')\n"
+             "         if m in sys.modules]\n"
              "print('HEAVY', heavy)\n")
     for arg in ("--version", "--help"):
         result = subprocess.run([sys.executable, "-c", probe.format(arg=arg)], capture_output=True, text=True,

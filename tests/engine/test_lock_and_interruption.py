@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -184,7 +184,7 @@ def test_a_lock_from_another_host_is_respected_on_sqlite_and_judged_on_postgresq
     with store.session() as session:
         session.add(LockRecord(name="apply", lock_id="L-remote", who="ops@elsewhere", host="elsewhere",
                                pid=os.getpid() + 10_000_000, operation="reconcile",
-                               created_at=datetime.now(timezone.utc)))
+                               created_at=datetime.now(UTC)))
         session.commit()
     store.dispose()
     result = workspace.cli("apply", "--auto-approve")
@@ -306,11 +306,12 @@ os._exit(0)
     store = StateStore(state_url)
     with store.session() as session:
         session.add(LockRecord(name="apply", lock_id="L-gone", who="ops@here", host=socket.gethostname(),
-                               pid=parent, operation="reconcile", created_at=datetime.now(timezone.utc)))
+                               pid=parent, operation="reconcile", created_at=datetime.now(UTC)))
         session.commit()
     try:
         with pytest.raises(LockError, match=r"pid \d+, reconcile since .*whose process is gone but a process it "
-                                            r"started still holds its lock \(`fuser .*reconciler\.db\.lock` names it\)"):
+                                            r"started still holds its lock "
+                                            r"\(`fuser .*reconciler\.db\.lock` names it\)"):
             lock.acquire(store, "apply")
     finally:
         process.stdin.close()

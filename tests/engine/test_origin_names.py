@@ -24,7 +24,7 @@ def test_unsafe_origin_names_are_config_errors_and_nothing_is_copied(tmp_path: P
     for command in (["validate"], ["apply", "--auto-approve"]):
         result = invoke_cli(["--config", str(config), *command], capsys)
         assert result.code == 1, result
-        assert f"reconciler.toml:1:1: origin name" in result.err and message in result.err, result.err
+        assert "reconciler.toml:1:1: origin name" in result.err and message in result.err, result.err
     assert sorted(path.name for path in (tmp_path / "data").iterdir()) == ["backup", "reconciler.toml", "src"]
     assert list((tmp_path / "data" / "backup").iterdir()) == []
     assert sorted(path.name for path in tmp_path.iterdir()) == ["data"]

@@ -62,7 +62,8 @@ class ToyKind(Kind):
             for name, spec in section.files.items():
                 for other in spec.after:
                     if other not in section.files:
-                        problems.append((("toy", "files", name, "after"), f"toy file '{name}' comes after unknown '{other}'"))
+                        problems.append((("toy", "files", name, "after"),
+                                         f"toy file '{name}' comes after unknown '{other}'"))
         return problems
 
     def observe(self, desired, ctx: RunContext) -> Observation:  # type: ignore[no-untyped-def]

@@ -56,7 +56,7 @@ def running_mongod(mongod: str, replica_set: str | None = None) -> Iterator[str]
     if replica_set:
         argv += ["--replSet", replica_set]
     # output goes to a file: a pipe nobody reads fills up and blocks the server
-    log = open(data / "mongod.stdout", "wb")
+    log = open(data / "mongod.stdout", "wb")  # noqa: SIM115 - the server's output for as long as it runs
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
     uri = f"mongodb://127.0.0.1:{port}"
     try:

@@ -72,7 +72,7 @@ def running_sshd(home: Path, extra_config: str = "") -> Iterator[Sshd]:
         "PermitRootLogin prohibit-password\nLogLevel INFO\nMaxStartups 100\n" + extra_config
     )
     Path("/run/sshd").mkdir(exist_ok=True)
-    log = open(home / "sshd.log", "wb")  # a file, not a pipe nobody reads (a full pipe blocks sshd)
+    log = open(home / "sshd.log", "wb")  # noqa: SIM115 - a file, not a pipe nobody reads (a full pipe blocks sshd)
     process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(home / "sshd_config")],
                                stdout=subprocess.DEVNULL, stderr=log)
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import bson
 import pymongo
@@ -55,7 +55,7 @@ def _infos(client, database: str) -> dict[str, dict]:
 def _seed_timeseries(client, database: str, count: int = 500) -> None:
     db = client[database]
     db.create_collection("ts", timeseries={"timeField": "t", "metaField": "sensor", "granularity": "minutes"})
-    start = datetime(2024, 3, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 3, 1, tzinfo=UTC)
     db.ts.insert_many([{"t": start + timedelta(seconds=20 * index), "sensor": {"id": f"s{index % 3}"},
                         "temp": 15 + index / 100} for index in range(count)])
     db.ts.create_index([("sensor", 1)], name="sensor_1")

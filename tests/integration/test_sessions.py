@@ -137,7 +137,8 @@ def test_running_sessions_wait(live):
 
 def test_a_failing_hook_leaves_the_state_unchanged_and_shows_its_output(live):
     live.hook(extra='echo "archive system is down" >&2\nexit 3')
-    live.configure('[sessions."P1/S1"]\nmicrographs = "archiving"\n', hooks=f'[hooks]\ndatatype_state = "{live.site.root / "dm-hook.sh"}"\n')
+    live.configure('[sessions."P1/S1"]\nmicrographs = "archiving"\n',
+                   hooks=f'[hooks]\ndatatype_state = "{live.site.root / "dm-hook.sh"}"\n')
     result = live.site.cli("apply", "--auto-approve")
     assert result.code == 1
     assert "failed with exit 3: archive system is down" in result.out + result.err
@@ -169,7 +170,8 @@ def test_a_broken_hook_is_an_error_for_each_change_in_the_plan(live, problem):
 
 def test_a_hook_failing_after_a_deletion_runs_again_next_time(live):
     live.hook(extra="exit 1")
-    live.configure('[sessions."P1/S1"]\nparticles = "deleted"\n', hooks=f'[hooks]\ndatatype_state = "{live.site.root / "dm-hook.sh"}"\n')
+    live.configure('[sessions."P1/S1"]\nparticles = "deleted"\n',
+                   hooks=f'[hooks]\ndatatype_state = "{live.site.root / "dm-hook.sh"}"\n')
     failed = live.site.cli("apply", "--auto-approve", "--allow-destroy")
     assert failed.code == 1 and "the next run runs the hook again" in failed.out + failed.err
     assert live.state("P1", "S1", "particles")["status"] == "deleted"

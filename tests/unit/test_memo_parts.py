@@ -93,7 +93,7 @@ def test_the_replay_reads_the_tables_the_state_store_makes():
     from reconciler.engine import memo
     from reconciler.state.tables import LockRecord, MemoRecord
 
-    assert (memo.TABLE, memo.LOCK_TABLE) == (MemoRecord.__tablename__, LockRecord.__tablename__)
+    assert (MemoRecord.__tablename__, LockRecord.__tablename__) == (memo.TABLE, memo.LOCK_TABLE)
 
 
 @pytest.mark.parametrize(("given", "expected"), [

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from reconciler.kinds.replicas import paths
 from reconciler.kinds.replicas.config import ReplicaConfig
-from reconciler.kinds.replicas.location import Location, SshSettings
 from reconciler.kinds.replicas.listing import exact_args
+from reconciler.kinds.replicas.location import Location, SshSettings
 from reconciler.kinds.replicas.rsync import Invocation, copy_invocation, last_words, plan_batches, run_copies, unescape
 
 

@@ -162,7 +162,8 @@ class ArchiveReader:
         try:
             return bson.decode(raw)
         except Exception as error:  # noqa: BLE001 - any decoding failure is a damaged archive
-            raise BsonFormatError(f"{self.name}: {what} at byte {self.offset - len(raw)} is not valid BSON ({error})") from None
+            raise BsonFormatError(f"{self.name}: {what} at byte {self.offset - len(raw)} is not valid BSON "
+                                  f"({error})") from None
 
     def documents(self) -> Iterator[tuple[str, bytes]]:
         crcs: dict[str, int] = {}

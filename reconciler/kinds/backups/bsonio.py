@@ -49,7 +49,8 @@ def read_document(stream: Readable, name: str, offset: int) -> bytes | None:
     if not head:
         return None
     if len(head) < 4:
-        raise BsonFormatError(f"{name}: truncated at byte {offset}: {len(head)} stray bytes where a document should start")
+        raise BsonFormatError(f"{name}: truncated at byte {offset}: {len(head)} stray bytes where a document "
+                              "should start")
     (length,) = _LENGTH.unpack(head)
     if length < 5 or length > MAX_DOCUMENT:
         raise BsonFormatError(f"{name}: invalid BSON document length {length} at byte {offset}; the file is not BSON "
@@ -59,7 +60,8 @@ def read_document(stream: Readable, name: str, offset: int) -> bytes | None:
         raise BsonFormatError(f"{name}: truncated at byte {offset}: a {length}-byte document ends after "
                               f"{len(body) + 4} bytes")
     if body[-1] != 0:
-        raise BsonFormatError(f"{name}: the document at byte {offset} does not end with a zero byte; the file is damaged")
+        raise BsonFormatError(f"{name}: the document at byte {offset} does not end with a zero byte; "
+                              "the file is damaged")
     return head + body
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
@@ -106,7 +106,7 @@ class Catalog:
 
 
 def backup_id_for(database_key: str, started: datetime) -> str:
-    return f"{database_key}-{started.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}"
+    return f"{database_key}-{started.astimezone(UTC):%Y%m%dT%H%M%SZ}"
 
 
 def read_manifest(path: Path) -> Manifest:

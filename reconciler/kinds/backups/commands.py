@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from contextlib import nullcontext
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ def _parse_time(text: str, line: int) -> datetime:
     except ValueError:
         raise PlanError(f"line {line}: {text.strip()!r} is not an ISO-8601 time (e.g. 2026-11-21T10:00:00+01:00)") \
             from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @backups_group.command("retention")
@@ -84,7 +84,7 @@ def _catalog(key: str, db: Any) -> list[Backup]:
 @click.pass_obj
 def list_command(app: Any, database: str | None, as_json: bool) -> None:
     """Backups per database: time, age, size, documents, and the retention rules keeping each."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
     for key, db in _configured(app, database):
         backups = _catalog(key, db)
@@ -205,7 +205,7 @@ def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None,
     if len(ns_from) != len(ns_to):
         raise ConfigError("give --ns-from and --ns-to in pairs (the same number of each)")
     options = RestoreOptions(include=list(includes), exclude=list(excludes),
-                             renames=[Rename(a, b) for a, b in zip(ns_from, ns_to)], database=database,
+                             renames=[Rename(a, b) for a, b in zip(ns_from, ns_to, strict=True)], database=database,
                              mapping=mapping, oplog_replay=oplog_replay, users_and_roles=users_and_roles)
     path = _find(app, backup)
     try:
@@ -242,7 +242,7 @@ class RestoreCheckpointRecorder:
         self.store = store
         self.server = server
         self.backup = backup
-        self.started = datetime.now(timezone.utc)
+        self.started = datetime.now(UTC)
 
     @property
     def _table(self) -> Any:

@@ -18,12 +18,16 @@ class RetentionConfig(Section):
     periods that have backups (-1: no limit); rules are ORed; empty keeps everything."""
 
     keep_last: int | None = Field(default=None, ge=-1, description="Keep the newest N backups.")
-    keep_hourly: int | None = Field(default=None, ge=-1, description="Keep the newest backup of each of the last N hours.")
-    keep_daily: int | None = Field(default=None, ge=-1, description="Keep the newest backup of each of the last N days.")
-    keep_weekly: int | None = Field(default=None, ge=-1, description="Keep the newest backup of each of the last N weeks.")
+    keep_hourly: int | None = Field(default=None, ge=-1,
+                                    description="Keep the newest backup of each of the last N hours.")
+    keep_daily: int | None = Field(default=None, ge=-1,
+                                   description="Keep the newest backup of each of the last N days.")
+    keep_weekly: int | None = Field(default=None, ge=-1,
+                                    description="Keep the newest backup of each of the last N weeks.")
     keep_monthly: int | None = Field(default=None, ge=-1,
                                      description="Keep the newest backup of each of the last N months.")
-    keep_yearly: int | None = Field(default=None, ge=-1, description="Keep the newest backup of each of the last N years.")
+    keep_yearly: int | None = Field(default=None, ge=-1,
+                                    description="Keep the newest backup of each of the last N years.")
     keep_within: Duration | None = Field(default=None, description="Keep every backup younger than this (e.g. \"2d\").")
 
     def policy(self) -> Policy:
@@ -59,7 +63,7 @@ class DatabaseConfig(Section):
     backup: BackupConfig | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DatabaseConfig":
+    def _one_source(self) -> DatabaseConfig:
         if (self.uri is None) == (self.uri_env is None):
             raise ValueError("set exactly one of uri and uri_env")
         return self

@@ -63,17 +63,16 @@ def diff_database(facts: DatabaseFacts) -> Diff:
         ))
     newest = facts.backups[-1] if facts.backups else None
     backup_action = None
-    if newest is None or facts.now - newest.time >= facts.every:
-        if facts.reachable:
-            reason = "no backup yet" if newest is None else (
-                f"the newest backup is {age_text(facts.now - newest.time)} old (every {format_duration(facts.every)})")
-            backup_action = Action.create(
-                address=address, kind="backup", reason=reason,
-                facts={"newest": newest.backup_id if newest else None},
-                details={"database": facts.database, "to": facts.destination, "format": facts.format,
-                         "method": facts.method, "compress": facts.compress, "collections": facts.collections},
-            )
-            diff.actions.append(backup_action)
+    if (newest is None or facts.now - newest.time >= facts.every) and facts.reachable:
+        reason = "no backup yet" if newest is None else (
+            f"the newest backup is {age_text(facts.now - newest.time)} old (every {format_duration(facts.every)})")
+        backup_action = Action.create(
+            address=address, kind="backup", reason=reason,
+            facts={"newest": newest.backup_id if newest else None},
+            details={"database": facts.database, "to": facts.destination, "format": facts.format,
+                     "method": facts.method, "compress": facts.compress, "collections": facts.collections},
+        )
+        diff.actions.append(backup_action)
     if not facts.backups:
         return diff
     decision = decide([backup.time for backup in facts.backups], facts.policy)

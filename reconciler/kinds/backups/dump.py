@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +233,7 @@ def _finish(request: DumpRequest, temporary: Path, collections: list[CollectionP
         format=request.format, compressed=request.compress, method=method,
         collections={plan.name: plan.stats for plan in collections}, skipped=skipped or {},
         consistent=request.consistent, oplog_entries=oplog_entries, files=files, server_version=server,
-        tool_version=f"reconciler {__version__}", started_at=started, finished_at=datetime.now(timezone.utc),
+        tool_version=f"reconciler {__version__}", started_at=started, finished_at=datetime.now(UTC),
     )
     atomic_write_text(request.destination / (final.name + MANIFEST_SUFFIX), manifest.model_dump_json(indent=2) + "\n")
     return manifest
@@ -246,7 +246,7 @@ def dump_python(client: Any, request: DumpRequest) -> Manifest:
     temporary output is removed.
     """
     from pymongo.errors import PyMongoError  # here, not at import: pymongo is slow to load
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     db = client[request.database]
     temporary = request.destination / (TEMP_PREFIX + data_name(request))
     try:
@@ -341,7 +341,7 @@ def dump_mongodump(mongodump: str, uri: str, client: Any, request: DumpRequest) 
 
     Raises ApplyError with mongodump's last line (redacted) when it fails.
     """
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     temporary = request.destination / (TEMP_PREFIX + data_name(request))
     handle, config_file = tempfile.mkstemp(prefix="reconciler-mongodump-", suffix=".yaml")
     try:

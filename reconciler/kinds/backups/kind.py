@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,9 @@ from reconciler.errors import ApplyError, ObserveError
 from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, TEMP_PREFIX, backup_id_for, read_catalog
 from reconciler.kinds.backups.config import DatabaseConfig
 from reconciler.kinds.backups.connection import connect, describe_server_error, redact
-from reconciler.secrets import has_password
 from reconciler.kinds.backups.diff import BackupFact, DatabaseFacts, database_address, diff_database
 from reconciler.kinds.backups.tables import BackupRecord, RestoreCheckpoint
+from reconciler.secrets import has_password
 
 
 def policy_text(retention: Any) -> str:
@@ -59,7 +59,7 @@ class BackupsKind(Kind):
         return problems
 
     def observe(self, desired: Any, ctx: RunContext) -> Observation:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         facts: list[DatabaseFacts] = []
         errors: list[AddressMessage] = []
         for key, db in desired.databases.items():
@@ -134,7 +134,7 @@ class BackupsKind(Kind):
             uri = db.resolve_uri()
         except ValueError as error:
             raise ApplyError(str(error)) from None
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         request = DumpRequest(database_key=key, database=db.database, collections=list(db.collections),
                               destination=Path(db.backup.to), format=db.backup.format,
                               compress=db.backup.compress, backup_id=backup_id_for(key, started),
@@ -157,7 +157,8 @@ class BackupsKind(Kind):
                 manifest = dump_python(client, request)
         finally:
             client.close()
-        return f"{manifest.backup_id}: {manifest.summary()}, {manifest.bytes:,} bytes ({manifest.method}, {manifest.format})"
+        return (f"{manifest.backup_id}: {manifest.summary()}, {manifest.bytes:,} bytes "
+                f"({manifest.method}, {manifest.format})")
 
     @executor("prune")
     def prune(self, action: Action, ctx: RunContext) -> str:

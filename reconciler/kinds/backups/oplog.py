@@ -30,7 +30,7 @@ class OplogWindow:
     start: Any  # bson.Timestamp of the newest entry before the dump
 
     @classmethod
-    def open(cls, client: Any, database: str) -> "OplogWindow":
+    def open(cls, client: Any, database: str) -> OplogWindow:
         """Note where the oplog stands. Raises ApplyError when the server has no oplog."""
         if not client.admin.command("hello").get("setName"):
             raise ApplyError(f'consistent = "oplog" needs a replica set, and the server holding {database} is a '
@@ -95,7 +95,8 @@ def replay(client: Any, entries: list[bytes], rename: Any) -> int:
     """
     from pymongo.errors import PyMongoError
 
-    codec: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(datetime_conversion=bson.DatetimeConversion.DATETIME_MS)
+    codec: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(
+        datetime_conversion=bson.DatetimeConversion.DATETIME_MS)
     applied = 0
     for raw in entries:
         entry = bson.decode(raw if not isinstance(raw, RawBSONDocument) else raw.raw, codec_options=codec)

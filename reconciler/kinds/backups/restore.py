@@ -144,8 +144,8 @@ def plan_restore(source: BackupSource, options: RestoreOptions) -> RestorePlan:
     doubled = sorted(name for name, count in seen.items() if count > 1)
     if doubled:
         names = ", ".join(name.partition(".")[2] if options.mapping else name for name in doubled)
-        raise ApplyError(f"{'--map sends' if options.mapping else 'the renames send'} several collections into {names}; "
-                         "give each its own name")
+        what = "--map sends" if options.mapping else "the renames send"
+        raise ApplyError(f"{what} several collections into {names}; give each its own name")
     has_oplog = any(item.type == "oplog" for item in source.collections)
     consistent = bool(source.manifest and source.manifest.consistent)
     replay = has_oplog and (options.oplog_replay if options.oplog_replay is not None else consistent)
@@ -379,7 +379,7 @@ def _replay(source: BackupSource, client: Any, plan: RestorePlan) -> int:
 
 
 def _id_filter(raw: bytes) -> RawBSONDocument:
-    for kind, name, start, end in top_level_elements(raw):
+    for _kind, name, start, end in top_level_elements(raw):
         if name == "_id":
             return RawBSONDocument(element_document(raw, start, end))
     raise ApplyError("a document with a Timestamp(0, 0) field has no _id; it cannot be restored exactly")

@@ -18,6 +18,7 @@ renamed when complete; ``.tar.gz`` and ``.tar.zst`` compress the whole stream.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import io
@@ -26,7 +27,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal, cast
 
@@ -41,7 +42,7 @@ from reconciler.kinds.replicas.rsync import PARTIAL_DIR
 
 FORMAT_VERSION: Literal[1] = 1
 HEADER, MANIFEST, SIGNATURE, DATA = "bundle.json", "MANIFEST.sha256", "MANIFEST.sha256.hmac", "data/"
-_CANONICAL = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True, tzinfo=timezone.utc)
+_CANONICAL = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True, tzinfo=UTC)
 _BLOCK = 1 << 20
 
 
@@ -189,7 +190,7 @@ def export_bundle(output: Path, records: Records, users: list[dict[str, Any]], s
             plan.append(path)
     header = BundleHeader(
         format_version=FORMAT_VERSION, tool_version=__version__,
-        created_at=datetime.now(timezone.utc).replace(microsecond=0), source_instance=source,
+        created_at=datetime.now(UTC).replace(microsecond=0), source_instance=source,
         project_uid=str(records.project["uid"]), includes_data=directory is not None,
         project=_dump({k: v for k, v in records.project.items() if k != "_id"}),
         workspaces=_dump([{k: v for k, v in item.items() if k != "_id"} for item in records.workspaces]),
@@ -198,7 +199,8 @@ def export_bundle(output: Path, records: Records, users: list[dict[str, Any]], s
     manifest: list[tuple[str, str]] = []
     total_bytes = 0
     try:
-        with _writer(temporary, compression_of(output)) as stream, tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        with _writer(temporary, compression_of(output)) as stream, \
+                tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             data = header.model_dump_json(indent=1).encode()
             _add_bytes(tar, HEADER, data)
             manifest.append((hashlib.sha256(data).hexdigest(), HEADER))
@@ -245,7 +247,7 @@ def export_bundle(output: Path, records: Records, users: list[dict[str, Any]], s
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
-    info.mtime = int(datetime.now(timezone.utc).timestamp())
+    info.mtime = int(datetime.now(UTC).timestamp())
     info.mode = 0o644
     tar.addfile(info, io.BytesIO(data))
 
@@ -312,7 +314,7 @@ def verify_bundle(path: Path, key: bytes | None = None) -> Verification:
                     assert handle is not None
                     digest = hashlib.sha256()
                     kept = bytearray() if member.name in (HEADER, MANIFEST, SIGNATURE) else None
-                    for block in iter(lambda: handle.read(_BLOCK), b""):
+                    for block in iter(functools.partial(handle.read, _BLOCK), b""):
                         digest.update(block)
                         if kept is not None:
                             kept.extend(block)

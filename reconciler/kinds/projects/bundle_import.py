@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ def roll_back_unfinished(store: Any, reader: MongoDriver) -> list[str]:
                                                        col(BundleImport.stage).in_(["extracting", "inserting"]))).all()
         for row in rows:
             _undo(reader, row.uid, Path(row.staging), Path(row.destination), moved=row.stage == "inserting")
-            row.stage, row.finished_at = "rolled_back", datetime.now(timezone.utc)
+            row.stage, row.finished_at = "rolled_back", datetime.now(UTC)
             session.add(row)
             undone.append(f"rolled back the unfinished import of {row.bundle} as {row.uid}")
         session.commit()
@@ -127,7 +127,7 @@ def import_bundle(bundle: Path, reader: MongoDriver, store: Any, destination: Pa
         notes.append(f"dropped {', '.join(dropped)} (they belong to the source deployment)")
     source = header.source_instance
     project.update({"owner_user_id": owner, "project_dir": str(destination), "archived": False, "detached": True,
-                    "deleted": False, ATTACHING: datetime.now(timezone.utc),
+                    "deleted": False, ATTACHING: datetime.now(UTC),
                     "imported_from": {"instance_id": source.get("instance_id", ""), "uid": header.project_uid,
                                       "bundle": bundle.name}})
     # a staging directory of this run's own (made with mkdir, never reused): two imports can never
@@ -135,7 +135,7 @@ def import_bundle(bundle: Path, reader: MongoDriver, store: Any, destination: Pa
     staging = destination.with_name(f".{destination.name}.importing-{uuid.uuid4().hex[:12]}")
     with store.session() as session:
         row = BundleImport(bundle=str(bundle), instance=reader.name, uid=chosen, destination=str(destination),
-                           staging=str(staging), stage="extracting", started_at=datetime.now(timezone.utc))
+                           staging=str(staging), stage="extracting", started_at=datetime.now(UTC))
         session.add(row)
         session.commit()
         session.refresh(row)
@@ -201,6 +201,6 @@ def _stage(store: Any, row_id: int | None, stage: str) -> None:
         if row is not None:
             row.stage = stage
             if stage in ("done", "rolled_back"):
-                row.finished_at = datetime.now(timezone.utc)
+                row.finished_at = datetime.now(UTC)
             session.add(row)
             session.commit()

@@ -22,6 +22,7 @@ on the file system to tell where a link goes:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tarfile
@@ -201,10 +202,8 @@ class SafeExtractor:
         fd = os.dup(self._root_fd)
         try:
             for part in parts:
-                try:
+                with contextlib.suppress(FileExistsError):
                     os.mkdir(part, 0o700, dir_fd=fd)
-                except FileExistsError:
-                    pass
                 child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
                 os.close(fd)
                 fd = child

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def project_rows(desired: Any, measure: bool = True) -> tuple[list[dict[str, Any
                 "path": str(directory), "exists": exists, "state": _state(document),
                 "files": size.files if size else None, "bytes": size.bytes if size else None,
                 "lock": names.get(lock or "", lock), "imported_from": document.get("imported_from"),
-                "records_changed": datetime.fromtimestamp(newest, timezone.utc).isoformat(timespec="seconds")
+                "records_changed": datetime.fromtimestamp(newest, UTC).isoformat(timespec="seconds")
                 if newest else None,
                 "name": None, "desired": None, "in_sync": None}
             if declared:

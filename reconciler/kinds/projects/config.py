@@ -50,7 +50,8 @@ class ProjectConfig(Section):
     path: LocalPath = Field(description="The desired absolute project directory.")
     state: State = Field(default="active", description='"active", "archived" or "detached".')
     force: bool = Field(default=False,
-                        description="Attach even when cs.lock names another instance (only when that instance is gone).")
+                        description="Attach even when cs.lock names another instance "
+                                    "(only when that instance is gone).")
 
     model_config = {**Section.model_config, "populate_by_name": True}
 
@@ -69,7 +70,7 @@ class ProjectConfig(Section):
         return value
 
     @model_validator(mode="after")
-    def _uid_or_source(self) -> "ProjectConfig":
+    def _uid_or_source(self) -> ProjectConfig:
         if (self.uid is None) == (self.source is None):
             raise ValueError("set exactly one of uid (a project on an instance) and source (a bundle to import)")
         if self.source is not None and self.from_ is not None:
@@ -120,8 +121,9 @@ def check_projects(desired: Any) -> list[tuple[tuple[str | int, ...], str]]:
         identity = (project.source_instance, project.uid or project.source or "")
         if identity in seen_uids:
             problems.append((("projects", key, "uid"),
-                             f"[projects.{key}] declares {project.uid or project.source} on {project.source_instance} again "
-                             f"(already [projects.{seen_uids[identity]}]); keep one entry per project"))
+                             f"[projects.{key}] declares {project.uid or project.source} on "
+                             f"{project.source_instance} again (already [projects.{seen_uids[identity]}]); "
+                             "keep one entry per project"))
         seen_uids.setdefault(identity, key)
         if project.path in seen_paths:
             problems.append((("projects", key, "path"),

@@ -112,10 +112,11 @@ def _copy_needed(facts: ProjectFacts) -> bool | str:
         return True
     if facts.desired_dir is not None and facts.desired_dir.records_uid is not None:
         return False
-    return f"neither the project directory {facts.current_dir.path if facts.current_dir else '?'} nor {facts.path} exists"
+    current = facts.current_dir.path if facts.current_dir else "?"
+    return f"neither the project directory {current} nor {facts.path} exists"
 
 
-def _add_copy(facts: ProjectFacts, chain: "_Chain | None", current: str) -> str | None:
+def _add_copy(facts: ProjectFacts, chain: _Chain | None, current: str) -> str | None:
     """Add the copy step to ``chain`` when one is needed (``chain`` None: only check).
     Returns the problem that makes the move impossible, if any."""
     needed = _copy_needed(facts)

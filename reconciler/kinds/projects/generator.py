@@ -9,7 +9,7 @@ import os
 import random
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ def _session(project_dir: Path, raw_root: Path, project_uid: str, workspace_uid:
     return {
         "uid": workspace_uid, "project_uid": project_uid, "workspace_type": "live", "session_uid": session_uid,
         "session_dir": str(session_dir), "title": f"Session {session_uid}", "status": status,
-        "created_at": datetime.now(timezone.utc).replace(microsecond=0),
+        "created_at": datetime.now(UTC).replace(microsecond=0),
         "data_management": {name: {"status": "active", "prev_status": None, "size": size}
                             for name, size in sizes.items()},
     }
@@ -94,7 +94,7 @@ def make_instance(db: Any, root: Path, instance_id: str, *, projects: int = 3, j
                                for name, email in USERS_SEED])
         db[SCHED_CONFIG].insert_one({"_id": "lanes", "lanes": [{"name": "default", "type": "node"}]})
     made: list[GeneratedProject] = []
-    base_time = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+    base_time = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
     for number in range(first_uid, first_uid + projects):
         uid = f"P{number}"
         title = f"{TITLES[(number - 1) % len(TITLES)]} {number}"

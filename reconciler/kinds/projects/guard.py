@@ -7,7 +7,7 @@ than the backup."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import bson
@@ -33,8 +33,8 @@ def backup_time(source: BackupSource) -> datetime:
     """When the backup began (its manifest), else the backup file's modification time."""
     if source.manifest is not None:
         started = source.manifest.started_at
-        return started if started.tzinfo else started.replace(tzinfo=timezone.utc)
-    return datetime.fromtimestamp(source.path.stat().st_mtime, timezone.utc)
+        return started if started.tzinfo else started.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(source.path.stat().st_mtime, UTC)
 
 
 def newer_projects(source: BackupSource, taken: datetime) -> list[NewerProject]:
@@ -55,7 +55,7 @@ def newer_projects(source: BackupSource, taken: datetime) -> list[NewerProject]:
         except OSError:
             continue
         if newest is not None and newest > taken.timestamp():
-            found.append(NewerProject(str(document.get("uid")), directory, datetime.fromtimestamp(newest, timezone.utc)))
+            found.append(NewerProject(str(document.get("uid")), directory, datetime.fromtimestamp(newest, UTC)))
     return found
 
 

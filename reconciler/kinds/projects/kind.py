@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from reconciler.units import human_bytes
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class ProjectsKind(Kind):
@@ -40,7 +40,8 @@ class ProjectsKind(Kind):
         "instances": (dict[str, InstanceConfig],
                       Field(default_factory=dict, description="CryoSPARC instances (their meteor databases).")),
         "projects": (dict[str, ProjectConfig],
-                     Field(default_factory=dict, description="Where each project lives, on which instance, in which state.")),
+                     Field(default_factory=dict,
+                           description="Where each project lives, on which instance, in which state.")),
     }
     tables = [ProjectCopy, BundleImport]
 

@@ -24,7 +24,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ EXPORTED_NAMES = (PROJECT_FILE, WORKSPACES_FILE, MANIFEST_FILE)
 BUSY_STATUSES = ("queued", "launched", "started", "running", "waiting")
 # Set on a project document while an attach is half done; observers treat it as "attach again".
 ATTACHING = "reconciler_attaching"
-_JSON = json_util.JSONOptions(json_mode=json_util.JSONMode.RELAXED, tz_aware=True, tzinfo=timezone.utc)
+_JSON = json_util.JSONOptions(json_mode=json_util.JSONMode.RELAXED, tz_aware=True, tzinfo=UTC)
 _UID = re.compile(r"^([PJWS])([1-9][0-9]*)$")
 _JOB_DIR = re.compile(r"^J[1-9][0-9]*$")
 
@@ -199,7 +199,7 @@ def read_lock(directory: Path) -> str | None:
 
 
 def write_lock(directory: Path, instance_id: str) -> None:
-    now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
     atomic_write_text(directory / LOCK_FILE, json.dumps({"instance_id": instance_id, "locked_at": now}) + "\n")
 
 

@@ -18,6 +18,7 @@ a call fail.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -91,9 +92,7 @@ def close_all() -> None:
                 # the host name is required by the syntax and not looked up. (No _timeout: sh
                 # then polls for it every 0.1 s, which cost each run 0.1 s; the master is ours,
                 # on this host, and answers at once.)
-                try:
+                with contextlib.suppress(OSError):  # nothing to tell at exit; the master leaves by itself
                     sh.Command(ssh)("-F", "/dev/null", "-o", f"ControlPath={socket}", "-O", "exit", "reconciler",
                                     _ok_code=EVERY_EXIT, _in=b"")
-                except OSError:  # nothing to tell at exit; the master leaves by itself
-                    pass
         shutil.rmtree(directory, ignore_errors=True)

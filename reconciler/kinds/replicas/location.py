@@ -49,7 +49,7 @@ class Location:
     port: int | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "Location":
+    def parse(cls, text: str) -> Location:
         """Parse a config key or root.
 
         Raises ValueError for URLs that are not ssh:// or lack an absolute path.

@@ -11,6 +11,7 @@ itself, which also releases sh's stderr reader at once.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -69,10 +70,8 @@ class Streamed:
     def chunks(self) -> Iterator[bytes]:
         read_end, write_end = os.pipe()
         if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux
-            try:
+            with contextlib.suppress(OSError):  # above the system's limit (fs.pipe-max-size)
                 fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-            except OSError:  # above the system's limit (fs.pipe-max-size)
-                pass
         with open(read_end, "rb", buffering=0) as output, open(os.devnull, "rb") as nothing:
             with open(write_end, "wb", buffering=0) as child_output:
                 extra: dict[str, Any] = {"_preexec_fn": self.preexec_fn} if self.preexec_fn else {}

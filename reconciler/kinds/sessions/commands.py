@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -67,7 +67,7 @@ def session_stats(app: Any, project_uid: str, instance: str | None, refresh: boo
                         store.merge(SessionDatatype(
                             instance=name, project_uid=project_uid, session_uid=session_uid, datatype=datatype,
                             status=str(entry.get("status") or "active"), files=files, bytes=size,
-                            measured_at=datetime.now(timezone.utc)))
+                            measured_at=datetime.now(UTC)))
                     status = None if not DATATYPES[datatype].stateful else str(entry.get("status") or "active")
                     row["datatypes"][datatype] = {"status": status, "bytes": size, "files": files}
                     totals[datatype]["bytes"] += int(size or 0)

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.errors import ApplyError
@@ -67,7 +67,7 @@ def run_hook(program: str, call: HookCall, timeout: float, log_dir: Path) -> str
         raise ApplyError(problem)
     argv = [program, *call.arguments]
     log_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                env={**safe_environment(), **call.environment}, start_new_session=True)
     assert process.stdout is not None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import pwd
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,7 @@ class SessionsKind(Kind):
             session.merge(SessionDatatype(
                 instance=details["instance"], project_uid=details["project_uid"], session_uid=details["session_uid"],
                 datatype=details["datatype"], status=details["status"], files=files, bytes=size,
-                measured_at=datetime.now(timezone.utc)))
+                measured_at=datetime.now(UTC)))
             session.commit()
 
     @staticmethod
@@ -180,7 +180,7 @@ class SessionsKind(Kind):
         if ctx.desired.hooks.datatype_state is None:
             return
         with ctx.state.session() as session:
-            session.merge(PendingHook(address=address, status="deleted", failed_at=datetime.now(timezone.utc),
+            session.merge(PendingHook(address=address, status="deleted", failed_at=datetime.now(UTC),
                                       error=why[:2000]))
             session.commit()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from contextlib import ExitStack
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,8 @@ from reconciler.engine.actions import AddressMessage
 from reconciler.engine.kind import Observation, RunContext
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ObserveError
-from reconciler.kinds.projects.drivers.mongo import MongoDriver
 from reconciler.kinds.projects import model
+from reconciler.kinds.projects.drivers.mongo import MongoDriver
 from reconciler.kinds.projects.model import PROJECTS, WORKSPACES
 from reconciler.kinds.projects.observe import Readers
 from reconciler.kinds.sessions.datatypes import DATATYPES, collect, total
@@ -66,7 +66,7 @@ def measure(session_dir: str, datatype: str, document: dict[str, Any]) -> Dataty
 
 
 def cache(ctx: RunContext, facts: SessionFacts) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with ctx.state.session() as session:
         for datatype, item in facts.datatypes.items():
             key = (facts.instance, facts.project_uid, facts.session_uid, datatype)

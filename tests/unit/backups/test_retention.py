@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -44,9 +44,9 @@ def reference(times, policy):
     return result
 
 
-zones = st.sampled_from([timezone.utc, timezone(timedelta(hours=-10)), timezone(timedelta(hours=5, minutes=30))])
+zones = st.sampled_from([UTC, timezone(timedelta(hours=-10)), timezone(timedelta(hours=5, minutes=30))])
 moments = st.builds(
-    lambda seconds, zone: datetime(2019, 12, 20, tzinfo=timezone.utc).astimezone(zone) + timedelta(seconds=seconds),
+    lambda seconds, zone: datetime(2019, 12, 20, tzinfo=UTC).astimezone(zone) + timedelta(seconds=seconds),
     st.integers(min_value=0, max_value=3 * 366 * 86400), zones,
 )
 counts = st.one_of(st.none(), st.integers(min_value=-1, max_value=6))
@@ -67,8 +67,8 @@ def test_matches_restic(times, policy):
 
 def test_iso_weeks_cross_year_boundaries():
     # 2020-12-31 (Thu) and 2021-01-03 (Sun) are both in ISO week 2020-W53; 2021-01-04 starts 2021-W01.
-    times = [datetime(2020, 12, 31, tzinfo=timezone.utc), datetime(2021, 1, 3, tzinfo=timezone.utc),
-             datetime(2021, 1, 4, tzinfo=timezone.utc)]
+    times = [datetime(2020, 12, 31, tzinfo=UTC), datetime(2021, 1, 3, tzinfo=UTC),
+             datetime(2021, 1, 4, tzinfo=UTC)]
     decision = decide(times, Policy(weekly=5))
     assert [times[i].date().isoformat() for i, _ in decision.keep] == ["2021-01-04", "2021-01-03", "2020-12-31"]
     assert [why for _, why in decision.keep] == [["weekly"], ["weekly"], ["oldest weekly"]]
@@ -77,13 +77,13 @@ def test_iso_weeks_cross_year_boundaries():
 
 def test_periods_follow_each_times_own_offset():
     late_in_hawaii = datetime(2026, 11, 20, 23, 30, tzinfo=timezone(timedelta(hours=-10)))  # 09:30 UTC the 21st
-    morning_utc = datetime(2026, 11, 21, 8, 0, tzinfo=timezone.utc)
+    morning_utc = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
     decision = decide([late_in_hawaii, morning_utc], Policy(daily=2))
     assert [why for _, why in decision.keep] == [["daily"], ["daily"]]  # the 20th and the 21st: two days
 
 
 def test_reasons_are_listed_per_backup():
-    now = datetime(2026, 11, 21, 12, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 21, 12, tzinfo=UTC)
     times = [now - timedelta(days=day) for day in range(10)]
     decision = decide(times, parse_policy("keep_last=1,keep_daily=3,keep_within=2d"))
     assert decision.keep[0] == (0, ["within 2d", "last", "daily"])
@@ -92,12 +92,12 @@ def test_reasons_are_listed_per_backup():
 
 
 def test_an_empty_policy_keeps_everything():
-    times = [datetime(2026, 1, day, tzinfo=timezone.utc) for day in range(1, 6)]
+    times = [datetime(2026, 1, day, tzinfo=UTC) for day in range(1, 6)]
     assert decide(times, Policy()).remove == []
 
 
 def test_backups_taken_at_the_same_moment_stay_distinct():
-    moment = datetime(2026, 11, 21, tzinfo=timezone.utc)
+    moment = datetime(2026, 11, 21, tzinfo=UTC)
     assert decide([moment, moment], Policy(yearly=1)).keep == [(0, ["yearly"])]
     assert decide([moment, moment], Policy(yearly=1)).remove == [1]
 
@@ -111,7 +111,7 @@ def test_bad_policies_say_what_is_wrong(text, message):
 
 
 def test_ten_thousand_backups_match_restic():  # the speed is measured by benchmarks/retention.py
-    start = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2000, 1, 1, tzinfo=UTC)
     times = [start + timedelta(hours=7 * index) for index in range(10_000)]
     policy = parse_policy("keep_last=3,keep_daily=7,keep_weekly=4,keep_monthly=12,keep_yearly=2")
     decision = decide(times, policy)

@@ -40,7 +40,7 @@ def test_path_change_archives_copies_points_unarchives_then_removes_the_old_dire
     actions = diff_project(project).actions
     assert [a.kind for a in actions] == ["archive", "copy", "update_path", "unarchive", "remove_old"]
     assert [a.destructive for a in actions] == [False, False, False, False, True]
-    for earlier, later in zip(actions, actions[1:]):
+    for earlier, later in zip(actions, actions[1:], strict=False):
         assert later.depends_on == [earlier.id]
     assert actions[0].before == ["database:cs-old"]
     assert actions[1].details == {"source": "/data/a/CS-apo", "destination": "/data/b/CS-apo", "file_count": 10,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,10 @@ def test_cryosparcm_arguments_are_literals_never_code() -> None:
 
 
 def test_records_round_trip_and_uid_rewrite(tmp_path: Path) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     records = model.Records(
-        project={"uid": "P12", "uid_num": 12, "title": "apo", "created_at": datetime(2026, 1, 2, tzinfo=timezone.utc)},
+        project={"uid": "P12", "uid_num": 12, "title": "apo", "created_at": datetime(2026, 1, 2, tzinfo=UTC)},
         workspaces=[{"uid": "W1", "project_uid": "P12"}],
         jobs=[{"uid": "J1", "project_uid": "P12", "children": ["J2"]},
               {"uid": "J2", "project_uid": "P12", "parents": ["J1"]}])

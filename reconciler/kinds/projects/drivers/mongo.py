@@ -8,16 +8,23 @@ progress carries the ``reconciler_attaching`` mark and is redone by the next run
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from reconciler.errors import ApplyError
 from reconciler.kinds.backups.connection import redact
 from reconciler.kinds.projects import model
-from reconciler.kinds.projects.model import (ATTACHING, BUSY_STATUSES, JOBS, PROJECTS, USERS, WORKSPACES,
-                                             Records, RecordsError)
-
+from reconciler.kinds.projects.model import (
+    ATTACHING,
+    BUSY_STATUSES,
+    JOBS,
+    PROJECTS,
+    USERS,
+    WORKSPACES,
+    Records,
+    RecordsError,
+)
 
 FLAGS = ("archived", "detached", "deleted")
 
@@ -36,7 +43,7 @@ class MongoDriver:
         self.owner_user_id = owner_user_id
 
     @property
-    def reader(self) -> "MongoDriver":
+    def reader(self) -> MongoDriver:
         """What reads the instance: this driver itself (the cryosparcm driver holds one too)."""
         return self
 
@@ -168,7 +175,7 @@ class MongoDriver:
             notes.append(f"owner {owner} is not a user on {self.name}; assigned to {self.owner_user_id}")
             project["owner_user_id"] = self.owner_user_id
         project.update({"project_dir": str(directory), "detached": True, "archived": False, "deleted": False,
-                        ATTACHING: datetime.now(timezone.utc)})
+                        ATTACHING: datetime.now(UTC)})
         if imported_from:
             project["imported_from"] = imported_from
         records = Records(project=project, workspaces=records.workspaces, jobs=records.jobs)
