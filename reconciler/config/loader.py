@@ -176,16 +176,40 @@ def load_config(path: Path, kinds: list[Kind]) -> LoadedConfig:
     except TOMLKitError as error:
         raise ConfigError([syntax_issue(file, text, error)]) from None
     model_class = build_config_model(kinds)
+    data = document.data()
+    context = {"base_dir": path.parent}
+    issues: list[ConfigIssue] = []
     try:
-        model = model_class.model_validate(document.data(), context={"base_dir": path.parent})
+        model: BaseModel = model_class.model_validate(data, context=context)
+        broken: set[str] = set()
     except ValidationError as error:
-        issues = [_issue_for_error(dict(detail), file, document, model_class) for detail in error.errors()]
-        raise ConfigError(sorted(set(issues), key=lambda issue: (issue.line, issue.col, issue.message))) from None
-    issues = []
+        details = error.errors()
+        issues = [_issue_for_error(dict(detail), file, document, model_class) for detail in details]
+        broken = {str(detail["loc"][0]) for detail in details if detail["loc"]}
+        model = _partial_model(model_class, data, context, broken)
     for kind in kinds:
+        if broken & set(kind.sections):
+            continue  # its own sections have errors: its cross-checks would only repeat them
         for location, message in kind.check(model, path.parent):
             line, col = document.position(location)
             issues.append(ConfigIssue(file, line, col, message))
     if issues:
-        raise ConfigError(sorted(issues, key=lambda issue: (issue.line, issue.col)))
+        raise ConfigError(sorted(set(issues), key=lambda issue: (issue.line, issue.col, issue.message)))
     return LoadedConfig(path=path, text=text, document=document, model=model)
+
+
+def _partial_model(model_class: type[BaseModel], data: dict[str, Any], context: dict[str, Any],
+                   broken: set[str]) -> BaseModel:
+    """The config with every section that validated, the broken ones left at their defaults, so
+    that the kinds whose sections are all valid can still check their cross-references (every
+    problem is reported in one run)."""
+    from pydantic import TypeAdapter
+
+    values: dict[str, Any] = {}
+    for key, field in model_class.model_fields.items():
+        if key in broken or key not in data:
+            values[key] = field.get_default(call_default_factory=True)
+            continue
+        annotation: Any = field.annotation
+        values[key] = TypeAdapter(annotation).validate_python(data[key], context=context)
+    return model_class.model_construct(**values)

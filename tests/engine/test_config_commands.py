@@ -243,3 +243,20 @@ def test_fmt_diff_only_shows(workspace):
     assert workspace.cli("fmt").code == 0 and workspace.config.read_text() == '[toy]\ndir = "world"\n'
     again = workspace.cli("fmt")
     assert again.code == 0 and "already formatted" in again.err
+
+
+def test_field_errors_and_cross_reference_errors_come_in_one_run(tmp_path, capsys):
+    """As the README shows: a bad duration in one section and an unknown origin in another are
+    reported together (a kind whose own sections are broken skips its cross-checks)."""
+    from tests.conftest import invoke_cli
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "disk").mkdir()
+    config = tmp_path / "reconciler.toml"
+    config.write_text('[origins.exao1]\nroot = "src"\n\n[replicas."disk"]\norigins = ["exao3"]\n\n'
+                      '[databases.x]\nuri = "mongodb://h"\ndatabase = "x"\nconnect_timeout = "2 minutes"\n')
+    result = invoke_cli(["--config", str(config), "validate"], capsys)
+    lines = result.err.strip().splitlines()
+    assert result.code == 1 and len(lines) == 2, result.err
+    assert lines[0].endswith(":5:1: replica 'disk' names unknown origin 'exao3' (origins: exao1)")
+    assert ":10:1: databases.x.connect_timeout = '2 minutes': invalid duration" in lines[1]
