@@ -120,7 +120,7 @@ def plan(
     _keep_memo(app, planned, rendered if output_format == "text" else None)
     if planned.plan.errors:
         return EXIT_ERROR
-    if detailed_exitcode and planned.plan.actions:
+    if detailed_exitcode and (planned.plan.actions or planned.plan.warnings):
         return EXIT_CHANGES
     return EXIT_OK
 
@@ -207,16 +207,21 @@ def _reconcile_once(app: App, allow_destroy: bool, targets: tuple[str, ...], tim
     _keep_memo(app, planned)
     for error in planned.plan.errors:
         log.error("%s: %s", error.address, error.message)
+    for warning in planned.plan.warnings:
+        log.warning("%s: %s", warning.address, warning.message)
     for note in planned.plan.notes:
         log.info("%s: %s", note.address, note.message)
+    # A warning (nothing failed, but an address needs the operator) exits 2, never "converged".
+    attention = EXIT_CHANGES if planned.plan.warnings else EXIT_OK
     if outcome is None:
-        log.info("converged: nothing to do" if not planned.plan.errors else "nothing to do where observing worked")
-        return EXIT_ERROR if planned.plan.errors else EXIT_OK
+        log.info("converged: nothing to do" if not planned.plan.errors and not planned.plan.warnings
+                 else "nothing to do where observing worked")
+        return EXIT_ERROR if planned.plan.errors else attention
     for line in _report_lines(outcome.report):
         log.info("%s", line)
     if outcome.report.failed or outcome.report.interrupted or planned.plan.errors:
         return EXIT_ERROR
-    return EXIT_CHANGES if outcome.report.pending else EXIT_OK
+    return EXIT_CHANGES if outcome.report.pending else attention
 
 
 @click.command()
