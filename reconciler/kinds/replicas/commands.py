@@ -9,6 +9,7 @@ from typing import Any
 import click
 from sqlalchemy import select, text
 
+from reconciler.kinds.replicas import inventory
 from reconciler.kinds.replicas.diff import replica_address
 from reconciler.kinds.replicas.kind import _origins_of, replica_location
 from reconciler.kinds.replicas.tables import OriginStatus, ReplicaStatus
@@ -44,8 +45,14 @@ def replica_rows(app: Any) -> list[dict[str, Any]]:
                 missing_files += missing[0]
                 missing_bytes += int(missing[1])
             status = connection.execute(
-                select(STATUS.c.last_sync, STATUS.c.last_verify).where(STATUS.c.replica == key)
+                select(STATUS.c.last_sync, STATUS.c.last_verify, STATUS.c.offline_since)
+                .where(STATUS.c.replica == key)
             ).first()
+            verified, corrupt = connection.execute(text(
+                "SELECT COALESCE(SUM(CASE WHEN checked_at IS NOT NULL AND corrupt_since IS NULL THEN 1 ELSE 0 END), 0), "
+                "COALESCE(SUM(CASE WHEN corrupt_since IS NOT NULL THEN 1 ELSE 0 END), 0) "
+                "FROM replica_copies WHERE replica = :r"), {"r": key}).one()
+            lost = sum(inventory.lost_files(connection, key, origin)[0] for origin in origins)
             rows.append({
                 "address": replica_address(key),
                 "url": str(replica_location(key, app.config.base_dir)),
@@ -56,6 +63,11 @@ def replica_rows(app: Any) -> list[dict[str, Any]]:
                 "missing_bytes": missing_bytes,
                 "last_sync": _iso(status[0]) if status else None,
                 "last_verify": _iso(status[1]) if status else None,
+                "offline_since": _iso(status[2]) if status else None,
+                "verified": int(verified),
+                "unverified": int(held_files) - int(verified) - int(corrupt),
+                "corrupt": int(corrupt),
+                "lost": lost,
             })
     return rows
 
@@ -80,6 +92,10 @@ def list_replicas(app: Any, as_json: bool) -> None:
         click.echo(f"  holds:    {row['files']:,} files, {human_bytes(row['bytes'])}")
         click.echo(f"  missing:  {row['missing_files']:,} files, {human_bytes(row['missing_bytes'])}")
         click.echo(f"  synced:   {row['last_sync'] or 'never'}    verified: {row['last_verify'] or 'never'}")
+        click.echo(f"  content:  {row['verified']:,} verified, {row['unverified']:,} unverified, "
+                   f"{row['corrupt']:,} corrupt, {row['lost']:,} lost")
+        if row["offline_since"]:
+            click.echo(f"  offline since {row['offline_since']} (removable; its root or marker is absent)")
 
 
 @click.group("inventory")
