@@ -193,3 +193,224 @@ def test_a_replayed_plan_never_hides_an_offline_replica(site):
     (site.root / "disk/.reconciler-replica").unlink()
     plan = site.run("plan")
     assert "offline since" in plan.out and "no replica marker" in plan.out, plan.out
+
+
+# --- 2. content checksums ------------------------------------------------------------------------
+
+CHECKSUM = """\
+[origins.exao1]
+root = "origin"
+checksum = "sha256"
+{origin_extra}
+[replicas."backup"]
+{replica_extra}"""
+
+
+def _checksum_config(origin_extra: str = "", replica_extra: str = "") -> str:
+    return CHECKSUM.format(origin_extra=origin_extra, replica_extra=replica_extra)
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _replace_keeping_size_and_mtime(path, content: bytes) -> None:
+    """New content of the same size, the mtime put back (os.utime): invisible to size/mtime."""
+    before = path.stat()
+    assert len(content) == before.st_size
+    path.write_bytes(content)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_copies_are_hashed_and_recorded_verified_and_origins_are_hashed_once(site):
+    make_tree(site.root / "origin", FILES)
+    (site.root / "backup").mkdir()
+    site.write(_checksum_config(origin_extra="immutable = true"))
+    result = site.cli("reconcile")
+    assert result.code == 0, result.err
+    history = site.cli("history").out
+    assert "2 verified by sha256" in history, history
+    hashes = dict(_sql(site, "SELECT path, sha256 FROM origin_files"))
+    assert hashes == {"telem/a.bin": _sha256(b"alpha"), "rawimages/cam1/b.fits": _sha256(b"\x00" * 3000)}
+    copies = _sql(site, "SELECT sha256, checked_at, corrupt_since FROM replica_copies")
+    assert all(digest in hashes.values() and checked and corrupt is None for digest, checked, corrupt in copies)
+    rows = json.loads(site.cli("replicas", "list", "--json").out)
+    assert (rows[0]["verified"], rows[0]["unverified"], rows[0]["corrupt"], rows[0]["lost"]) == (2, 0, 0, 0)
+
+    # An immutable file is never hashed again: new content of the same size and mtime on the
+    # origin is not read by a plan with nothing to do (its recorded hash stays the old one).
+    _replace_keeping_size_and_mtime(site.root / "origin/telem/a.bin", b"ALPHA")
+    assert site.cli("plan", "--detailed-exitcode", "--full-scan").code == 0
+    assert dict(_sql(site, "SELECT path, sha256 FROM origin_files"))["telem/a.bin"] == _sha256(b"alpha")
+
+    # A changed size/mtime means hash again.
+    make_tree(site.root / "origin", {"telem/a.bin": "alpha, longer now"})
+    assert site.cli("reconcile", "--full-scan").code == 0
+    assert dict(_sql(site, "SELECT path, sha256 FROM origin_files"))["telem/a.bin"] == _sha256(b"alpha, longer now")
+    assert (site.root / "backup/exao1/telem/a.bin").read_bytes() == b"alpha, longer now"
+    assert site.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_a_copy_that_never_matches_the_origin_hash_is_reported_and_recorded_corrupt(site):
+    make_tree(site.root / "origin", FILES)
+    (site.root / "backup").mkdir()
+    site.write(_checksum_config())
+    assert site.cli("reconcile").code == 0
+    # The origin file changes in place without its size or mtime changing: its recorded hash
+    # is now wrong, so a new replica's copy never matches it, even copied a second time.
+    _replace_keeping_size_and_mtime(site.root / "origin/telem/a.bin", b"ALPHA")
+    (site.root / "second").mkdir()
+    site.write(_checksum_config(replica_extra='\n[replicas."second"]\n'))
+    result = site.cli("reconcile")
+    assert result.code == 1
+    assert "1 copies differ from the origin (sha256) even after copying them again (e.g. telem/a.bin)" in result.err
+    rows = {row["address"]: row for row in json.loads(site.cli("replicas", "list", "--json").out)}
+    assert rows["replica:second"]["corrupt"] == 1 and rows["replica:second"]["verified"] == 1
+
+
+def test_checksums_over_ssh_hash_on_the_hosts_in_a_few_calls(site, sshd):
+    files = {f"telem/f{index:02d}.bin": f"file {index}" for index in range(30)}
+    make_tree(site.root / "origin", files)
+    (site.root / "remote").mkdir()
+    site.write(f'[origins.exao1]\nroot = "{sshd.url(site.root / "origin")}"\nchecksum = "sha256"\n\n'
+               f'[replicas."{sshd.url(site.root / "remote")}"]\n\n'
+               + sshd.toml() + "share_connections = false\n")
+    before = sshd.logins()
+    result = site.cli("reconcile")
+    assert result.code == 0, result.out + result.err
+    assert tree(site.root / "remote/exao1") == tree(site.root / "origin")
+    assert "30 verified by sha256" in site.cli("history").out
+    # every login is a separate ssh call: a handful per run, not one per file
+    assert sshd.logins() - before < 12
+    hashes = dict(_sql(site, "SELECT path, sha256 FROM origin_files"))
+    assert hashes["telem/f07.bin"] == _sha256(b"file 7")
+
+
+def test_sha256sum_missing_on_an_ssh_host_is_a_one_line_error(site, tmp_path):
+    from tests.integration.conftest import sshd_or_skip
+
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for directory in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for name in os.listdir(directory):
+            if name != "sha256sum" and not (tools / name).exists():
+                (tools / name).symlink_to(os.path.join(directory, name))
+    home = tmp_path / "sshd"
+    home.mkdir()
+    with sshd_or_skip(home, f"SetEnv PATH={tools}\n") as server:
+        make_tree(site.root / "origin", FILES)
+        (site.root / "backup").mkdir()
+        site.write(f'[origins.exao1]\nroot = "{server.url(site.root / "origin")}"\nchecksum = "sha256"\n\n'
+                   '[replicas."backup"]\n\n' + server.toml())
+        result = site.cli("reconcile")
+    assert result.code == 1
+    assert 'sha256sum is not installed on root@127.0.0.1' in result.out + result.err or \
+        "sha256sum is not installed on" in result.out + result.err, result.out + result.err
+    assert "install coreutils on that host" in result.out + result.err
+    assert "Traceback" not in result.err
+    assert not (site.root / "backup/exao1").exists()  # nothing copied without its hash
+
+
+# --- 3. the scrub --------------------------------------------------------------------------------
+
+SCRUB_FILES = {"telem/a.bin": b"a" * 1000, "telem/b.bin": b"b" * 1000, "telem/c.bin": b"c" * 1000}
+
+
+def _age_checks(site, days: int = 91) -> None:
+    """Make every verification ``days`` old, as if that much time had passed."""
+    _sql(site, "UPDATE replica_copies SET checked_at = :t", t=datetime.now(timezone.utc) - timedelta(days=days))
+
+
+def test_scrub_finds_flipped_truncated_and_same_size_same_mtime_copies_and_repairs_them(site):
+    make_tree(site.root / "origin", SCRUB_FILES)
+    (site.root / "backup").mkdir()
+    site.write(_checksum_config(replica_extra='scrub_every = "90d"\n'))
+    assert site.cli("reconcile").code == 0
+    copies = site.root / "backup/exao1/telem"
+    # a flipped byte, a truncation, a replacement of the same size and mtime
+    data = bytearray((copies / "a.bin").read_bytes())
+    data[500] ^= 0x01
+    _replace_keeping_size_and_mtime(copies / "a.bin", bytes(data))
+    stat = (copies / "b.bin").stat()
+    os.truncate(copies / "b.bin", 10)
+    os.utime(copies / "b.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    _replace_keeping_size_and_mtime(copies / "c.bin", b"x" * 1000)
+    assert site.cli("plan", "--detailed-exitcode").code == 0  # not due yet: nothing re-read
+    _age_checks(site)
+    plan = site.cli("plan", "--detailed-exitcode")
+    assert plan.code == 2 and "+ scrub: re-read 3 copies of origin exao1" in plan.out, plan.out
+    result = site.cli("reconcile")
+    assert result.code == 0, result.err
+    assert tree(site.root / "backup/exao1") == tree(site.root / "origin")
+    assert "3 verified, 3 corrupt and repaired" in site.cli("history").out
+    assert site.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_scrub_repairs_from_another_replica_when_the_origin_lost_the_file(site):
+    make_tree(site.root / "origin", SCRUB_FILES)
+    for name in ("backup", "second"):
+        (site.root / name).mkdir()
+    site.write(_checksum_config(replica_extra='scrub_every = "90d"\n\n[replicas."second"]\n'))
+    assert site.cli("reconcile").code == 0
+    (site.root / "origin/telem/a.bin").unlink()
+    _replace_keeping_size_and_mtime(site.root / "backup/exao1/telem/a.bin", b"z" * 1000)
+    _sql(site, "UPDATE replica_copies SET checked_at = :t WHERE replica = 'backup'",
+         t=datetime.now(timezone.utc) - timedelta(days=91))
+    result = site.cli("reconcile")
+    assert result.code == 0, result.out + result.err
+    assert (site.root / "backup/exao1/telem/a.bin").read_bytes() == b"a" * 1000
+    assert "(1 from another replica)" in site.cli("history").out
+
+
+def test_a_file_with_no_good_copy_anywhere_is_lost_an_error_never_silent(site):
+    make_tree(site.root / "origin", SCRUB_FILES)
+    (site.root / "backup").mkdir()
+    site.write(_checksum_config(replica_extra='scrub_every = "90d"\n'))
+    assert site.cli("reconcile").code == 0
+    (site.root / "origin/telem/a.bin").unlink()
+    _replace_keeping_size_and_mtime(site.root / "backup/exao1/telem/a.bin", b"z" * 1000)
+    _age_checks(site)
+    result = site.cli("reconcile")
+    assert result.code == 1
+    assert "corrupt and could not be repaired (e.g. telem/a.bin)" in result.out + result.err
+    plan = site.cli("plan", "--detailed-exitcode")
+    assert plan.code == 1
+    assert "1 files of origin exao1 are lost: gone from the origin and every copy is corrupt (e.g. telem/a.bin)" \
+        in plan.out, plan.out
+    rows = json.loads(site.cli("replicas", "list", "--json").out)
+    assert rows[0]["lost"] == 1 and rows[0]["corrupt"] == 1
+
+
+def test_the_scrub_budget_limits_what_one_run_reads(site):
+    make_tree(site.root / "origin", SCRUB_FILES)
+    (site.root / "backup").mkdir()
+    site.write(_checksum_config(replica_extra='scrub_every = "90d"\nscrub_budget = "1500B"\n'))
+    assert site.cli("reconcile").code == 0
+    _age_checks(site)
+    plan = site.cli("plan")
+    assert "re-read 1 copies of origin exao1 (1000 B" in plan.out or "re-read 1 copies of origin exao1" in plan.out
+    assert "2 more due later (scrub_budget)" in plan.out, plan.out
+    for _ in range(3):
+        assert site.cli("reconcile").code == 0
+    assert site.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_the_no_change_memo_lasts_only_until_the_next_scrub_falls_due(site):
+    if not site.state_url.startswith("sqlite"):
+        pytest.skip("the no-change memo is kept only with a SQLite state")
+    make_tree(site.root / "origin", SCRUB_FILES)
+    (site.root / "backup").mkdir()
+    site.write(_checksum_config(origin_extra='immutable = true\nfull_scan_every = "1000d"',
+                                replica_extra='scrub_every = "90d"\n'))
+    assert site.cli("reconcile").code == 0
+    assert site.cli("plan").out.startswith("No changes.")
+    oldest = _sql(site, "SELECT MIN(checked_at) FROM replica_copies")[0][0]
+    oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=timezone.utc)
+    valid_until = _sql(site, "SELECT valid_until FROM memos")[0][0]
+    assert abs(valid_until - (oldest + timedelta(days=90)).timestamp()) < 1
+    # with copies not verified yet (e.g. checksums just turned on), no memo at all
+    _sql(site, "UPDATE replica_copies SET checked_at = NULL")
+    assert site.cli("plan").code == 0
+    assert _sql(site, "SELECT COUNT(*) FROM memos")[0][0] == 0

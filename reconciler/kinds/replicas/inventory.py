@@ -18,6 +18,7 @@ from reconciler.kinds.replicas.listing import Entry, KnownDir
 from reconciler.kinds.replicas.tables import (
     OriginStatus,
     PairStatus,
+    ReplicaCopy,
     ReplicaStatus,
     ScanEntry,
     ScannedDir,
@@ -603,8 +604,13 @@ def scrub_due(connection: Connection, replica: str, origin: str, due_before: dat
 
 def next_scrub_due(connection: Connection, replica: str) -> datetime | None:
     """The oldest verification time of the copies on ``replica`` (None when none is verified)."""
-    value = connection.execute(text("SELECT MIN(checked_at) FROM replica_copies WHERE replica = :r"),
-                               {"r": replica}).scalar()
+    from sqlalchemy import func
+
+    table = ReplicaCopy.__table__  # type: ignore[attr-defined]
+    value = connection.execute(  # typed: SQLite hands back text for a bare MIN() of a time
+        select(func.min(table.c.checked_at).label("oldest")).where(table.c.replica == replica)).scalar()
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     return as_utc(value) if isinstance(value, datetime) else None
 
 
