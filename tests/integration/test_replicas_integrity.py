@@ -414,3 +414,43 @@ def test_the_no_change_memo_lasts_only_until_the_next_scrub_falls_due(site):
     _sql(site, "UPDATE replica_copies SET checked_at = NULL")
     assert site.cli("plan").code == 0
     assert _sql(site, "SELECT COUNT(*) FROM memos")[0][0] == 0
+
+
+# --- 4. commands -----------------------------------------------------------------------------------
+
+
+def test_inventory_verify_where_and_lost(site):
+    make_tree(site.root / "origin", SCRUB_FILES)
+    for name in ("backup", "second"):
+        (site.root / name).mkdir()
+    site.write(_checksum_config(replica_extra='\n[replicas."second"]\n'))
+    assert site.cli("reconcile").code == 0
+    where = site.cli("inventory", "where", "telem/a.bin")
+    assert where.code == 0
+    assert "exao1:telem/a.bin" in where.out and "on the origin: present" in where.out
+    assert "replica:backup: verified" in where.out and "replica:second: verified" in where.out
+
+    # verify now (no scrub_every configured): a flipped byte is found and repaired
+    _replace_keeping_size_and_mtime(site.root / "second/exao1/telem/b.bin", b"B" * 1000)
+    result = site.cli("inventory", "verify", "--replica", "second")
+    assert result.code == 0, result.out + result.err
+    assert "read 3 copies (3,000 bytes): 3 verified, 1 corrupt and repaired" in result.out
+    assert (site.root / "second/exao1/telem/b.bin").read_bytes() == b"b" * 1000
+    # the budget: one copy per call
+    result = site.cli("inventory", "verify", "--replica", "backup", "--budget", "1000")
+    assert "read 1 copies" in result.out, result.out
+
+    assert site.cli("inventory", "lost").code == 0
+    (site.root / "origin/telem/c.bin").unlink()
+    for name in ("backup", "second"):
+        _replace_keeping_size_and_mtime(site.root / name / "exao1/telem/c.bin", b"z" * 1000)
+    assert site.cli("plan").code == 0  # the origin scan marks c.bin gone
+    result = site.cli("inventory", "verify")
+    assert result.code == 1 and "could not be repaired" in result.err, result.out + result.err
+    lost = site.cli("inventory", "lost")
+    assert lost.code == 1 and "exao1:telem/c.bin" in lost.out
+    where = site.cli("inventory", "where", "telem/c.bin")
+    assert "on the origin: gone since" in where.out and where.out.count("corrupt since") == 2
+    rows = {row["address"]: row for row in json.loads(site.cli("replicas", "list", "--json").out)}
+    assert rows["replica:backup"]["lost"] == 1 and rows["replica:second"]["corrupt"] == 1
+    assert "1 lost" in site.cli("replicas", "list").out
