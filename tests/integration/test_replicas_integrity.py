@@ -454,3 +454,11 @@ def test_inventory_verify_where_and_lost(site):
     rows = {row["address"]: row for row in json.loads(site.cli("replicas", "list", "--json").out)}
     assert rows["replica:backup"]["lost"] == 1 and rows["replica:second"]["corrupt"] == 1
     assert "1 lost" in site.cli("replicas", "list").out
+
+
+def test_scrub_every_needs_sha256_checksums_on_the_replicas_origins(site):
+    site.write('[origins.exao1]\nroot = "origin"\n\n[replicas."backup"]\nscrub_every = "90d"\n')
+    result = site.cli("validate")
+    assert result.code == 1
+    assert 'scrub_every on replica \'backup\' needs checksum = "sha256" on origin \'exao1\'' in result.err, result.err
+    assert result.err.count("\n") == 1  # one line

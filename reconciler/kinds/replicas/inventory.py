@@ -128,17 +128,23 @@ def add_directory_digests(connection: Connection) -> None:
 
 
 def add_integrity_columns(connection: Connection) -> None:
-    """Schema 2 -> 3: content checksums, the replica marker and offline time (all NULL at first)."""
-    for statement in (
-        "ALTER TABLE origin_files ADD COLUMN sha256 VARCHAR",
-        "ALTER TABLE replica_copies ADD COLUMN sha256 VARCHAR",
-        "ALTER TABLE replica_copies ADD COLUMN checked_at TIMESTAMP",
-        "ALTER TABLE replica_copies ADD COLUMN corrupt_since TIMESTAMP",
-        "ALTER TABLE replica_status ADD COLUMN marker_id VARCHAR",
-        "ALTER TABLE replica_status ADD COLUMN offline_since TIMESTAMP",
-        "CREATE INDEX IF NOT EXISTS ix_replica_copies_replica_checked ON replica_copies (replica, checked_at)",
+    """Schema 2 -> 3: content checksums, the replica marker and offline time (all NULL at first).
+    Columns already there (a state whose tables were made by a newer reconciler) are kept."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(connection)
+    for table, column, kind in (
+        ("origin_files", "sha256", "VARCHAR"),
+        ("replica_copies", "sha256", "VARCHAR"),
+        ("replica_copies", "checked_at", "TIMESTAMP"),
+        ("replica_copies", "corrupt_since", "TIMESTAMP"),
+        ("replica_status", "marker_id", "VARCHAR"),
+        ("replica_status", "offline_since", "TIMESTAMP"),
     ):
-        connection.execute(text(statement))
+        if column not in {found["name"] for found in inspector.get_columns(table)}:
+            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+    connection.execute(text("CREATE INDEX IF NOT EXISTS ix_replica_copies_replica_checked "
+                            "ON replica_copies (replica, checked_at)"))
 
 
 def origin_status(connection: Connection, origin: str) -> OriginStatus:
