@@ -115,6 +115,8 @@ class Kind(ABC):
 
     name: ClassVar[str]
     address_prefix: ClassVar[str]
+    # Further prefixes of addresses this kind's actions may carry (e.g. "origin" for trims).
+    other_address_prefixes: ClassVar[tuple[str, ...]] = ()
     sections: ClassVar[dict[str, Any]] = {}
     tables: ClassVar[list[type]] = []
     schema_version: ClassVar[int] = 1

@@ -31,7 +31,7 @@ def kind_of(address: str, kinds: list[Kind]) -> Kind:
     """
     prefix = address.split(":", 1)[0]
     for kind in kinds:
-        if kind.address_prefix == prefix:
+        if kind.address_prefix == prefix or prefix in kind.other_address_prefixes:
             return kind
     raise PlanError(f"no resource kind handles addresses '{prefix}:…' (from {address}); is a plugin missing?")
 

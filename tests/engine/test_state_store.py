@@ -68,7 +68,7 @@ def test_a_replicas_state_of_schema_2_gains_checksums_and_the_replica_marker(sta
     store = StateStore(state_url, [ReplicasKind()])
     with store.engine.begin() as connection:  # make it look as schema 2 left it
         connection.execute(text("DROP INDEX ix_replica_copies_replica_checked"))
-        for table, column in (("origin_files", "sha256"), ("replica_copies", "sha256"),
+        for table, column in (("origin_files", "sha256"), ("origin_files", "trimmed_at"), ("replica_copies", "sha256"),
                               ("replica_copies", "checked_at"), ("replica_copies", "corrupt_since"),
                               ("replica_status", "marker_id"), ("replica_status", "offline_since")):
             connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))

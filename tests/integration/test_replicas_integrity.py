@@ -462,3 +462,91 @@ def test_scrub_every_needs_sha256_checksums_on_the_replicas_origins(site):
     assert result.code == 1
     assert 'scrub_every on replica \'backup\' needs checksum = "sha256" on origin \'exao1\'' in result.err, result.err
     assert result.err.count("\n") == 1  # one line
+
+
+# --- 5. trim (numcopies) ---------------------------------------------------------------------------
+
+TRIM = """\
+[origins.exao1]
+root = "origin"
+checksum = "sha256"
+trim = {{ min_copies = 2, older_than = "30d" }}
+
+[replicas."a"]
+scrub_every = "90d"
+{a_extra}
+[replicas."b"]
+scrub_every = "90d"
+{b_extra}"""
+
+OLD = 40 * 86400  # seconds: older than older_than
+
+
+def _trim_site(site, a_extra: str = "", b_extra: str = "") -> None:
+    make_tree(site.root / "origin", {"old/x.bin": b"x" * 100, "old/y.bin": b"y" * 100}, age_seconds=OLD)
+    make_tree(site.root / "origin", {"new/z.bin": b"z" * 100})
+    for name in ("a", "b"):
+        (site.root / name).mkdir()
+    site.write(TRIM.format(a_extra=a_extra, b_extra=b_extra))
+
+
+def test_trim_removes_old_files_with_two_verified_copies_only_with_allow_destroy(site):
+    _trim_site(site)
+    assert site.cli("reconcile").code == 0  # copies made and verified
+    result = site.cli("reconcile")
+    assert result.code == 2, result.err  # the trim waits for --allow-destroy
+    assert "Pending destructive" in result.err and "origin:exao1 (trim)" in result.err
+    assert (site.root / "origin/old/x.bin").exists()
+    plan = site.cli("plan")
+    assert "- trim (destructive): remove 2 files older than" in plan.out, plan.out
+    assert "Destructive (need --allow-destroy): origin:exao1 (trim)." in plan.out
+    result = site.cli("reconcile", "--allow-destroy")
+    assert result.code == 0, result.err
+    assert not (site.root / "origin/old/x.bin").exists() and not (site.root / "origin/old/y.bin").exists()
+    assert (site.root / "origin/new/z.bin").exists()  # not old enough
+    for name in ("a", "b"):
+        assert (site.root / name / "exao1/old/x.bin").read_bytes() == b"x" * 100
+    # trimmed, not gone: the next scans keep it so, and nothing is copied or lost
+    assert site.cli("plan", "--detailed-exitcode", "--full-scan").code == 0
+    where = site.cli("inventory", "where", "old/x.bin")
+    assert "on the origin: trimmed" in where.out, where.out
+    assert _sql(site, "SELECT gone_since FROM origin_files WHERE path = 'old/x.bin'")[0][0] is None
+    assert json.loads(site.cli("inventory", "stats", "--json").out)[0]["gone"] == 0
+
+
+def test_trim_is_refused_while_a_counted_replica_is_offline(site):
+    _trim_site(site, b_extra="removable = true\n")
+    assert site.cli("reconcile").code == 0
+    assert "- trim (destructive)" in site.cli("plan").out
+    shutil.move(site.root / "b", site.root / "unplugged")
+    plan = site.cli("plan")
+    assert "origin:exao1: trim refused: replica b is offline" in plan.out, plan.out
+    assert "trim" not in plan.out.split("Waiting")[0]
+    assert site.cli("reconcile", "--allow-destroy").code == 0
+    assert (site.root / "origin/old/x.bin").exists()
+
+
+def test_trim_never_counts_a_copy_that_fails_the_check_right_before_removal(site):
+    _trim_site(site)
+    assert site.cli("reconcile").code == 0
+    # b's copy of x goes bad after its verification: only 1 proven copy of x remains
+    _replace_keeping_size_and_mtime(site.root / "b/exao1/old/x.bin", b"X" * 100)
+    result = site.cli("reconcile", "--allow-destroy")
+    assert result.code == 1
+    assert "kept 1 (e.g. old/x.bin)" in result.err, result.err
+    assert (site.root / "origin/old/x.bin").read_bytes() == b"x" * 100
+    assert not (site.root / "origin/old/y.bin").exists()
+    # the bad copy is corrupt now; the next run repairs it from the origin, then x is trimmed
+    assert site.cli("reconcile", "--allow-destroy").code == 0
+    assert site.cli("reconcile", "--allow-destroy").code == 0
+    assert (site.root / "b/exao1/old/x.bin").read_bytes() == b"x" * 100
+    assert not (site.root / "origin/old/x.bin").exists()
+
+
+def test_trim_needs_replicas_that_are_scrubbed(site):
+    _trim_site(site)
+    site.write(TRIM.format(a_extra="", b_extra="").replace('[replicas."b"]\nscrub_every = "90d"', '[replicas."b"]'))
+    assert site.cli("reconcile").code == 0
+    plan = site.cli("plan")
+    assert "trim refused: only 1 replicas of origin exao1 have scrub_every" in plan.out, plan.out
+    assert (site.root / "origin/old/x.bin").exists()

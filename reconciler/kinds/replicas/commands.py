@@ -44,6 +44,7 @@ def replica_rows(app: Any) -> list[dict[str, Any]]:
                     text("SELECT COUNT(*), COALESCE(SUM(f.size), 0) FROM origin_files f "
                          "LEFT JOIN replica_copies c ON c.file_id = f.id AND c.replica = :r "
                          "WHERE f.origin = :o AND f.gone_since IS NULL AND f.from_replica = :false "
+                         "AND f.trimmed_at IS NULL "
                          "AND (c.file_id IS NULL OR c.size <> f.size OR c.mtime_ns <> f.mtime_ns)"),
                     {"r": key, "o": origin, "false": False},
                 ).one()
@@ -156,15 +157,16 @@ def inventory_where(app: Any, path: str, origin: str | None, as_json: bool) -> N
     stored = paths.to_text(os.fsencode(path.strip("/")))
     with app.store.engine.connect() as connection:
         files = connection.execute(text(
-            "SELECT id, origin, size, mtime_ns, sha256, gone_since, from_replica FROM origin_files "
+            "SELECT id, origin, size, mtime_ns, sha256, gone_since, from_replica, trimmed_at FROM origin_files "
             "WHERE path = :p" + (" AND origin = :o" if origin else "") + " ORDER BY origin"),
             {"p": stored, "o": origin}).all()
         rows = []
-        for file_id, name, size, mtime_ns, digest, gone_since, from_replica in files:
+        for file_id, name, size, mtime_ns, digest, gone_since, from_replica, trimmed_at in files:
             copies = connection.execute(text(
                 "SELECT replica, size, copied_at, sha256, checked_at, corrupt_since FROM replica_copies "
                 "WHERE file_id = :f ORDER BY replica"), {"f": file_id}).all()
             on_origin = ("known only from a replica" if from_replica else
+                         f"trimmed {_iso(trimmed_at)} (its copies were proven first)" if trimmed_at is not None else
                          f"gone since {_iso(gone_since)}" if gone_since is not None else "present")
             rows.append({
                 "origin": name, "path": path, "size": int(size), "sha256": digest, "on_origin": on_origin,
@@ -194,7 +196,7 @@ def inventory_lost(app: Any, as_json: bool) -> None:
     with app.store.engine.connect() as connection:
         rows = [{"origin": origin, "path": path} for origin, path in connection.execute(text(
             "SELECT f.origin, f.path FROM origin_files f "
-            "WHERE (f.gone_since IS NOT NULL OR f.from_replica = :true) "
+            "WHERE (f.gone_since IS NOT NULL OR f.from_replica = :true OR f.trimmed_at IS NOT NULL) "
             "AND EXISTS (SELECT 1 FROM replica_copies c WHERE c.file_id = f.id AND c.corrupt_since IS NOT NULL) "
             "AND NOT EXISTS (SELECT 1 FROM replica_copies c WHERE c.file_id = f.id AND c.corrupt_since IS NULL) "
             "ORDER BY f.origin, f.path"), {"true": True})]

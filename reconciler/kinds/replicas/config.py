@@ -30,6 +30,17 @@ def unsafe_origin_name(name: str) -> str | None:
     return None
 
 
+class TrimConfig(Section):
+    """Remove origin files that enough replicas provably hold (destructive: needs --allow-destroy)."""
+
+    min_copies: int = Field(
+        default=2, ge=1, le=100,
+        description="Replicas whose copy must be verified by sha256 within their scrub_every (and is checked "
+                    "again right before the removal) for an origin file to be removed.",
+    )
+    older_than: Duration = Field(description='Only files whose mtime is older than this, e.g. "30d".')
+
+
 class OriginConfig(Section):
     """A tree of instrument files: written once (perhaps slowly), then never modified."""
 
@@ -49,6 +60,12 @@ class OriginConfig(Section):
     scan_jobs: int = Field(
         default=2, ge=1, le=32,
         description="Processes reading a big local origin's directories at once (1: only reconciler itself).",
+    )
+    trim: TrimConfig | None = Field(
+        default=None,
+        description='Remove files from this origin once min_copies replicas provably hold them, e.g. '
+                    '{ min_copies = 2, older_than = "30d" } (destructive trim actions; needs checksum = "sha256" '
+                    "and scrub_every on the replicas that count). Default: never.",
     )
     checksum: Literal["none", "sha256"] = Field(
         default="none",

@@ -43,12 +43,27 @@ class Offline:
 
 
 @dataclass
+class TrimFacts:
+    """What a trim of one origin rests on (see trim.py)."""
+
+    origin: str
+    min_copies: int
+    older_than: str
+    replicas: list[str]  # the replicas whose verified copies count
+    paths: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    old: int = 0  # files older than older_than in all
+    refused: str | None = None  # why no trim at all this run
+
+
+@dataclass
 class ReplicaFacts:
     now_ns: int
     pairs: list[PairFacts] = field(default_factory=list)
     errors: list[AddressMessage] = field(default_factory=list)
     offline: list[Offline] = field(default_factory=list)
     marks: list[str] = field(default_factory=list)  # replicas whose marker the next apply writes
+    trims: list[TrimFacts] = field(default_factory=list)
 
 
 def replica_address(replica: str) -> str:
@@ -204,6 +219,33 @@ def diff_offline(offline: Offline) -> tuple[list[AddressMessage], list[AddressMe
         f"{offline.reason}"))], []
 
 
+def diff_trim(trim: TrimFacts) -> tuple[list[Action], list[AddressMessage]]:
+    """The destructive trim action of one origin, and notes on what it keeps and why."""
+    address = f"origin:{trim.origin}"
+    if trim.refused:
+        return [], [AddressMessage(address=address, message=f"trim refused: {trim.refused}")]
+    actions: list[Action] = []
+    notes: list[AddressMessage] = []
+    if trim.paths:
+        digest = hashlib.sha256(json.dumps([trim.origin, sorted(trim.replicas), trim.min_copies]).encode())
+        digest.update("".join(path + "\0" for path in trim.paths).encode("utf-8", "surrogatepass"))
+        digest.update(array("q", trim.sizes).tobytes())
+        actions.append(Action.create(
+            address=address, kind="trim", destructive=True,
+            reason=(f"remove {len(trim.paths):,} files older than {trim.older_than} from origin {trim.origin}: each "
+                    f"has at least {trim.min_copies} copies verified by sha256 within scrub_every (on "
+                    f"{', '.join(sorted(trim.replicas))}), each checked again right before the removal"),
+            precondition=digest.hexdigest(),
+            details={"files": list(trim.paths), "bytes": sum(trim.sizes), "replicas": sorted(trim.replicas),
+                     "min_copies": trim.min_copies}))
+    kept = trim.old - len(trim.paths)
+    if kept:
+        notes.append(AddressMessage(address=address, message=(
+            f"trim keeps {kept:,} files older than {trim.older_than}: fewer than {trim.min_copies} copies verified "
+            "by sha256 within scrub_every (the scrub and copies will get them there)")))
+    return actions, notes
+
+
 def diff_replicas(facts: ReplicaFacts) -> Diff:
     """Every pair's actions, in config order."""
     diff = Diff(errors=list(facts.errors))
@@ -218,6 +260,10 @@ def diff_replicas(facts: ReplicaFacts) -> Diff:
         actions, errors = diff_scrub(pair)
         diff.actions.extend(actions)
         diff.errors.extend(errors)
+    for trim in facts.trims:
+        actions, notes = diff_trim(trim)
+        diff.actions.extend(actions)
+        diff.notes.extend(notes)
     copying = {action.address for action in diff.actions if action.kind == "copy"}
     for replica in facts.marks:  # a copy writes the marker first itself
         if replica_address(replica) not in copying:

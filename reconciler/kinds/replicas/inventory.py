@@ -135,6 +135,7 @@ def add_integrity_columns(connection: Connection) -> None:
     inspector = inspect(connection)
     for table, column, kind in (
         ("origin_files", "sha256", "VARCHAR"),
+        ("origin_files", "trimmed_at", "TIMESTAMP"),
         ("replica_copies", "sha256", "VARCHAR"),
         ("replica_copies", "checked_at", "TIMESTAMP"),
         ("replica_copies", "corrupt_since", "TIMESTAMP"),
@@ -192,9 +193,11 @@ def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: l
                 sha256 = CASE WHEN origin_files.size = excluded.size AND origin_files.mtime_ns = excluded.mtime_ns
                               THEN origin_files.sha256 ELSE NULL END,
                 size = excluded.size, mtime_ns = excluded.mtime_ns, dir = excluded.dir,
-                last_seen = excluded.last_seen, gone_since = NULL, from_replica = excluded.from_replica
+                last_seen = excluded.last_seen, gone_since = NULL, from_replica = excluded.from_replica,
+                trimmed_at = NULL
             WHERE origin_files.size <> excluded.size OR origin_files.mtime_ns <> excluded.mtime_ns
                OR origin_files.gone_since IS NOT NULL OR origin_files.from_replica = :true
+               OR origin_files.trimmed_at IS NOT NULL
             """
         ),
         parameters,
@@ -203,7 +206,7 @@ def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: l
         text(
             """
             UPDATE origin_files SET gone_since = :now
-            WHERE origin = :origin AND gone_since IS NULL AND from_replica = :false
+            WHERE origin = :origin AND gone_since IS NULL AND from_replica = :false AND trimmed_at IS NULL
               AND dir IN (
                 SELECT path FROM scan_entries WHERE scan_id = :scan AND entry_type = 'd'
                 UNION
@@ -283,7 +286,7 @@ def candidates(connection: Connection, replica: str, origin: str) -> CandidateSe
         SELECT f.path, f.size, f.mtime_ns, CASE WHEN c.file_id IS NULL THEN 0 ELSE 1 END
         FROM origin_files f
         LEFT JOIN replica_copies c ON c.file_id = f.id AND c.replica = :replica
-        WHERE f.origin = :origin AND f.gone_since IS NULL AND f.from_replica = :false
+        WHERE f.origin = :origin AND f.gone_since IS NULL AND f.from_replica = :false AND f.trimmed_at IS NULL
           AND (c.file_id IS NULL OR c.size <> f.size OR c.mtime_ns <> f.mtime_ns)
         ORDER BY f.path
         """,
@@ -513,7 +516,8 @@ def expected_hashes(connection: Connection, origin: str, files: list[str]) -> di
     try:
         load_paths(connection, scan_id, ((path, 0, 0) for path in files), with_dirs=False)
         rows = connection.execute(text(
-            "SELECT f.path, f.sha256, CASE WHEN f.gone_since IS NULL AND f.from_replica = :false THEN 1 ELSE 0 END, "
+            "SELECT f.path, f.sha256, CASE WHEN f.gone_since IS NULL AND f.from_replica = :false "
+            "AND f.trimmed_at IS NULL THEN 1 ELSE 0 END, "
             "f.size, f.mtime_ns FROM scan_entries s JOIN origin_files f ON f.origin = :origin AND f.path = s.path "
             "WHERE s.scan_id = :scan"), {"origin": origin, "scan": scan_id, "false": False})
         return {path: Expected(digest, bool(present), int(size), int(mtime)) for path, digest, present, size, mtime
@@ -633,7 +637,7 @@ def lost_files(connection: Connection, replica: str, origin: str, limit: int = 5
     where = """
         FROM origin_files f JOIN replica_copies c ON c.file_id = f.id AND c.replica = :replica
         WHERE f.origin = :origin AND c.corrupt_since IS NOT NULL
-          AND (f.gone_since IS NOT NULL OR f.from_replica = :true)
+          AND (f.gone_since IS NOT NULL OR f.from_replica = :true OR f.trimmed_at IS NOT NULL)
           AND NOT EXISTS (SELECT 1 FROM replica_copies o WHERE o.file_id = f.id AND o.corrupt_since IS NULL)
     """
     parameters = {"replica": replica, "origin": origin, "true": True}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
+from datetime import datetime
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,13 @@ from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunConte
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.units import format_duration
-from reconciler.kinds.replicas import connections, hashing, inventory, marker, paths
+from reconciler.kinds.replicas import connections, hashing, inventory, marker, paths, trim
 from reconciler.kinds.replicas.config import OriginConfig, ReplicaConfig, SshSection, unsafe_origin_name
 from reconciler.kinds.replicas.diff import (
     Offline,
     PairFacts,
     ReplicaFacts,
+    TrimFacts,
     copy_precondition,
     diff_replicas,
     enrollable,
@@ -67,6 +69,7 @@ def _origins_of(desired: Any, replica: ReplicaConfig) -> list[str]:
 class ReplicasKind(Kind):
     name = "replicas"
     address_prefix = "replica"
+    other_address_prefixes = ("origin",)  # trims act on an origin: origin:<name>
     sections = {
         "origins": (dict[str, OriginConfig], Field(default_factory=dict, description="Trees of instrument files.")),
         "replicas": (
@@ -102,7 +105,7 @@ class ReplicasKind(Kind):
                 problems.append((("replicas", key, "local"),
                                  f"local = {str(replica.local).lower()} contradicts the replica's key {key!r}"))
             if replica.scrub_every is not None:
-                for name in replica.origins or list(desired.origins):
+                for name in replica.origins if replica.origins is not None else list(desired.origins):
                     origin = desired.origins.get(name)
                     if origin is not None and origin.checksum != "sha256":
                         problems.append((("replicas", key, "scrub_every"),
@@ -121,6 +124,11 @@ class ReplicasKind(Kind):
                         problems.append((("replicas", key),
                                          f"replica {key!r} lies inside origin {name!r} ({root.path}): "
                                          "it would copy into itself; put it elsewhere"))
+        for name, origin in desired.origins.items():
+            if origin.trim is not None and origin.checksum != "sha256":
+                problems.append((("origins", name, "trim"),
+                                 f"trim on origin {name!r} needs checksum = \"sha256\" (a file is removed only "
+                                 "when its copies' sha256 match the origin's)"))
         return problems
 
     # --- observe ------------------------------------------------------------------------------
@@ -163,6 +171,7 @@ class ReplicasKind(Kind):
                 if name in origin_errors:
                     facts.errors.append(AddressMessage(address=address,
                                                        message=f"origin {name}: {origin_errors[name]}"))
+        self._observe_trims(ctx, desired, facts, origin_errors, wanted)
         no_change_memo = None
         if memo.wanted(ctx.state, ctx.targets) and not origin_errors and not facts.errors:
             replicas = {key: (replica, replica_location(key, ctx.base_dir), _origins_of(desired, replica))
@@ -197,6 +206,36 @@ class ReplicasKind(Kind):
             with ctx.state.engine.begin() as connection:
                 inventory.drop_scan(connection, scan_id)
         ctx.log.debug("scanned origin %s (%s)", name, "fast path" if fast else "full")
+
+    def _observe_trims(self, ctx: RunContext, desired: Any, facts: ReplicaFacts, origin_errors: dict[str, str],
+                       wanted: dict[str, ReplicaConfig]) -> None:
+        """Which origin files a trim may remove (trim.py); none while a replica of the origin is
+        offline, unobserved or not in this run."""
+        offline = {item.replica for item in facts.offline}
+        failed = {error.address for error in facts.errors}
+        now = inventory.now_utc()
+        for name, origin in desired.origins.items():
+            if origin.trim is None or (ctx.targets and not matches_target(f"origin:{name}", ctx.targets)):
+                continue
+            holders = [key for key, replica in desired.replicas.items() if name in _origins_of(desired, replica)]
+            counted = {key: now - desired.replicas[key].scrub_every for key in holders
+                       if desired.replicas[key].scrub_every is not None}
+            found = TrimFacts(name, origin.trim.min_copies, format_duration(origin.trim.older_than), sorted(counted))
+            facts.trims.append(found)
+            reasons = [f"origin {name} could not be read"] if name in origin_errors else []
+            reasons += [f"replica {key} is offline" for key in holders if key in offline]
+            reasons += [f"replica {key} could not be observed" for key in holders
+                        if replica_address(key) in failed or key not in wanted]
+            if len(counted) < origin.trim.min_copies:
+                reasons.append(f"only {len(counted)} replicas of origin {name} have scrub_every (their copies are "
+                               f"re-verified), min_copies = {origin.trim.min_copies}")
+            if reasons:
+                found.refused = "; ".join(reasons)
+                continue
+            older = time.time_ns() - int(origin.trim.older_than.total_seconds() * 1e9)
+            with ctx.state.engine.begin() as connection:
+                result = trim.trimmable(connection, name, older, origin.trim.min_copies, counted)
+            found.paths, found.sizes, found.old = result.paths, result.sizes, result.old
 
     def _present(self, ctx: RunContext, desired: Any, key: str, replica: ReplicaConfig, location: Location,
                  ssh: SshSettings, facts: ReplicaFacts) -> bool:
@@ -534,6 +573,79 @@ class ReplicasKind(Kind):
         if failed:
             raise ApplyError(f"{action.address}: {text}; {len(failed):,} copies are corrupt and could not be "
                              f"repaired (e.g. {', '.join(failed[:3])}): no good copy to repair them from")
+        return text
+
+    @executor("trim")
+    def trim_origin(self, action: Action, ctx: RunContext) -> str:
+        """Remove origin files whose counted copies pass a check right now (trim.py)."""
+        desired = ctx.desired
+        name = action.address.split(":", 1)[1]
+        origin = desired.origins.get(name)
+        if origin is None or origin.trim is None:
+            raise ApplyError(f"{action.address}: no trim is configured for origin {name} any more; nothing removed")
+        min_copies = origin.trim.min_copies
+        now = inventory.now_utc()
+        counted: dict[str, datetime] = {}
+        for key in action.details["replicas"]:
+            replica = desired.replicas.get(key)
+            if replica is not None and replica.scrub_every is not None and name in _origins_of(desired, replica):
+                counted[key] = now - replica.scrub_every
+        locations = {key: replica_location(key, ctx.base_dir) for key in counted}
+        ssh = connections.shared(desired.ssh.settings(), [origin.location, *locations.values()])
+        for key, location in locations.items():  # the right disks, mounted: else nothing is removed
+            self._ensure_marker(ctx, key, location, ssh)
+        removed = removed_bytes = 0
+        kept: list[str] = []
+        for batch in trim.batches(action.details["files"]):
+            with ctx.state.engine.begin() as connection:
+                proofs = trim.proofs(connection, name, batch, counted)
+            names = {path: paths.to_bytes(path) for path in batch}
+            on_origin = trim.stat_files(origin.location, ssh, origin.location.path, list(names.values()))
+            passing = dict.fromkeys(batch, 0)
+            for key, location in locations.items():
+                held = [path for path in batch if path in proofs and key in proofs[path].copies]
+                if not held:
+                    continue
+                held_names = [names[path] for path in held]
+                stats = trim.stat_files(location, ssh, location.path.rstrip("/") + "/" + name, held_names)
+                digests = hashing.hash_files(location, ssh, name, held_names, ApplyError)
+                good, bad = [], []
+                for path in held:
+                    size, mtime_ns, digest = proofs[path].copies[key]
+                    found, found_digest = stats.get(names[path]), digests.get(names[path])
+                    if (found is not None and found[0] == size and trim.same_second(found[1], mtime_ns)
+                            and found_digest == digest == proofs[path].sha256):
+                        good.append((path, digest))
+                        passing[path] += 1
+                    elif found_digest != digest:
+                        bad.append((path, found_digest))
+                with ctx.state.engine.begin() as connection:
+                    inventory.mark_checked(connection, key, name, good, bad)
+            chosen = []
+            for path in batch:
+                proof, there = proofs.get(path), on_origin.get(names[path])
+                if (proof is not None and passing[path] >= min_copies and there is not None
+                        and there == (proof.size, proof.mtime_ns)):
+                    chosen.append(path)
+                else:
+                    kept.append(path)
+            if not chosen:
+                continue
+            with ctx.state.engine.begin() as connection:  # recorded first: a kill leaves it found present again
+                trim.mark_trimmed(connection, name, chosen, now)
+            try:
+                trim.delete_files(origin.location, ssh, [names[path] for path in chosen])
+            except ApplyError:
+                with ctx.state.engine.begin() as connection:
+                    trim.mark_trimmed(connection, name, chosen, None)
+                raise
+            removed += len(chosen)
+            removed_bytes += sum(proofs[path].size for path in chosen)
+        text = (f"removed {removed:,} files ({removed_bytes:,} bytes) from origin {name}, each with at least "
+                f"{min_copies} copies checked again just now")
+        if kept:
+            raise ApplyError(f"{action.address}: {text}; kept {len(kept):,} (e.g. {', '.join(kept[:3])}): their "
+                             "copies or the origin file did not pass the check again")
         return text
 
     @executor("mark")

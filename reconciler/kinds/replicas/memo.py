@@ -44,6 +44,8 @@ def replicas_memo(connection: Connection, desired: Any, replicas: dict[str, tupl
         return None
     if any(location.is_remote for _, location, _ in replicas.values()):
         return None
+    if any(origin.trim is not None for origin in desired.origins.values()):
+        return None  # files fall old enough to trim as time passes, and each trim rests on a re-check
     memo = Memo(programs=[("rsync", require("rsync", "rsync"))])
     deadlines: list[datetime] = []
     generations: dict[str, int] = {}

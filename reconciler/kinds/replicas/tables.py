@@ -28,6 +28,7 @@ class OriginFile(SQLModel, table=True):
     gone_since: datetime | None = None
     from_replica: bool = False  # known only from a replica (enrolled), not yet seen on the origin
     sha256: str | None = None  # of the content at this size and mtime (checksum = "sha256"); reset when they change
+    trimmed_at: datetime | None = None  # removed from the origin by a trim, its copies proven: not "gone"
 
 
 class ReplicaCopy(SQLModel, table=True):
