@@ -550,3 +550,46 @@ def test_trim_needs_replicas_that_are_scrubbed(site):
     plan = site.cli("plan")
     assert "trim refused: only 1 replicas of origin exao1 have scrub_every" in plan.out, plan.out
     assert (site.root / "origin/old/x.bin").exists()
+
+
+def test_kill_9_during_a_trim_then_run_again_nothing_removed_without_its_proven_copies(site):
+    import signal
+
+    from reconciler.state import lock
+    from reconciler.state.store import StateStore
+    from tests.conftest import popen_cli
+
+    files = {f"old/f{index:05d}.bin": os.urandom(1024) for index in range(6000)}
+    make_tree(site.root / "origin", files, age_seconds=OLD)
+    for name in ("a", "b"):
+        (site.root / name).mkdir()
+    site.write(TRIM.format(a_extra="", b_extra=""))
+    assert site.cli("reconcile").code == 0  # copied and verified on both
+    process = popen_cli(site.args("reconcile", "--allow-destroy"))
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if len(os.listdir(site.root / "origin/old")) < len(files):
+            break
+        time.sleep(0.002)
+    assert process.poll() is None, "the trim finished before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+
+    remaining = set(os.listdir(site.root / "origin/old"))
+    assert len(remaining) < len(files)
+    for path, content in files.items():
+        if os.path.basename(path) not in remaining:  # removed: both copies are there, intact
+            assert (site.root / "a/exao1" / path).read_bytes() == content
+            assert (site.root / "b/exao1" / path).read_bytes() == content
+    store = StateStore(site.state_url)
+    stale = lock.holder(store)
+    store.dispose()
+    assert stale is not None and site.cli("force-unlock", stale.lock_id).code == 0
+    result = site.cli("reconcile", "--allow-destroy")
+    assert result.code == 0, result.err
+    assert os.listdir(site.root / "origin/old") == []
+    assert site.cli("plan", "--detailed-exitcode", "--full-scan").code == 0
+    assert _sql(site, "SELECT COUNT(*) FROM origin_files WHERE trimmed_at IS NOT NULL AND gone_since IS NULL")[0][0] \
+        == len(files)
+    for name in ("a", "b"):
+        assert tree(site.root / name / "exao1") == {path: content for path, content in files.items()}
