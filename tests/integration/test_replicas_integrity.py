@@ -593,3 +593,18 @@ def test_kill_9_during_a_trim_then_run_again_nothing_removed_without_its_proven_
         == len(files)
     for name in ("a", "b"):
         assert tree(site.root / name / "exao1") == {path: content for path, content in files.items()}
+
+
+def test_trim_of_an_ssh_origin_checks_and_removes_over_ssh(site, sshd):
+    make_tree(site.root / "origin", {"old/x y.bin": b"x" * 100, "old/-dash.bin": b"d" * 10}, age_seconds=OLD)
+    for name in ("a", "b"):
+        (site.root / name).mkdir()
+    config = TRIM.format(a_extra="", b_extra="").replace('root = "origin"', f'root = "{sshd.url(site.root / "origin")}"')
+    site.write(config + "\n" + sshd.toml())
+    assert site.cli("reconcile").code == 0
+    result = site.cli("reconcile", "--allow-destroy")
+    assert result.code == 0, result.out + result.err
+    assert os.listdir(site.root / "origin/old") == []
+    assert "removed 2 files" in site.cli("history").out
+    for name in ("a", "b"):
+        assert (site.root / name / "exao1/old/x y.bin").read_bytes() == b"x" * 100

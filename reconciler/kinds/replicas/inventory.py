@@ -548,7 +548,7 @@ def mark_checked(connection: Connection, replica: str, origin: str, verified: li
     now = now_utc()
     for rows, sql in (
         (verified, "checked_at = :now, corrupt_since = NULL"),
-        (corrupt, "corrupt_since = COALESCE(corrupt_since, :now)"),
+        (corrupt, "checked_at = NULL, corrupt_since = COALESCE(corrupt_since, :now)"),
     ):
         if not rows:
             continue
@@ -589,7 +589,7 @@ def scrub_due(connection: Connection, replica: str, origin: str, due_before: dat
                                     WHEN c.checked_at IS NULL THEN 1 ELSE 2 END AS rank, c.checked_at
         FROM replica_copies c JOIN origin_files f ON f.id = c.file_id
         WHERE c.replica = :replica AND f.origin = :origin AND c.size = f.size AND c.mtime_ns = f.mtime_ns
-          AND (c.corrupt_since IS NOT NULL OR c.checked_at IS NULL {due_sql})
+          AND (c.checked_at IS NULL {due_sql})
         ORDER BY rank, c.checked_at, f.path
     """
     parameters: dict[str, object] = {"replica": replica, "origin": origin}
@@ -627,7 +627,7 @@ def next_scrub_due(connection: Connection, replica: str) -> datetime | None:
 def unchecked_copies(connection: Connection, replica: str) -> bool:
     """Whether some copy on ``replica`` is unverified or corrupt."""
     return connection.execute(text("SELECT 1 FROM replica_copies WHERE replica = :r AND "
-                                   "(checked_at IS NULL OR corrupt_since IS NOT NULL) LIMIT 1"),
+                                   "checked_at IS NULL LIMIT 1"),
                               {"r": replica}).first() is not None
 
 
@@ -636,7 +636,7 @@ def lost_files(connection: Connection, replica: str, origin: str, limit: int = 5
     anywhere that is not corrupt: (how many, the first few paths)."""
     where = """
         FROM origin_files f JOIN replica_copies c ON c.file_id = f.id AND c.replica = :replica
-        WHERE f.origin = :origin AND c.corrupt_since IS NOT NULL
+        WHERE f.origin = :origin AND c.checked_at IS NULL AND c.corrupt_since IS NOT NULL
           AND (f.gone_since IS NOT NULL OR f.from_replica = :true OR f.trimmed_at IS NOT NULL)
           AND NOT EXISTS (SELECT 1 FROM replica_copies o WHERE o.file_id = f.id AND o.corrupt_since IS NULL)
     """

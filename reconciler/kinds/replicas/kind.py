@@ -625,7 +625,7 @@ class ReplicasKind(Kind):
             for path in batch:
                 proof, there = proofs.get(path), on_origin.get(names[path])
                 if (proof is not None and passing[path] >= min_copies and there is not None
-                        and there == (proof.size, proof.mtime_ns)):
+                        and there[0] == proof.size and trim.same_second(there[1], proof.mtime_ns)):
                     chosen.append(path)
                 else:
                     kept.append(path)

@@ -36,7 +36,9 @@ class ReplicaCopy(SQLModel, table=True):
 
     Its content (checksum = "sha256"): *verified* when ``checked_at`` is set (the copy was
     read where it lies and its sha256 matched the origin's then), *corrupt* when
-    ``corrupt_since`` is set (a read found it missing or different), else *unverified*."""
+    ``corrupt_since`` is set (a read found it missing or different; ``checked_at`` is then
+    NULL, so every copy to read is found through the (replica, checked_at) index), else
+    *unverified*."""
 
     __tablename__ = "replica_copies"
     __table_args__ = (Index("ix_replica_copies_replica_checked", "replica", "checked_at"),)
