@@ -113,20 +113,24 @@ def inventory_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def inventory_stats(app: Any, as_json: bool) -> None:
-    """Per origin: files and bytes present, files gone, files known only from a replica, last scan."""
+    """Per origin: files and bytes present, files gone, files known only from a replica, trimmed, last scan."""
     with app.store.engine.connect() as connection:
         scans = {origin: last_scan for origin, last_scan in
                  connection.execute(select(ORIGIN_STATUS.c.origin, ORIGIN_STATUS.c.last_scan))}
         result = connection.execute(text(
             "SELECT f.origin, "
-            "SUM(CASE WHEN f.gone_since IS NULL AND f.from_replica = :false THEN 1 ELSE 0 END), "
-            "SUM(CASE WHEN f.gone_since IS NULL AND f.from_replica = :false THEN f.size ELSE 0 END), "
+            "SUM(CASE WHEN f.gone_since IS NULL AND f.from_replica = :false AND f.trimmed_at IS NULL "
+            "THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN f.gone_since IS NULL AND f.from_replica = :false AND f.trimmed_at IS NULL "
+            "THEN f.size ELSE 0 END), "
             "SUM(CASE WHEN f.gone_since IS NOT NULL THEN 1 ELSE 0 END), "
-            "SUM(CASE WHEN f.from_replica = :true THEN 1 ELSE 0 END) "
+            "SUM(CASE WHEN f.from_replica = :true THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN f.trimmed_at IS NOT NULL AND f.gone_since IS NULL THEN 1 ELSE 0 END) "
             "FROM origin_files f GROUP BY f.origin ORDER BY f.origin"), {"false": False, "true": True})
         rows = [{"origin": origin, "files": int(files or 0), "bytes": int(size or 0), "gone": int(gone or 0),
-                 "known_only_from_replica": int(enrolled or 0), "last_scan": _iso(scans.get(origin))}
-                for origin, files, size, gone, enrolled in result]
+                 "known_only_from_replica": int(enrolled or 0), "trimmed": int(trimmed or 0),
+                 "last_scan": _iso(scans.get(origin))}
+                for origin, files, size, gone, enrolled, trimmed in result]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -134,7 +138,8 @@ def inventory_stats(app: Any, as_json: bool) -> None:
         click.echo("The inventory is empty: run `reconciler plan` to scan the origins.")
     for row in rows:
         click.echo(f"{row['origin']}: {row['files']:,} files, {human_bytes(row['bytes'])}; {row['gone']:,} gone; "
-                   f"{row['known_only_from_replica']:,} known only from a replica; last scan {row['last_scan'] or 'never'}")
+                   f"{row['known_only_from_replica']:,} known only from a replica; {row['trimmed']:,} trimmed; "
+                   f"last scan {row['last_scan'] or 'never'}")
 
 
 def _copy_state(checked_at: Any, corrupt_since: Any) -> str:
