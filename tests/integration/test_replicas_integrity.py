@@ -625,3 +625,16 @@ def test_copies_left_unverified_by_a_killed_run_are_verified_by_the_next(site):
     rows = json.loads(site.cli("replicas", "list", "--json").out)
     assert rows[0]["verified"] == 2
     assert site.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_the_report_names_offline_replicas_and_lost_files(site):
+    make_tree(site.root / "origin", SCRUB_FILES)
+    (site.root / "disk").mkdir()
+    site.write(_checksum_config().replace('[replicas."backup"]', '[replicas."disk"]\nremovable = true'))
+    assert site.cli("reconcile").code == 0
+    shutil.move(site.root / "disk", site.root / "unplugged")
+    assert site.cli("plan").code == 0
+    result = site.cli("report", "--html", str(site.root / "report.html"))
+    assert result.code == 0, result.err
+    html = (site.root / "report.html").read_text()
+    assert "replica:disk: offline since" in html and "3 verified, 0 unverified, 0 corrupt, 0 lost" in html
