@@ -506,10 +506,14 @@ class ReplicasKind(Kind):
         def read(names: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str | None]]]:
             found = hashing.hash_files(destination, ssh, origin_name, [paths.to_bytes(path) for path in names],
                                        ApplyError)
-            good, bad = [], []
+            good: list[tuple[str, str]] = []
+            bad: list[tuple[str, str | None]] = []
             for path in names:
                 digest = found.get(paths.to_bytes(path))
-                (good if digest == expected[path].sha256 else bad).append((path, digest))
+                if digest is not None and digest == expected[path].sha256:
+                    good.append((path, digest))
+                else:
+                    bad.append((path, digest))
             return good, bad
 
         known = [path for path in files if path in expected and expected[path].sha256 is not None]

@@ -80,11 +80,11 @@ def probe(location: Location, ssh: SshSettings, origins: list[str]) -> Probe:
         raise ObserveError(f"cannot reach {location.destination} over ssh: "
                            f"{lines[-1] if lines else f'exit {error.exit_code}'}") from None
     head, _, tail = str(output).encode("latin-1").partition(b"\n\x1e\n")
-    writable, _, rest = head.partition(b"\n")
+    writable_flag, _, rest = head.partition(b"\n")
     has_marker, _, content = rest.partition(b"\n")
     marker_file = has_marker.strip() == b"1"
     dirs = {line.decode("utf-8", "replace") for line in tail.splitlines() if line}
-    return Probe(True, writable.strip() == b"1", parse(content) if marker_file else None, marker_file, dirs)
+    return Probe(True, writable_flag.strip() == b"1", parse(content) if marker_file else None, marker_file, dirs)
 
 
 @dataclass
