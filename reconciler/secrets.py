@@ -53,6 +53,18 @@ def password_of(url: str) -> str | None:
     return None if span is None else url.strip()[span[0]:span[1]]
 
 
+def user_of(url: str) -> str | None:
+    """The user name a connection string carries (percent-decoded), or None."""
+    url = url.strip()
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return None
+    at = url.rfind("@")
+    if at < scheme.end():
+        return None
+    return unquote(url[scheme.end():at].split(":", 1)[0]) or None
+
+
 def remember(url: str | None) -> None:
     """Record the password of ``url`` (a connection string reconciler is about to use), so that
     ``redact`` removes it from any text, however it is quoted."""

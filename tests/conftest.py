@@ -36,6 +36,7 @@ _PG = _pg_admin_url()
 def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty state database: SQLite in tmp_path, and (where reachable) a new PostgreSQL database."""
     if request.param == "sqlite":
+        (tmp_path / "state").mkdir(exist_ok=True)  # a state named explicitly must be in an existing directory
         yield f"sqlite:///{tmp_path / 'state' / 'reconciler.db'}"
         return
     if _PG is None:

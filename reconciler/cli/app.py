@@ -27,8 +27,10 @@ class App:
     config_option: str | None = None
     state_option: str | None = None
     verbosity: int = 0
+    log_format: str = "text"
     _store: StateStore | None = field(default=None, init=False)
     _progress: ProgressReporter | None = field(default=None, init=False)
+    _empty_dir: Any = field(default=None, init=False)
 
     @cached_property
     def kinds(self) -> list[Kind]:
@@ -49,11 +51,54 @@ class App:
         return resolve_state_url(self.state_option, self.config.base_dir, section.url, section.url_env)
 
     @property
+    def _explicit_state(self) -> bool:
+        section = self.config.model.state  # type: ignore[attr-defined]
+        return bool(self.state_option or section.url or section.url_env)
+
+    def _sqlite_file(self) -> Path | None:
+        from reconciler.state.location import plain_sqlite_file
+
+        return plain_sqlite_file(self.state_url, self.config.base_dir)
+
+    @property
     def store(self) -> StateStore:
-        """The state database, opened (and created or migrated) on first use. Raises StateError."""
+        """The state database, opened (and created or migrated) on first use.
+
+        Raises StateError, also when a state database named explicitly (``--state``,
+        ``[state] url``) lies in a directory that does not exist: that is a typo far more often
+        than a wish for a new directory (the default ``state/`` next to the config is created).
+        """
         if self._store is None:
+            self._refuse_missing_directory()
             self._store = StateStore(self.state_url, self.kinds)
         return self._store
+
+    def _refuse_missing_directory(self) -> None:
+        database = self._sqlite_file()
+        if database is not None and self._explicit_state and not database.parent.is_dir():
+            from reconciler.errors import StateError
+
+            raise StateError(f"the state database {database} would be in {database.parent}, which does not "
+                             "exist; create that directory or fix --state / [state] url")
+
+    @property
+    def read_store(self) -> StateStore:
+        """For commands that only read: the state database when it exists; else an empty one in a
+        temporary directory (removed on exit), so that asking never creates a state file.
+        Raises StateError."""
+        if self._store is None:
+            self._refuse_missing_directory()
+            database = self._sqlite_file()
+            if database is not None and not database.exists():
+                import tempfile
+
+                self._empty_dir = tempfile.TemporaryDirectory(prefix="reconciler-empty-state-")
+                from sqlalchemy.engine import URL
+
+                empty = URL.create("sqlite", database=str(Path(self._empty_dir.name) / "empty.db"))
+                self._store = StateStore(empty.render_as_string(hide_password=False), self.kinds)
+                return self._store
+        return self.store
 
     @property
     def progress(self) -> ProgressReporter:
@@ -80,6 +125,8 @@ class App:
             self._progress.close()  # a bar left by an action that failed midway
         if self._store is not None:
             self._store.dispose()
+        if self._empty_dir is not None:
+            self._empty_dir.cleanup()
 
 
 class RedactingFormatter(logging.Formatter):
@@ -91,11 +138,37 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-def setup_logging(verbosity: int, timestamps: bool) -> None:
-    """Logs and progress to stderr: warnings by default, info for apply/reconcile, debug with -v."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (for journald, Loki…): time, level, logger, message, and the
+    address and action when the line is about one; passwords removed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+        from datetime import datetime, timezone
+
+        from reconciler.secrets import redact
+
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        for key in ("address", "action", "status"):
+            value = getattr(record, key, None)
+            if value is not None:
+                entry[key] = value
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return redact(json.dumps(entry, ensure_ascii=False))
+
+
+def setup_logging(verbosity: int, timestamps: bool, log_format: str = "text") -> None:
+    """Logs and progress to stderr: warnings by default, info for apply/reconcile, debug with -v;
+    ``log_format`` "json": one JSON object per line."""
     level = logging.DEBUG if verbosity > 0 else logging.INFO if timestamps else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(TIMESTAMPED if timestamps else PLAIN, datefmt=DATE))
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(RedactingFormatter(TIMESTAMPED if timestamps else PLAIN, datefmt=DATE))
     root = logging.getLogger("reconciler")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -35,17 +35,54 @@ def replayed(argv: list[str]) -> int | None:
     return memo.emit(replay, line)
 
 
-def main() -> None:
-    code = replayed(sys.argv[1:])
-    if code is not None:
-        sys.exit(code)
-    gc.disable()
-    try:
-        from reconciler.cli.main import add_kind_commands
-        from reconciler.cli.main import main as run
+HELP_FILE = "help.txt"
+FAST_HELP = (["--help"], ["-h"])
 
-        add_kind_commands()
-        gc.freeze()
-    finally:
-        gc.enable()
+
+def answered_at_once(argv: list[str]) -> bool:
+    """``--version`` and the top-level ``--help`` answered with the standard library alone (the
+    rest of reconciler takes half a second to load): the version, and the help text committed
+    in the package (a test keeps it equal to what click prints). Not when plugins may add
+    commands to the help."""
+    if argv == ["--version"]:
+        from reconciler import __version__
+
+        sys.stdout.write(f"reconciler, version {__version__}\n")
+        return True
+    if argv in FAST_HELP and not os.environ.get("RECONCILER_PLUGINS"):
+        from importlib.metadata import entry_points
+        from importlib.resources import files
+
+        if entry_points(group="reconciler.kinds"):
+            return False
+        try:
+            text = (files("reconciler.cli") / HELP_FILE).read_text(encoding="utf-8")
+        except OSError:
+            return False
+        sys.stdout.write(text)
+        return True
+    return False
+
+
+def main() -> None:
+    try:
+        if answered_at_once(sys.argv[1:]):
+            sys.exit(0)
+        from reconciler.cli.argv import global_options_first
+
+        code = replayed(global_options_first(sys.argv[1:]))
+        if code is not None:
+            sys.exit(code)
+        gc.disable()
+        try:
+            from reconciler.cli.main import add_kind_commands
+            from reconciler.cli.main import main as run
+
+            add_kind_commands()
+            gc.freeze()
+        finally:
+            gc.enable()
+    except KeyboardInterrupt:  # Ctrl-C while starting: nothing was done yet; never a traceback
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)
     run()

@@ -20,6 +20,7 @@ class ProgressReporter:
         self.stream = stream or sys.stderr
         self.log_every = log_every
         self._last_logged: dict[str, float] = {}
+        self._last_counts: dict[str, tuple[int, int]] = {}
         self._bar: Progress | None = None
         self._tasks: dict[str, Any] = {}
         if self.stream.isatty():  # rich is loaded only for a terminal (it costs start-up time otherwise)
@@ -45,9 +46,12 @@ class ProgressReporter:
             return
         now = time.monotonic()
         last = self._last_logged.get(label)
+        if done == 0 or self._last_counts.get(label) == (done, total):
+            return  # nothing done yet (the action's start is logged already), or said already
         if done < total and last is not None and now - last < self.log_every:
             return
         self._last_logged[label] = now
+        self._last_counts[label] = (done, total)
         log.info("%s: %s of %s files", label, f"{done:,}", f"{total:,}")
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,12 +15,14 @@ from typing import Any
 import click
 
 from reconciler.cli.app import App, setup_logging
+from reconciler import hints
 from reconciler.engine import memo
 from reconciler.engine.executor import ApplyReport
 from reconciler.engine.planner import Planned, make_plan, stale_reasons
 from reconciler.engine.runner import apply_fresh, apply_saved, read_plan
 from reconciler.errors import ReconcilerError
 from reconciler.fsutil import atomic_write_text
+from reconciler.monitoring.run import RunSummary
 from reconciler.render import FORMATS, render_plan
 from reconciler.state import journal, lock
 from reconciler.units import parse_duration
@@ -55,14 +57,26 @@ def _duration_seconds(text: str, option: str) -> float:
         raise click.BadParameter(str(error), param_hint=option) from None
 
 
+STOPPED_BY: list[int] = []  # the signal that asked this process to stop, once one did
+
+
+def interrupted_exit() -> int:
+    """The exit code of a run stopped by a signal: 128 + its number (130 SIGINT, 143 SIGTERM)."""
+    return 128 + (STOPPED_BY[0] if STOPPED_BY else signal.SIGINT)
+
+
 @contextmanager
 def stop_on_signals(event: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT set ``event`` (finish the current action, then stop); a second SIGINT interrupts."""
+    """The first SIGTERM/SIGINT sets ``event``: the current action ends cleanly (or stops at its
+    next safe point) and is recorded as interrupted, the rest is skipped, and the run exits
+    128 + the signal's number. A second signal stops at once."""
 
     def handler(signum: int, _frame: Any) -> None:
-        if event.is_set() and signum == signal.SIGINT:
+        if event.is_set():
             raise KeyboardInterrupt
-        log.warning("received %s: stopping after the current action", signal.Signals(signum).name)
+        STOPPED_BY[:] = [signum]
+        log.warning("received %s: stopping after the current action (again to stop at once)",
+                    signal.Signals(signum).name)
         event.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -77,13 +91,16 @@ def _report_lines(report: ApplyReport) -> list[str]:
     lines = []
     for result in report.failed:
         lines.append(f"Failed: {result.action.address} ({result.action.kind}): {result.message}")
+    for result in report.with_status("interrupted"):
+        lines.append(f"Interrupted: {result.action.address} ({result.action.kind}): {result.message}")
     for result in report.with_status("skipped"):
         lines.append(f"Skipped: {result.action.address} ({result.action.kind}): {result.message}")
     pending = report.pending
     if pending:
         names = ", ".join(f"{r.action.address} ({r.action.kind})" for r in pending)
         lines.append(f"Pending destructive (run with --allow-destroy): {names}")
-    counts = {status: len(report.with_status(status)) for status in ("succeeded", "failed", "skipped", "pending")}
+    counts = {status: len(report.with_status(status))
+              for status in ("succeeded", "failed", "interrupted", "skipped", "pending")}
     summary = ", ".join(f"{count} {status}" for status, count in counts.items() if count)
     lines.append(("Apply interrupted: " if report.interrupted else "Apply complete: ") + (summary or "nothing run") + ".")
     return lines
@@ -91,9 +108,26 @@ def _report_lines(report: ApplyReport) -> list[str]:
 
 def _keep_memo(app: App, planned: Planned, text: str | None = None) -> None:
     """Keep the no-change memo of a run of the whole config that found nothing to do, with
-    the plan's ``text`` (rendered here when not given), or drop it (engine/memo.py)."""
+    the plan's ``text`` (rendered here when not given), or drop it (engine/memo.py). Never with
+    [monitoring]: a replayed run would write no metrics and send no ping."""
+    from reconciler.monitoring.hooks import configured
+
     memo.update(app.store, app.config_path, app.config.sha256, app.kinds, planned,
-                lambda: text if text is not None else render_plan(planned.plan, "text"))
+                lambda: text if text is not None else render_plan(planned.plan, "text"),
+                allowed=not configured(app.config.model.monitoring))  # type: ignore[attr-defined]
+
+
+def _monitored(app: App, command: str, body: Callable[[RunSummary], int]) -> int:
+    """``body`` run with ``[monitoring]``'s start and end (metrics file, health-check pings,
+    failure command); see reconciler/monitoring/hooks.py."""
+    from reconciler.monitoring.hooks import configured, kind_samples, monitored
+
+    desired = app.config.model
+    section = desired.monitoring  # type: ignore[attr-defined]
+    if not configured(section):
+        return body(RunSummary(command=command, started=0.0))
+    declared = [address for kind in app.kinds for address in kind.addresses(desired)]
+    return monitored(section, command, declared, lambda: kind_samples(app.kinds, desired, app.store), body)
 
 
 @click.command()
@@ -107,14 +141,21 @@ def plan(
     app: App, out: Path | None, output_format: str, detailed_exitcode: bool, targets: tuple[str, ...], full_scan: bool
 ) -> int:
     """Observe the world and show what apply would change. Never changes the world."""
+    return _monitored(app, "plan", lambda summary: _plan(app, summary, out, output_format, detailed_exitcode,
+                                                         targets, full_scan))
+
+
+def _plan(app: App, summary: RunSummary, out: Path | None, output_format: str, detailed_exitcode: bool,
+          targets: tuple[str, ...], full_scan: bool) -> int:
     config = app.config
     ctx = app.run_context(targets, full_scan=full_scan)
     planned = make_plan(app.kinds, config.model, config.sha256, ctx)
+    summary.plan = planned.plan
     if targets:
         log.warning("the plan is limited to %s and may be incomplete", ", ".join(targets))
     if out is not None:
         atomic_write_text(out, planned.plan.to_json())
-        click.echo(f"Saved the plan to {out}; apply it with `reconciler apply {out}`.", err=True)
+        click.echo(f"Saved the plan to {out}; apply it with {hints.command('apply', str(out))}.", err=True)
     rendered = render_plan(planned.plan, output_format)
     click.echo(rendered, nl=False)
     _keep_memo(app, planned, rendered if output_format == "text" else None)
@@ -162,7 +203,13 @@ def apply(
 ) -> int:
     """Make the world match the config: a saved PLANFILE exactly, or a fresh plan after confirmation."""
     timeout = _duration_seconds(lock_timeout, "--lock-timeout")
-    setup_logging(app.verbosity, timestamps=True)
+    setup_logging(app.verbosity, timestamps=True, log_format=app.log_format)
+    return _monitored(app, "apply", lambda summary: _apply(app, summary, planfile, auto_approve, allow_destroy,
+                                                           targets, timeout, full_scan))
+
+
+def _apply(app: App, summary: RunSummary, planfile: Path | None, auto_approve: bool, allow_destroy: bool,
+           targets: tuple[str, ...], timeout: float, full_scan: bool) -> int:
     config = app.config
     ctx = app.run_context(targets, full_scan=full_scan)
     with stop_on_signals(ctx.stop):
@@ -170,6 +217,8 @@ def apply(
             if targets:
                 raise click.UsageError("--target cannot be combined with a saved plan; target when you run plan")
             outcome = apply_saved(planfile, config, app.kinds, ctx, allow_destroy, timeout)
+            if outcome is not None:
+                summary.plan, summary.report = outcome.plan, outcome.report
             if outcome is None:
                 click.echo("Nothing to do: the saved plan has no actions.")
                 return EXIT_OK
@@ -184,6 +233,7 @@ def apply(
                 return click.confirm(f"Apply these {len(planned.plan.actions)} action(s)?", default=False)
 
             planned, outcome = apply_fresh(config, app.kinds, ctx, allow_destroy, timeout, "apply", confirm)
+            summary.plan, summary.report = planned.plan, outcome.report if outcome is not None else None
             text = None if planned.plan.actions else render_plan(planned.plan, "text")
             _keep_memo(app, planned, text)
             if outcome is None:
@@ -194,23 +244,32 @@ def apply(
                 return EXIT_ERROR if planned.plan.errors else EXIT_OK
     for line in _report_lines(outcome.report):
         click.echo(line)
-    failed = outcome.report.failed or outcome.report.interrupted or outcome.plan.errors
+    if outcome.report.interrupted:
+        return interrupted_exit()
+    failed = outcome.report.failed or outcome.plan.errors
     return EXIT_ERROR if failed else EXIT_OK
 
 
 def _reconcile_once(app: App, allow_destroy: bool, targets: tuple[str, ...], timeout: float, full_scan: bool,
                     stop: threading.Event) -> int:
+    return _monitored(app, "reconcile", lambda summary: _reconcile_body(app, summary, allow_destroy, targets,
+                                                                         timeout, full_scan, stop))
+
+
+def _reconcile_body(app: App, summary: RunSummary, allow_destroy: bool, targets: tuple[str, ...], timeout: float,
+                    full_scan: bool, stop: threading.Event) -> int:
     config = app.config
     ctx = app.run_context(targets, full_scan=full_scan)
     ctx.stop = stop
     planned, outcome = apply_fresh(config, app.kinds, ctx, allow_destroy, timeout, "reconcile", lambda planned: True)
+    summary.plan, summary.report = planned.plan, outcome.report if outcome is not None else None
     _keep_memo(app, planned)
     for error in planned.plan.errors:
-        log.error("%s: %s", error.address, error.message)
+        log.error("%s: %s", error.address, error.message, extra={"address": error.address})
     for warning in planned.plan.warnings:
-        log.warning("%s: %s", warning.address, warning.message)
+        log.warning("%s: %s", warning.address, warning.message, extra={"address": warning.address})
     for note in planned.plan.notes:
-        log.info("%s: %s", note.address, note.message)
+        log.info("%s: %s", note.address, note.message, extra={"address": note.address})
     # A warning (nothing failed, but an address needs the operator) exits 2, never "converged".
     attention = EXIT_CHANGES if planned.plan.warnings else EXIT_OK
     if outcome is None:
@@ -219,7 +278,9 @@ def _reconcile_once(app: App, allow_destroy: bool, targets: tuple[str, ...], tim
         return EXIT_ERROR if planned.plan.errors else attention
     for line in _report_lines(outcome.report):
         log.info("%s", line)
-    if outcome.report.failed or outcome.report.interrupted or planned.plan.errors:
+    if outcome.report.interrupted:
+        return interrupted_exit()
+    if outcome.report.failed or planned.plan.errors:
         return EXIT_ERROR
     return EXIT_CHANGES if outcome.report.pending else attention
 
@@ -240,7 +301,7 @@ def reconcile(
     """
     timeout = _duration_seconds(lock_timeout, "--lock-timeout")
     interval = _duration_seconds(watch, "--watch") if watch else None
-    setup_logging(app.verbosity, timestamps=True)
+    setup_logging(app.verbosity, timestamps=True, log_format=app.log_format)
     stop = threading.Event()
     with stop_on_signals(stop):
         while True:
@@ -263,8 +324,9 @@ def reconcile(
 @click.argument("lock_id")
 @click.pass_obj
 def force_unlock(app: App, lock_id: str) -> None:
-    """Remove a stale lock left by a run that died (see the lock id in the error)."""
-    removed = lock.force_unlock(app.store, lock_id)
+    """Remove the lock row of a run that is gone but this host cannot check (another host's run on
+    a shared SQLite state); a run killed on this host, or anywhere on PostgreSQL, needs none."""
+    removed = lock.force_unlock(app.read_store, lock_id)
     click.echo(f"Removed lock {removed.lock_id} held by {lock.describe(removed)}.")
 
 
@@ -275,9 +337,14 @@ def force_unlock(app: App, lock_id: str) -> None:
 @click.pass_obj
 def history(app: App, run_id: str | None, as_json: bool, limit: int) -> None:
     """The apply journal: what each run did to which address, and how it ended."""
-    rows = journal.entries(app.store, run_id)[-limit:]
-    if as_json:
-        click.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+    rows = journal.entries(app.read_store, run_id)[-limit:]
+    if as_json:  # each entry with how its run ended ("interrupted": killed, or stopped by a signal)
+        runs = journal.run_statuses(app.read_store)
+        click.echo(json.dumps([{**row.model_dump(mode="json"), "run_status": runs.get(row.run_id)} for row in rows],
+                              indent=2))
+        return
+    if not rows:
+        click.echo(f"No run of {run_id} in the journal." if run_id else "No runs in the journal yet.")
         return
     for row in rows:
         extra = row.error or row.result or ""

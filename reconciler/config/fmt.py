@@ -35,13 +35,24 @@ def _rebuilt(item: Item) -> Item:
     value = item.unwrap()
     fresh: Item = tomlkit.item(value)
     if isinstance(item, InlineTable):
-        fresh = tomlkit.inline_table()
-        fresh.update(value)
+        fresh = tomlkit.parse(f"x = {_inline_text(value)}\n")["x"]
     fresh.trivia.indent = item.trivia.indent
     fresh.trivia.comment_ws = item.trivia.comment_ws
     fresh.trivia.comment = item.trivia.comment
     fresh.trivia.trail = item.trivia.trail
     return fresh
+
+
+def _inline_text(value: object) -> str:
+    """A value as one line of TOML, inline tables with a space inside the braces (as taplo and
+    the TOML documentation write them)."""
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{tomlkit.key(str(k)).as_string()} = {_inline_text(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_inline_text(v) for v in value) + "]"
+    return tomlkit.item(value).as_string()
 
 
 def _single_line(item: Item) -> bool:

@@ -91,6 +91,16 @@ def allowed_keys(model: type[BaseModel], path: tuple[str | int, ...]) -> list[st
     return []
 
 
+# Strict types: what to write instead of a value of the wrong TOML type.
+STRICT_HINTS = {
+    "bool_type": "write true or false (a TOML boolean, without quotes)",
+    "int_type": "write a whole number (without quotes)",
+    "string_type": "write a string in double quotes",
+    "list_type": 'write a list, e.g. ["a", "b"]',
+    "float_type": "write a number (without quotes)",
+}
+
+
 def _issue_for_error(
     error: dict[str, Any], file: str, document: PositionedDocument, model: type[BaseModel]
 ) -> ConfigIssue:
@@ -112,7 +122,7 @@ def _issue_for_error(
     if kind == "missing":
         parent = f"[{dotted(location[:-1])}]" if len(location) > 1 else "the top level"
         return ConfigIssue(file, line, col, f"{parent} is missing the required key '{location[-1]}'")
-    message = str(error["msg"])
+    message = STRICT_HINTS.get(kind, str(error["msg"]))
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):
             message = message[len(prefix) :]

@@ -17,6 +17,12 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 SKIPPED = "skipped"  # a dependency failed or the run was stopped
 PENDING = "pending"  # destructive, waiting for --allow-destroy (or depends on such an action)
+INTERRUPTED = "interrupted"  # stopped part-way because the run was asked to stop (not a failure)
+
+
+def _about(action: Action, status: str) -> dict[str, str]:
+    """What a log line about ``action`` carries besides its text (``--log-format json`` shows it)."""
+    return {"address": action.address, "action": action.kind, "status": status}
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ def execute(
         if ctx.stop.is_set():
             report.interrupted = True
             result = ActionResult(action, SKIPPED, "the run was asked to stop before this action")
-        elif FAILED in blocked or SKIPPED in blocked:
+        elif FAILED in blocked or SKIPPED in blocked or INTERRUPTED in blocked:
             result = ActionResult(action, SKIPPED, "skipped because an action it depends on did not succeed")
         elif PENDING in blocked:
             result = ActionResult(action, PENDING, "waits for a destructive action that needs --allow-destroy")
@@ -86,27 +92,36 @@ def execute(
             status_of[action.id] = result.status
             continue
         journal.not_run(action, result.status, result.message or "")
-        log.info("%s %s: %s (%s)", action.kind, action.address, result.status, result.message)
+        log.info("%s %s: %s (%s)", action.kind, action.address, result.status, result.message,
+                 extra=_about(action, result.status))
         report.results.append(result)
         status_of[action.id] = result.status
+    if INTERRUPTED in status_of.values() or (ctx.stop.is_set() and len(status_of) < len(plan.actions)):
+        report.interrupted = True
     return report
 
 
 def _run_one(action: Action, kinds: list[Kind], ctx: RunContext, journal: Journal) -> ActionResult:
     entry = journal.started(action)
-    log.info("%s %s: started (%s)", action.kind, action.address, action.reason)
+    log.info("%s %s: started (%s)", action.kind, action.address, action.reason, extra=_about(action, "started"))
     try:
         message = kind_of(action.address, kinds).apply(action, ctx)
     except ReconcilerError as error:
+        if ctx.stop.is_set():  # it stopped because it was asked to: the next run finishes it
+            journal.finished(entry, INTERRUPTED, error=str(error))
+            log.warning("%s %s: interrupted: %s", action.kind, action.address, error,
+                        extra=_about(action, INTERRUPTED))
+            return ActionResult(action, INTERRUPTED, str(error))
         journal.finished(entry, FAILED, error=str(error))
-        log.error("%s %s: failed: %s", action.kind, action.address, error)
+        log.error("%s %s: failed: %s", action.kind, action.address, error, extra=_about(action, FAILED))
         return ActionResult(action, FAILED, str(error))
     except Exception as error:  # noqa: BLE001 - one broken action must not stop independent ones
         text = f"unexpected {type(error).__name__}: {error}"
         log.debug("action %s failed", action.id, exc_info=True)
         journal.finished(entry, FAILED, error=text)
-        log.error("%s %s: failed: %s", action.kind, action.address, text)
+        log.error("%s %s: failed: %s", action.kind, action.address, text, extra=_about(action, FAILED))
         return ActionResult(action, FAILED, text)
     journal.finished(entry, SUCCEEDED, result=message)
-    log.info("%s %s: done%s", action.kind, action.address, f" ({message})" if message else "")
+    log.info("%s %s: done%s", action.kind, action.address, f" ({message})" if message else "",
+             extra=_about(action, SUCCEEDED))
     return ActionResult(action, SUCCEEDED, message)

@@ -181,3 +181,9 @@ class Kind(ABC):
     def commands(self) -> list["click.Command"]:
         """Extra CLI commands of this kind (``replicas list``...)."""
         return []
+
+    def metrics(self, desired: "BaseModel", state: "StateStore") -> list[Any]:
+        """This kind's own figures for the metrics file, as ``reconciler.monitoring.metrics.Sample``
+        values (e.g. files missing per replica, the newest backup's age), read from the state
+        after a run of the whole config. Raises ReconcilerError or OSError when they cannot be read."""
+        return []

@@ -130,10 +130,12 @@ def combined(kinds: "list[Kind]", observations: "dict[str, Observation]") -> Mem
 
 
 def update(state: "StateStore", config_path: Path, config_sha256: str, kinds: "list[Kind]",
-           planned: "Planned", render_text: Callable[[], str]) -> bool:
+           planned: "Planned", render_text: Callable[[], str], allowed: bool = True) -> bool:
     """After a run of the whole config has planned: keep a memo of it when it found nothing to
     do and every kind offered one, else drop the config's memo (so a memo only ever stands for
-    the last run). Returns whether a memo was kept. Only for a SQLite state."""
+    the last run). ``allowed`` False drops it in any case (a run with [monitoring] must run in
+    full: a replay writes no metrics and sends no ping). Returns whether a memo was kept. Only
+    for a SQLite state."""
     from sqlalchemy import delete, insert
 
     from reconciler import __version__
@@ -143,7 +145,7 @@ def update(state: "StateStore", config_path: Path, config_sha256: str, kinds: "l
         return False
     plan = planned.plan
     memo = None
-    if not (plan.actions or plan.notes or plan.errors or plan.warnings or plan.targets):
+    if allowed and not (plan.actions or plan.notes or plan.errors or plan.warnings or plan.targets):
         memo = combined(kinds, planned.observations)
     table = MemoRecord.__table__  # type: ignore[attr-defined]
     with state.engine.begin() as connection:

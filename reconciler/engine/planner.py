@@ -123,10 +123,38 @@ def build_plan(
     )
 
 
+def unmatched_target_error(targets: tuple[str, ...], known: list[str]) -> PlanError | None:
+    """The error for the first of ``targets`` that matches none of the ``known`` addresses (with
+    the closest one as a hint), or None when every target matches something. Pure."""
+    import difflib
+
+    for target in targets:
+        if not any(matches_target(address, (target,)) for address in known):
+            close = difflib.get_close_matches(target, known, n=1, cutoff=0.4)
+            hint = f"; did you mean {close[0]!r}?" if close else (
+                f"; the config's addresses are e.g. {', '.join(sorted(known)[:3])}" if known else
+                "; the config declares nothing")
+            return PlanError(f"--target {target!r} matches no address{hint}")
+    return None
+
+
 def make_plan(kinds: list[Kind], desired: BaseModel, config_sha256: str, ctx: RunContext) -> Planned:
-    """Observe the world and plan. Never changes the world."""
+    """Observe the world and plan. Never changes the world.
+
+    Raises PlanError when a ``--target`` matches no address the config declares (checked before
+    observing) nor any the plan found (e.g. a file to remove).
+    """
+    declared = [address for kind in kinds for address in kind.addresses(desired)]
+    undeclared = tuple(target for target in ctx.targets if unmatched_target_error((target,), declared))
     observations = observe_all(kinds, desired, ctx)
-    return Planned(build_plan(kinds, desired, observations, config_sha256, ctx.targets), observations)
+    planned = Planned(build_plan(kinds, desired, observations, config_sha256, ctx.targets), observations)
+    if undeclared:  # perhaps an address only the world has (a file to remove): else a typo
+        found = [action.address for action in planned.plan.actions] + [
+            message.address for message in (*planned.plan.errors, *planned.plan.notes)]
+        error = unmatched_target_error(undeclared, declared + found)
+        if error is not None:
+            raise error
+    return planned
 
 
 def stale_reasons(saved: Plan, kinds: list[Kind], desired: BaseModel, config_sha256: str, ctx: RunContext) -> list[str]:

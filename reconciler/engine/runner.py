@@ -15,6 +15,7 @@ from reconciler.engine.executor import ApplyReport, execute
 from reconciler.engine.kind import Kind, RunContext
 from reconciler.engine.planner import Planned, make_plan, stale_reasons
 from reconciler.errors import PlanError
+from reconciler.hints import command
 from reconciler.state import lock
 from reconciler.state.journal import Journal, run_of_plan
 
@@ -27,7 +28,7 @@ def read_plan(path: Path) -> Plan:
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PlanError(f"{path}: no such plan file; make one with `reconciler plan -o {path}`") from None
+        raise PlanError(f"{path}: no such plan file; make one with {command('plan', '-o', str(path))}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise PlanError(f"{path}: not a reconciler plan file ({error})") from None
     if not isinstance(raw, dict) or raw.get("format_version") != FORMAT_VERSION:
@@ -78,13 +79,18 @@ def apply_plan(
     ctx: RunContext,
     operation: str,
     allow_destroy: bool,
+    lock_id: str | None = None,
 ) -> ApplyOutcome:
-    """Execute ``plan`` under a fresh journal run (the caller holds the lock)."""
-    journal = Journal(ctx.state, plan.plan_id, operation)
+    """Execute ``plan`` under a fresh journal run (the caller holds the lock ``lock_id``)."""
+    journal = Journal(ctx.state, plan.plan_id, operation, lock_id)
     status = "failed"
     try:
         report = execute(plan, kinds, ctx, journal, allow_destroy)
-        status = "interrupted" if report.interrupted else ("succeeded" if report.ok else "failed")
+        # a run whose plan could not observe every address did not succeed, whatever its actions did
+        status = "interrupted" if report.interrupted else ("succeeded" if report.ok and not plan.errors else "failed")
+    except KeyboardInterrupt:  # a second signal: stopped at once
+        status = "interrupted"
+        raise
     finally:
         journal.close(status)
     return ApplyOutcome(plan, report, journal.run_id)
@@ -105,9 +111,9 @@ def apply_saved(
     plan = read_plan(path)
     if not plan.actions:
         return None
-    with lock.held(ctx.state, "apply", lock_timeout):
+    with lock.held(ctx.state, "apply", lock_timeout) as held:
         check_saved_plan(plan, config, kinds, ctx)
-        return apply_plan(plan, kinds, ctx, "apply", allow_destroy)
+        return apply_plan(plan, kinds, ctx, "apply", allow_destroy, held.lock_id)
 
 
 def apply_fresh(
@@ -123,8 +129,8 @@ def apply_fresh(
 
     Returns the plan and, when something ran, the outcome.
     """
-    with lock.held(ctx.state, operation, lock_timeout):
+    with lock.held(ctx.state, operation, lock_timeout) as held:
         planned = make_plan(kinds, config.model, config.sha256, ctx)
         if not planned.plan.actions or not confirm(planned):
             return planned, None
-        return planned, apply_plan(planned.plan, kinds, ctx, operation, allow_destroy)
+        return planned, apply_plan(planned.plan, kinds, ctx, operation, allow_destroy, held.lock_id)

@@ -48,12 +48,33 @@ class ProjectRow:
 
 
 @dataclass
+class Status:
+    """What the world looked like when the report was made: a plan made then (read-only), and
+    the last run the journal recorded."""
+
+    observed_at: datetime | None = None
+    errors: dict[str, list[str]] = field(default_factory=dict)  # address -> messages
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (address, message), e.g. "waiting: …"
+    destructive: list[dict[str, Any]] = field(default_factory=list)  # pending destructive actions
+    planned: dict[str, int] = field(default_factory=dict)  # other actions a run would take, by kind
+    last_run: dict[str, Any] | None = None
+    journal: list[dict[str, Any]] = field(default_factory=list)  # the last entries
+
+    def error_of(self, address: str) -> str | None:
+        """The errors of ``address`` (or of its whole kind), joined; None when it was observed."""
+        kind = address.split(":", 1)[0]
+        found = self.errors.get(address, []) + self.errors.get(f"{kind}:*", [])
+        return "; ".join(found) if found else None
+
+
+@dataclass
 class Report:
     generated_at: datetime
     projects: list[ProjectRow] = field(default_factory=list)
     replicas: list[dict[str, Any]] = field(default_factory=list)
     backups: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    status: Status = field(default_factory=Status)
 
 
 def _sessions(reader: Any, project_uid: str) -> list[SessionRow]:
@@ -129,18 +150,54 @@ def collect_backups(desired: Any, report: Report) -> None:
             entry["keep"], entry["remove"] = len(decision.keep), len(decision.remove)
         if catalog.unreadable:
             entry["problem"] = "; ".join(catalog.unreadable[:3])
+        observed = report.status.error_of(f"database:{key}")
+        if observed:
+            entry["problem"] = "; ".join(filter(None, [entry["problem"], f"could not be observed: {observed}"]))
+            entry["fresh"] = False
         report.backups.append(entry)
+
+
+def collect_status(app: Any, report: Report) -> None:
+    """Observe now (a plan: reads only) and read the journal's last run, so that nothing in the
+    report is shown as fine that could not be seen: every address whose observation failed is
+    listed with its error, and its figures are marked as not current."""
+    from reconciler.engine.planner import make_plan
+    from reconciler.state.journal import entries, last_run
+
+    config = app.config
+    planned = make_plan(app.kinds, config.model, config.sha256, app.run_context(()))
+    status = report.status
+    status.observed_at = planned.plan.created_at
+    for error in planned.plan.errors:
+        status.errors.setdefault(error.address, []).append(error.message)
+    status.notes = [(note.address, note.message) for note in planned.plan.notes]
+    for action in planned.plan.actions:
+        if action.destructive:
+            status.destructive.append({"address": action.address, "kind": action.kind, "reason": action.reason,
+                                       "files": action.file_count, "bytes": action.details.get("bytes")})
+        else:
+            status.planned[action.kind] = status.planned.get(action.kind, 0) + 1
+    run = last_run(app.read_store)
+    if run is not None:
+        status.last_run = {"operation": run.operation, "status": run.status, "who": run.who,
+                           "started_at": run.started_at, "finished_at": run.finished_at}
+        status.journal = [{"address": entry.address, "kind": entry.kind, "status": entry.status,
+                           "at": entry.finished_at or entry.started_at, "message": entry.error or entry.result or ""}
+                          for entry in entries(app.read_store, run.run_id)[-10:]]
 
 
 def collect(app: Any) -> Report:
     desired = app.config.model
     report = Report(generated_at=datetime.now(timezone.utc).replace(microsecond=0))
+    collect_status(app, report)
     if getattr(desired, "instances", None):
         collect_projects(desired, report)
     if getattr(desired, "replicas", None):
         from reconciler.kinds.replicas.commands import replica_rows
 
         report.replicas = replica_rows(app)
+        for row in report.replicas:
+            row["error"] = report.status.error_of(row["address"])
         for row in report.replicas:  # never a quiet "all good" about copies not observed or not sound
             if row.get("offline_since"):
                 report.problems.append(f"{row['address']}: offline since {row['offline_since']}")

@@ -23,7 +23,9 @@ class Journal:
     """The journal of one run. Each write commits at once, so a killed run leaves
     an honest record: actions ``started`` but never finished."""
 
-    def __init__(self, store: StateStore, plan_id: str, operation: str):
+    def __init__(self, store: StateStore, plan_id: str, operation: str, lock_id: str | None = None):
+        """Open a run of ``plan_id`` under the lock ``lock_id`` (see lock.py: a run whose
+        lock dies with it is closed as interrupted by the next run)."""
         self.store = store
         self.run_id = uuid.uuid4().hex[:12]
         try:
@@ -31,7 +33,8 @@ class Journal:
         except (KeyError, OSError):
             who = socket.gethostname()
         with store.session() as session:
-            session.add(RunRecord(run_id=self.run_id, plan_id=plan_id, operation=operation, who=who, started_at=_now()))
+            session.add(RunRecord(run_id=self.run_id, plan_id=plan_id, operation=operation, who=who, started_at=_now(),
+                                  lock_id=lock_id))
             session.commit()
 
     def started(self, action: Action) -> int:
@@ -102,3 +105,15 @@ def entries(store: StateStore, run_id: str | None = None) -> list[JournalEntry]:
         if run_id:
             statement = statement.where(JournalEntry.run_id == run_id)
         return list(session.exec(statement))
+
+
+def last_run(store: StateStore) -> RunRecord | None:
+    """The most recent apply or reconcile run, or None."""
+    with store.session() as session:
+        return session.exec(select(RunRecord).order_by(RunRecord.started_at.desc())).first()  # type: ignore[attr-defined]
+
+
+def run_statuses(store: StateStore) -> dict[str, str]:
+    """Each run's status (running, succeeded, failed, interrupted), by run id."""
+    with store.session() as session:
+        return {run.run_id: run.status for run in session.exec(select(RunRecord))}

@@ -13,11 +13,15 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLA
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from reconciler.errors import ConfigError, StateError
+from reconciler.state import guards
 from reconciler.state.location import DEFAULT_STATE_PATH, chosen_state_url
-from reconciler.state.tables import ENGINE_SCHEMA_VERSION, ENGINE_TABLES, SchemaVersion
+from reconciler.state.tables import ENGINE_MIGRATIONS, ENGINE_SCHEMA_VERSION, ENGINE_TABLES, SchemaVersion
 
 if TYPE_CHECKING:
     from reconciler.engine.kind import Kind
+
+
+SCHEMA_WAIT_SECONDS = 120.0  # a migration of a big inventory takes a while
 
 
 def resolve_state_url(cli_url: str | None, config_dir: Path, url: str | None = None, url_env: str | None = None) -> str:
@@ -101,12 +105,23 @@ class StateStore:
 
     def components(self) -> dict[str, tuple[int, dict[int, Any]]]:
         """Each component's current schema version and migrations."""
-        found: dict[str, tuple[int, dict[int, Any]]] = {"engine": (ENGINE_SCHEMA_VERSION, {})}
+        found: dict[str, tuple[int, dict[int, Any]]] = {"engine": (ENGINE_SCHEMA_VERSION, dict(ENGINE_MIGRATIONS))}
         for kind in self.kinds:
             found[kind.name] = (kind.schema_version, dict(kind.migrations))
         return found
 
     def _prepare_schema(self) -> None:
+        """Create or migrate the schema, one process at a time: under the ``schema`` guard
+        (an flock on ``<db>.schema.lock``, or an advisory lock on PostgreSQL), so that two
+        first runs on a new state never race creating the same tables."""
+        guard = guards.take(self, "schema", SCHEMA_WAIT_SECONDS,
+                            f"another process has been creating or migrating the state database {redact_url(self.url)}")
+        try:
+            self._prepare_schema_alone()
+        finally:
+            guard.release()
+
+    def _prepare_schema_alone(self) -> None:
         SQLModel.metadata.create_all(self.engine, tables=[SchemaVersion.__table__])  # type: ignore[attr-defined]
         with Session(self.engine) as session:
             stored = {row.component: row.version for row in session.exec(select(SchemaVersion))}

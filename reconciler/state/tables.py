@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
 from reconciler.engine.memo import TABLE
 
-ENGINE_SCHEMA_VERSION = 1
+ENGINE_SCHEMA_VERSION = 2  # 2: runs.lock_id
 
 
 class SchemaVersion(SQLModel, table=True):
@@ -32,6 +35,9 @@ class RunRecord(SQLModel, table=True):
     started_at: datetime
     finished_at: datetime | None = None
     status: str = "running"  # running | succeeded | failed | interrupted
+    # The lock the run held: a run still "running" whose lock row is gone died with its
+    # holder, and the next run to take the lock closes it as interrupted (lock.py).
+    lock_id: str | None = None
 
 
 class JournalEntry(SQLModel, table=True):
@@ -44,7 +50,7 @@ class JournalEntry(SQLModel, table=True):
     action_id: str = Field(index=True)
     address: str = Field(index=True)
     kind: str
-    status: str  # started | succeeded | failed | skipped | pending
+    status: str  # started | succeeded | failed | skipped | pending | interrupted (its run died meanwhile)
     started_at: datetime
     finished_at: datetime | None = None
     error: str | None = None
@@ -52,7 +58,10 @@ class JournalEntry(SQLModel, table=True):
 
 
 class LockRecord(SQLModel, table=True):
-    """The single apply lock of a state database (primary key ``name`` = "apply")."""
+    """Who holds a lock of the state database (primary key ``name``: "apply" for runs).
+
+    The row only names the holder; the lock itself is an OS file lock (SQLite) or an
+    advisory lock (PostgreSQL) that dies with the holder's process (lock.py)."""
 
     __tablename__ = "locks"
 
@@ -82,5 +91,12 @@ class MemoRecord(SQLModel, table=True):
     checks: str  # JSON of the Memo
     output: str  # the plan as text
 
+
+def _add_runs_lock_id(connection: Connection) -> None:
+    connection.execute(text("ALTER TABLE runs ADD COLUMN lock_id VARCHAR"))
+
+
+# Engine migrations: from schema version N to N + 1 (store.py runs them in order).
+ENGINE_MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_runs_lock_id}
 
 ENGINE_TABLES: list[type[SQLModel]] = [SchemaVersion, RunRecord, JournalEntry, LockRecord, MemoRecord]

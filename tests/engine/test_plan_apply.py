@@ -232,3 +232,15 @@ def test_apply_on_a_terminal_asks_first(workspace):
     code, output = _apply_on_a_terminal(workspace, b"y")
     assert code == 0 and b"Apply complete: 1 succeeded." in output
     assert workspace.files() == {"a": "alpha"}
+
+
+def test_a_target_that_matches_nothing_is_an_error_naming_the_closest_address(workspace):
+    workspace.write_config({"alpha": {"content": "a"}})
+    (workspace.world / "stray").write_text("x")
+    typo = workspace.cli("plan", "--target", "toy:alhpa")
+    assert typo.code == 1 and "--target 'toy:alhpa' matches no address; did you mean 'toy:alpha'?" in typo.err
+    assert workspace.cli("apply", "--auto-approve", "--target", "toy:alhpa").code == 1
+    assert workspace.files() == {"stray": "x"}
+    # an address only the world has (a file to remove) is a fine target
+    assert "remove" in workspace.cli("plan", "--target", "toy:stray").out
+    assert workspace.cli("plan", "--target", "toy:*").code == 0

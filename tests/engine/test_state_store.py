@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from sqlmodel import select
 
 from reconciler.errors import StateError
 from reconciler.state.store import StateStore
 from reconciler.state.tables import ENGINE_SCHEMA_VERSION, SchemaVersion
+from tests.conftest import REPO
 
 
 def test_first_use_creates_the_engine_tables(state_url):
@@ -83,3 +88,55 @@ def test_a_replicas_state_of_schema_2_gains_checksums_and_the_replica_marker(sta
     store.dispose()
     assert version == 3
     assert (status.marker_id, status.offline_since) == (None, None)  # written by the next copy
+
+
+_OPEN_WHEN_TOLD = """
+import sys
+from reconciler.engine.registry import load_kinds
+from reconciler.state.store import StateStore
+kinds = load_kinds()
+print("ready", flush=True)
+sys.stdin.readline()
+StateStore(sys.argv[1], kinds).dispose()
+print("opened", flush=True)
+"""
+
+
+def test_first_runs_started_at_once_on_a_new_state_each_succeed(state_url):
+    # Every kind's tables, so creating them takes long enough to overlap; all processes are
+    # loaded and waiting first, then told to go together.
+    processes = [subprocess.Popen([sys.executable, "-c", _OPEN_WHEN_TOLD, state_url], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                  env={**os.environ, "PYTHONPATH": str(REPO)})
+                 for _ in range(8)]
+    for process in processes:
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    results = [process.communicate(timeout=120) for process in processes]
+    assert [(process.returncode, err) for process, (_out, err) in zip(processes, results)] == [(0, "")] * 8
+    store = StateStore(state_url)
+    assert {"journal", "locks", "runs", "schema_version"} <= set(store.table_names())
+    store.dispose()
+
+
+def test_an_engine_state_of_schema_1_gains_the_lock_of_each_run(state_url):
+    from sqlalchemy import text
+
+    store = StateStore(state_url)
+    with store.engine.begin() as connection:  # make it look as schema 1 left it
+        connection.execute(text("ALTER TABLE runs DROP COLUMN lock_id"))
+        connection.execute(text("INSERT INTO runs (run_id, plan_id, operation, who, started_at, status) "
+                                "VALUES ('r1', 'p1', 'apply', 'ops@here', '2026-11-30 10:00:00', 'succeeded')"))
+        connection.execute(text("UPDATE schema_version SET version = 1 WHERE component = 'engine'"))
+    store.dispose()
+
+    store = StateStore(state_url)
+    with store.engine.begin() as connection:
+        rows = connection.execute(text("SELECT run_id, status, lock_id FROM runs")).all()
+        version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'engine'")).scalar()
+    store.dispose()
+    assert version == ENGINE_SCHEMA_VERSION == 2
+    assert [tuple(row) for row in rows] == [("r1", "succeeded", None)]

@@ -3,8 +3,10 @@
 It manages the files of one directory: each declared file must exist with its
 content; files in the directory that are not declared are removed
 (destructively). It has knobs the engine tests need: ``after`` (ordering),
-``fail`` (an executor that fails), ``slow`` (an executor that takes time, for
-locks and kill -9). It is a real kind over real files, not a mock; it lives in
+``fail`` (an executor that fails), ``slow`` (an executor that takes time),
+``hold`` (an executor that touches ``HOLD.waiting`` and then waits until the file
+``HOLD`` exists: a run the test holds mid-action for as long as it wants, for locks
+and kill -9, with no timing window). It is a real kind over real files, not a mock; it lives in
 tests/ so the engine is proven without any production kind.
 """
 
@@ -30,7 +32,9 @@ class ToyFile(Section):
     after: list[str] = Field(default_factory=list, description="Toy files that must be written first.")
     fail: bool = False
     slow: Duration = Field(default="0s", validate_default=True)
+    ignore_stop: bool = False  # a slow write that does not stop when the run is asked to
     max_size: Size | None = None
+    hold: str = ""
 
 
 class ToySection(Section):
@@ -103,7 +107,8 @@ class ToyKind(Kind):
                     facts={"have": have},
                     details={"dir": section.dir, "name": name, "content": spec.content,
                              "bytes": len(spec.content.encode()), "fail": spec.fail,
-                             "slow": spec.slow.total_seconds()},
+                             "slow": spec.slow.total_seconds(), "ignore_stop": spec.ignore_stop,
+                             **({"hold": spec.hold} if spec.hold else {})},
                     depends_on=[self.address(other) for other in spec.after],
                 )
             )
@@ -124,8 +129,19 @@ class ToyKind(Kind):
     def write(self, action: Action, ctx: RunContext) -> str:
         details = action.details
         deadline = time.monotonic() + float(details["slow"])
+        if details["slow"]:
+            (Path(details["dir"]) / f".started-{details['name']}").touch()
         while time.monotonic() < deadline:
+            if ctx.stop.is_set():
+                if not details.get("ignore_stop"):
+                    raise ApplyError(f"{action.address}: stopped before writing; the next run writes it")
+                (Path(details["dir"]) / f".stop-seen-{details['name']}").touch()
             time.sleep(0.05)
+        if details.get("hold"):
+            hold = Path(details["hold"])
+            Path(f"{hold}.waiting").touch()
+            while not hold.exists():
+                time.sleep(0.02)
         if details["fail"]:
             raise ApplyError(f"{action.address}: told to fail")
         content = details["content"]

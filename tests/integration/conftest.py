@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CliWorkspace, Result, run_cli
-from tests.integration.sshd import Sshd, free_port, running_sshd
+from tests.integration.mongod import INSTALL, find_mongod, running_mongod
+from tests.integration.sshd import Sshd, running_sshd
 from tests.integration.sshd import available as sshd_available
+
 
 @contextmanager
 def sshd_or_skip(home: Path, extra_config: str = "") -> Iterator[Sshd]:
@@ -94,58 +93,45 @@ def site(tmp_path: Path, state_url: str, capsys: pytest.CaptureFixture[str], mon
 
 @dataclass(frozen=True)
 class MongoServer:
-    """A MongoDB wire-protocol server on 127.0.0.1: a real mongod when there is one, else nx-27017."""
+    """A real MongoDB server on 127.0.0.1 (never an imitation: they hid data loss)."""
 
     uri: str
-    implementation: str  # "mongod", "external" or "nx-27017"
+    implementation: str  # "mongod" or "external"
+    replica_set: bool = False
 
-    @property
-    def full_bson(self) -> bool:
-        """nx-27017 keeps documents as JSON: it refuses or rewrites some BSON types and renames indexes."""
-        return self.implementation != "nx-27017"
+
+def _mongod_or_fail() -> str:
+    mongod = find_mongod()
+    if mongod is None:
+        pytest.fail(f"no MongoDB server for the MongoDB tests: {INSTALL}, put a mongod on PATH, "
+                    "or set RECONCILER_TEST_MONGO_URI", pytrace=False)
+    return mongod
+
+
+def _is_replica_set(uri: str) -> bool:
+    import pymongo
+
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+        return bool(client.admin.command("hello").get("setName"))
 
 
 @pytest.fixture(scope="session")
-def mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
+def mongo() -> Iterator[MongoServer]:
+    """A standalone mongod (or the server RECONCILER_TEST_MONGO_URI names)."""
     external = os.environ.get("RECONCILER_TEST_MONGO_URI")
     if external:
-        yield MongoServer(external, "external")
+        yield MongoServer(external, "external", _is_replica_set(external))
         return
-    port = free_port()
-    mongod = shutil.which("mongod")
-    if mongod:
-        data = tmp_path_factory.mktemp("mongod")
-        argv = [mongod, "--dbpath", str(data), "--bind_ip", "127.0.0.1", "--port", str(port), "--quiet"]
-        implementation = "mongod"
-    else:
-        import importlib.util
+    with running_mongod(_mongod_or_fail()) as uri:
+        yield MongoServer(uri, "mongod")
 
-        if importlib.util.find_spec("nx_27017") is None:
-            pytest.skip("no MongoDB server: install mongod, set RECONCILER_TEST_MONGO_URI, or pip install nx-27017")
-        data = tmp_path_factory.mktemp("nx")
-        # run through this interpreter: pip's script directory need not be on PATH
-        argv = [sys.executable, "-c", "import sys; from nx_27017.nx_27017 import main; sys.exit(main())",
-                "--data-dir", str(data), "--host", "127.0.0.1", "-p", str(port),
-                "--pid-file", str(data / "nx.pid"), "--log-file", str(data / "nx.log")]
-        implementation = "nx-27017"
-    # stderr goes to a file: a pipe nobody reads fills up (64 KiB of nx-27017's warnings)
-    # and then blocks the server in the middle of a request.
-    stderr_path = tmp_path_factory.mktemp("mongo-stderr") / "stderr.log"
-    stderr = open(stderr_path, "wb")
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
-    deadline = time.monotonic() + 30
-    import pymongo
 
-    while True:
-        try:
-            pymongo.MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=500).admin.command("ping")
-            break
-        except Exception:
-            if process.poll() is not None or time.monotonic() > deadline:
-                output = stderr_path.read_text(errors="replace")
-                raise RuntimeError(f"{implementation} did not start: {output[-2000:]}") from None
-            time.sleep(0.2)
-    yield MongoServer(f"mongodb://127.0.0.1:{port}", implementation)
-    process.terminate()
-    process.wait(20)
-    stderr.close()
+@pytest.fixture(scope="session")
+def mongo_rs() -> Iterator[MongoServer]:
+    """A single-node replica set (RECONCILER_TEST_MONGO_URI when that is one)."""
+    external = os.environ.get("RECONCILER_TEST_MONGO_URI")
+    if external and _is_replica_set(external):
+        yield MongoServer(external, "external", True)
+        return
+    with running_mongod(_mongod_or_fail(), replica_set="rs0") as uri:
+        yield MongoServer(uri, "mongod", True)

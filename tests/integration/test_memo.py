@@ -67,6 +67,7 @@ def _memos(site) -> int:
 def sqlite_site(tmp_path, capsys, monkeypatch) -> Site:
     """A replicas workspace on a SQLite state, where memos are kept (PostgreSQL: the last test)."""
     monkeypatch.delenv("RECONCILER_PLUGINS", raising=False)
+    (tmp_path / "state").mkdir(exist_ok=True)
     return Site(tmp_path, f"sqlite:///{tmp_path / 'state' / 'reconciler.db'}", capsys)
 
 

@@ -291,8 +291,7 @@ def test_kill_9_during_a_migration_then_rerun_converges_with_nothing_lost(facili
     stale = lock.holder(store)
     store.dispose()
     assert stale is not None and stale.pid == process.pid
-    assert facility.site.cli("force-unlock", stale.lock_id).code == 0
-    again = facility.site.run("apply", "--auto-approve", "--allow-destroy")
+    again = facility.site.run("apply", "--auto-approve", "--allow-destroy")  # the lock died with its process
     assert again.code == 0, again.err + again.out
     assert not source.project_dir.exists()
     sizes = {path: len(content) for path, content in data_files(target).items()}

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import uuid
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pymongo
@@ -15,31 +14,13 @@ import pytest
 
 from reconciler.kinds.projects.generator import make_instance
 from tests.conftest import REPO
+from tests.dom import Dom
 from tests.integration.conftest import make_tree
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO / "test-artifacts"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-class Dom(HTMLParser):
-    """The elements of a dumped DOM, as (tag, attributes) in document order, plus text."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.elements: list[tuple[str, dict[str, str | None]]] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.elements.append((tag, dict(attrs)))
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-
-    def find(self, tag: str, **attributes: str) -> list[dict[str, str | None]]:
-        return [attrs for name, attrs in self.elements if name == tag
-                and all(attrs.get(key.replace("_", "-")) == value for key, value in attributes.items())]
 
 
 def chromium(tmp_path: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -82,7 +63,7 @@ def test_report_of_500_projects_renders_sorted_and_complete_in_chromium(site, mo
     dom.feed(dumped.stdout)
     body = dom.find("body")[0]
     assert body.get("data-ready") == "true" and body.get("data-sorted-by") == "size"
-    projects = dom.find("details")
+    projects = [attrs for attrs in dom.find("details") if attrs.get("class") == "project"]
     assert len(projects) == 500
     sizes = [int(item["data-size"] or 0) for item in projects]
     assert sizes == sorted(sizes, reverse=True) and projects[0]["data-uid"] == "P250"

@@ -25,6 +25,7 @@ PASSWORD = "Xq7-cor8ect-h0rse"
 @pytest.fixture
 def one_site(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Site:
     """A workspace with SQLite state only: what is checked is output, not the state store."""
+    (tmp_path / "state").mkdir(exist_ok=True)
     return Site(tmp_path, f"sqlite:///{tmp_path / 'state' / 'reconciler.db'}", capsys)
 
 

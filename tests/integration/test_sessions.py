@@ -241,7 +241,7 @@ def test_kill_9_during_a_deletion_is_finished_by_the_next_run(live):
     store = StateStore(live.site.state_url)
     stale = lock.holder(store)
     store.dispose()
-    assert live.site.cli("force-unlock", stale.lock_id).code == 0
+    assert stale is not None and stale.pid == process.pid  # its row only: the lock died with its process
     plan = live.site.cli("plan")
     assert f"delete {remaining:,} files" in plan.out
     assert live.site.cli("apply", "--auto-approve", "--allow-destroy").code == 0
@@ -293,12 +293,7 @@ def test_kill_9_during_the_hook_after_a_deletion_runs_the_hook_next_time(live):
     process.wait(30)
     release.touch()  # the orphaned hook may finish now; its run was never confirmed
     assert live.state("P1", "S1", "particles")["status"] == "deleted"
-    store = StateStore(live.site.state_url)
-    stale = lock.holder(store)
-    store.dispose()
-    if stale is not None and lock.is_stale(stale):
-        assert live.site.cli("force-unlock", stale.lock_id).code == 0
-    plan = live.site.cli("plan")
+    plan = live.site.cli("plan")  # the killed run's lock died with it: nothing to unlock
     assert "hook:" in plan.out and "has not completed" in plan.out, plan.out
     again = live.site.run("reconcile", "--allow-destroy")
     assert again.code == 0, again.err

@@ -94,3 +94,19 @@ def test_the_replay_reads_the_tables_the_state_store_makes():
     from reconciler.state.tables import LockRecord, MemoRecord
 
     assert (memo.TABLE, memo.LOCK_TABLE) == (MemoRecord.__tablename__, LockRecord.__tablename__)
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    (["plan", "--config", "x.toml"], ["--config", "x.toml", "plan"]),
+    (["plan", "--config=x.toml", "-v", "--format", "json"], ["--config=x.toml", "-v", "plan", "--format", "json"]),
+    (["-v", "reconcile", "--state", "s", "--allow-destroy"], ["-v", "--state", "s", "reconcile", "--allow-destroy"]),
+    (["--config", "a", "backups", "restore", "X", "--log-format", "json"],
+     ["--config", "a", "--log-format", "json", "backups", "restore", "X"]),
+    (["sessions", "files", "--", "--config"], ["sessions", "files", "--", "--config"]),
+    (["--version"], ["--version"]),
+    ([], []),
+])
+def test_global_options_after_the_command_move_before_it(given, expected):
+    from reconciler.cli.argv import global_options_first
+
+    assert global_options_first(given) == expected

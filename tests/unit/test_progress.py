@@ -54,8 +54,11 @@ def test_without_a_terminal_progress_is_logged_now_and_then():
     try:
         for done in range(0, 1001, 100):
             reporter("copy replica:/mnt/backup from exao1", done, 1000)
+        reporter("copy replica:/mnt/backup from exao1", 1000, 1000)  # told the end twice: said once
     finally:
         logger.removeHandler(collect)
         logger.setLevel(level)
-    assert collect.messages == ["copy replica:/mnt/backup from exao1: 0 of 1,000 files",
+    # the first call with something done, then the end; never "0 of …" (the action's start is
+    # logged already) and never the same line twice
+    assert collect.messages == ["copy replica:/mnt/backup from exao1: 100 of 1,000 files",
                                 "copy replica:/mnt/backup from exao1: 1,000 of 1,000 files"]

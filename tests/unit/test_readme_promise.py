@@ -24,3 +24,17 @@ def test_the_readme_has_exactly_two_setup_commands():
 def test_ci_runs_the_readmes_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     assert _setup_commands()[1] in ci
+
+
+def test_the_readmes_config_example_validates(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    text = (REPO / "README.md").read_text()
+    example = text.split("## The config", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "reconciler.toml").write_text(example)
+    result = subprocess.run([sys.executable, "-m", "reconciler", "--config", str(tmp_path / "reconciler.toml"),
+                             "validate"], capture_output=True, text=True, cwd=REPO,
+                            env={**os.environ, "CRYOSPARC_DB_URI": "mongodb://db.example.org/meteor"})
+    assert result.returncode == 0, result.stderr

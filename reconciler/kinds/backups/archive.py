@@ -24,7 +24,7 @@ import bson
 from bson import json_util
 from fastcrc import crc64
 
-from reconciler.kinds.backups.bsonio import BsonFormatError, read_document, read_exact
+from reconciler.kinds.backups.bsonio import BsonFormatError, count_documents, read_document, read_exact
 
 MAGIC = struct.pack("<I", 0x8199E26D)
 TERMINATOR = b"\xff\xff\xff\xff"
@@ -47,6 +47,7 @@ class CollectionMeta:
     collection: str
     metadata: str  # canonical Extended JSON text
     size: int = 0
+    type: str = ""  # "collection", "view", "timeseries" (mongodump writes it; older archives may not)
 
     @property
     def namespace(self) -> str:
@@ -65,10 +66,24 @@ class CollectionMeta:
         return value
 
     @property
+    def kind(self) -> str:
+        return self.type or str(self.parsed().get("type") or "collection")
+
+    @property
+    def data_namespace(self) -> str | None:
+        """Where this collection's documents are in the archive: itself, its ``system.buckets.*``
+        namespace for a time-series collection, none for a view."""
+        if self.kind == "view":
+            return None
+        if self.kind == "timeseries":
+            return f"{self.db}.system.buckets.{self.collection}"
+        return self.namespace
+
+    @property
     def has_data(self) -> bool:
         """Views and time-series collections carry no documents of their own (a time-series
         collection's data is in its system.buckets.* namespace)."""
-        return self.parsed().get("type") not in ("view", "timeseries")
+        return self.kind not in ("view", "timeseries")
 
 
 @dataclass
@@ -118,7 +133,7 @@ class ArchiveReader:
             try:
                 collections.append(CollectionMeta(str(document["db"]), str(document["collection"]),
                                                   str(document.get("metadata", "")),
-                                                  int(str(document.get("size", 0)))))
+                                                  int(str(document.get("size", 0))), str(document.get("type", ""))))
             except KeyError as missing:
                 raise BsonFormatError(f"{name}: collection metadata at byte {self.offset} lacks {missing}") from None
         for meta in collections:
@@ -179,7 +194,7 @@ class ArchiveReader:
                 crcs[namespace] = crc_update(crcs.get(namespace, 0), raw)
                 counts[namespace] = counts.get(namespace, 0) + 1
                 yield namespace, raw
-        known = {meta.namespace for meta in self.contents.collections if meta.has_data}
+        known = {meta.data_namespace for meta in self.contents.collections if meta.data_namespace}
         unfinished = sorted((known | set(crcs)) - finished)
         if unfinished:
             raise BsonFormatError(f"{self.name}: truncated: no end marker for {', '.join(unfinished)}")
@@ -219,21 +234,30 @@ class ArchiveWriter:
                                  "server_version": self.server_version, "tool_version": self.tool_version}))
         for meta in collections:
             self._write(bson.encode({"db": meta.db, "collection": meta.collection, "metadata": meta.metadata,
-                                     "size": bson.int64.Int64(meta.size) if meta.size > 2**31 - 1 else meta.size}))
+                                     "size": bson.int64.Int64(meta.size) if meta.size > 2**31 - 1 else meta.size,
+                                     "type": meta.kind}))
         self._write(TERMINATOR)
 
-    def write_collection(self, db: str, collection: str, documents: Iterable[bytes]) -> tuple[int, int]:
-        """Write one namespace's documents; returns (count, crc as unsigned int)."""
+    def write_collection(self, db: str, collection: str, documents: Iterable[bytes],
+                         chunks: bool = False) -> tuple[int, int]:
+        """Write one namespace's documents (none for a view: mongodump still ends every namespace
+        with an EOF block, and mongorestore refuses an archive that lacks one); returns (count,
+        crc as unsigned int). ``chunks``: each item is a run of whole documents back to back (a
+        server reply batch), not one document."""
         count = 0
         crc = 0
+        started = False
         for raw in documents:
-            if count == 0:
+            if not raw:
+                continue
+            if not started:
                 self._write(bson.encode({"db": db, "collection": collection, "EOF": False,
                                          "CRC": bson.int64.Int64(0)}))
+                started = True
             self._write(raw)
             crc = crc_update(crc, raw)
-            count += 1
-        if count:
+            count += count_documents(raw) if chunks else 1
+        if started:
             self._write(TERMINATOR)
         self._write(bson.encode({"db": db, "collection": collection, "EOF": True,
                                  "CRC": bson.int64.Int64(to_int64(crc))}))

@@ -21,8 +21,10 @@ class ManifestFile(BaseModel):
 
 
 class CollectionStats(BaseModel):
-    documents: int
+    documents: int  # documents stored (for a time-series collection: its buckets)
     bytes: int  # uncompressed BSON bytes
+    type: str = "collection"  # collection | timeseries | view
+    measurements: int | None = None  # a time-series collection's measurements when it was dumped
 
 
 class Manifest(BaseModel):
@@ -36,6 +38,9 @@ class Manifest(BaseModel):
     compressed: bool
     method: str
     collections: dict[str, CollectionStats] = Field(default_factory=dict)
+    skipped: dict[str, str] = Field(default_factory=dict)  # namespace -> why it is not in the backup
+    consistent: str | None = None  # "oplog": the backup holds the oplog of its dump window
+    oplog_entries: int | None = None
     files: list[ManifestFile] = Field(default_factory=list)
     server_version: str
     tool_version: str
@@ -45,6 +50,29 @@ class Manifest(BaseModel):
     @property
     def documents(self) -> int:
         return sum(stats.documents for stats in self.collections.values())
+
+    def summary(self) -> str:
+        """``2,505 documents in 2 collections, 1 time-series collection (3 buckets), 1 view``."""
+        kinds: dict[str, list[CollectionStats]] = {}
+        for stats in self.collections.values():
+            kinds.setdefault(stats.type, []).append(stats)
+        plain = kinds.pop("collection", [])
+        parts = [f"{sum(s.documents for s in plain):,} documents in {len(plain)} collection"
+                 + ("" if len(plain) == 1 else "s")]
+        series = kinds.pop("timeseries", [])
+        if series:
+            parts.append(f"{len(series)} time-series collection{'' if len(series) == 1 else 's'} "
+                         f"({sum(s.documents for s in series):,} buckets)")
+        views = kinds.pop("view", [])
+        if views:
+            parts.append(f"{len(views)} view{'' if len(views) == 1 else 's'}")
+        for kind, items in sorted(kinds.items()):
+            parts.append(f"{len(items)} {kind}")
+        if self.oplog_entries is not None:
+            parts.append(f"{self.oplog_entries:,} oplog entries")
+        if self.skipped:
+            parts.append("skipped " + ", ".join(f"{name} ({why})" for name, why in sorted(self.skipped.items())))
+        return ", ".join(parts)
 
     @property
     def bytes(self) -> int:

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import click
 
-from reconciler.errors import ApplyError, ConfigError, PlanError
+from reconciler.errors import ApplyError, ConfigError, PlanError, StateError
 from reconciler.kinds.backups.bsonio import BsonFormatError
 from reconciler.kinds.backups.catalog import Backup, read_catalog
-from reconciler.kinds.backups.connection import connect, redact
+from reconciler.kinds.backups.connection import connect, describe_server_error, redact
 from reconciler.kinds.backups.retention import decide, parse_policy
-from reconciler.kinds.backups.source import open_source, verify
-from reconciler.units import human_bytes
+from reconciler.kinds.backups.source import READ_ERRORS, describe, open_source, verify
+from reconciler.units import human_bytes, parse_duration
 
 
 @click.group("backups")
@@ -136,8 +137,8 @@ def verify_command(app: Any, backup: str | None) -> int:
     for path in targets:
         try:
             problems = verify(open_source(path))
-        except BsonFormatError as error:
-            problems = [str(error)]
+        except READ_ERRORS as error:  # a damaged backup is a DAMAGED line; the others are still verified
+            problems = [describe(error)]
         if problems:
             failed += 1
             click.echo(f"DAMAGED {path}")
@@ -155,16 +156,40 @@ def verify_command(app: Any, backup: str | None) -> int:
 @click.argument("backup")
 @click.option("--uri", help="Target server (prefer --uri-env: a password here shows in your shell history).")
 @click.option("--uri-env", help="Environment variable holding the target connection string.")
-@click.option("--database", help="Target database (default: the one the backup was taken from).")
-@click.option("--map", "mappings", multiple=True, metavar="OLD=NEW", help="Restore collection OLD as NEW.")
+@click.option("--ns-include", "includes", multiple=True, metavar="PATTERN",
+              help="Restore only namespaces matching PATTERN (DB.COLLECTION, * wildcards), as mongorestore.")
+@click.option("--ns-exclude", "excludes", multiple=True, metavar="PATTERN",
+              help="Leave out namespaces matching PATTERN.")
+@click.option("--ns-from", "ns_from", multiple=True, metavar="PATTERN",
+              help="Rename namespaces matching PATTERN to the --ns-to of the same position (* wildcards).")
+@click.option("--ns-to", "ns_to", multiple=True, metavar="PATTERN")
+@click.option("--database", help="Shorthand: the backup's one database restored as DATABASE.")
+@click.option("--map", "mappings", multiple=True, metavar="OLD=NEW", help="Shorthand: restore collection OLD as NEW.")
+@click.option("--oplog-replay/--no-oplog-replay", default=None,
+              help="Replay the backup's oplog (default: when it is a consistent backup).")
+@click.option("--users-and-roles", is_flag=True,
+              help="Also restore admin.system.users and admin.system.roles (merged; existing ones are kept).")
+@click.option("--resume-cleanup", is_flag=True,
+              help="Drop the collections a killed restore to this server created (named by its checkpoint), "
+                   "then restore.")
 @click.option("--force-rollback", is_flag=True,
               help="Restore a CryoSPARC database even though project directories are newer than the backup.")
+@click.option("--lock-timeout", default="0s", show_default=True, metavar="DURATION",
+              help="How long to wait for a running apply/reconcile (its lock) before failing, e.g. 5m.")
 @click.pass_obj
-def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None, database: str | None,
-                    mappings: tuple[str, ...], force_rollback: bool) -> None:
+def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None, includes: tuple[str, ...],
+                    excludes: tuple[str, ...], ns_from: tuple[str, ...], ns_to: tuple[str, ...],
+                    database: str | None, mappings: tuple[str, ...], oplog_replay: bool | None,
+                    users_and_roles: bool, resume_cleanup: bool, force_rollback: bool, lock_timeout: str) -> None:
     """Restore a backup (ID, or PATH to any archive or dump folder from reconciler, mongodump or
-    jobflow-remote) into empty collections; on failure nothing is left behind."""
-    from reconciler.kinds.backups.restore import restore
+    jobflow-remote) as mongorestore does: every namespace into the database it came from (unless
+    renamed), only into empty collections; on failure nothing is left behind. Holds the state
+    database's lock (never beside an apply or reconcile) when there is a config."""
+    from reconciler.kinds.backups.names import Rename
+    from reconciler.kinds.backups.restore import RestoreOptions
+    from reconciler.state import lock
+
+    timeout = _seconds(lock_timeout)
 
     if (uri is None) == (uri_env is None):
         raise ConfigError("give the target as exactly one of --uri and --uri-env")
@@ -177,28 +202,134 @@ def restore_command(app: Any, backup: str, uri: str | None, uri_env: str | None,
         if not sep or not old or not new:
             raise ConfigError(f"--map {item!r}: write OLD=NEW")
         mapping[old] = new
+    if len(ns_from) != len(ns_to):
+        raise ConfigError("give --ns-from and --ns-to in pairs (the same number of each)")
+    options = RestoreOptions(include=list(includes), exclude=list(excludes),
+                             renames=[Rename(a, b) for a, b in zip(ns_from, ns_to)], database=database,
+                             mapping=mapping, oplog_replay=oplog_replay, users_and_roles=users_and_roles)
     path = _find(app, backup)
     try:
         source = open_source(path, database)
-    except BsonFormatError as error:
-        raise ApplyError(f"cannot restore: {error}") from None
-    _rollback_guard(source, force_rollback)
-    client = connect(target)
+    except READ_ERRORS as error:
+        raise ApplyError(f"cannot restore: {describe(error)}") from None
     try:
-        report = restore(source, client, database, mapping, app.progress)
+        store = app.store
+    except (ConfigError, StateError) as error:  # restoring a path needs no config; then no lock, no checkpoint
+        store = None
+        click.echo(f"warning: no state database ({error}); a killed restore could not be resumed", err=True)
+    server = redact(target)
+    with lock.held(store, "backups restore", timeout) if store is not None else nullcontext():
+        report = _restore_under_lock(source, options, target, uri_env, store, str(path), resume_cleanup,
+                                     force_rollback, app.progress)
+    for name, (kind, count) in report.namespaces.items():
+        indexes = report.indexes.get(name) or []
+        what = {"view": "view", "timeseries": f"time-series, {count:,} buckets", "users": f"{count:,} users merged",
+                "roles": f"{count:,} roles merged"}.get(kind, f"{count:,} documents")
+        click.echo(f"restored {name}: {what}" + (f", indexes {', '.join(indexes)}" if indexes else ""))
+    if report.oplog_applied is not None:
+        click.echo(f"replayed {report.oplog_applied:,} oplog entries")
+    for namespace, why in report.skipped:
+        click.echo(f"skipped {namespace} ({why})", err=True)
+    databases = report.databases
+    click.echo(f"Restored {report.documents:,} documents into {server} "
+               f"database{'s' if len(databases) != 1 else ''} {', '.join(databases) or '(none)'}.", err=True)
+
+
+class RestoreCheckpointRecorder:
+    """The restore checkpoint in the state store (see tables.RestoreCheckpoint)."""
+
+    def __init__(self, store: Any, server: str, backup: str):
+        self.store = store
+        self.server = server
+        self.backup = backup
+        self.started = datetime.now(timezone.utc)
+
+    @property
+    def _table(self) -> Any:
+        from reconciler.kinds.backups.tables import RestoreCheckpoint
+
+        return RestoreCheckpoint.__table__  # type: ignore[attr-defined]
+
+    def leftovers(self) -> dict[str, bool]:
+        """Namespaces a killed restore half-wrote -> whether it created them."""
+        from sqlalchemy import select
+
+        table = self._table
+        with self.store.engine.begin() as connection:
+            rows = connection.execute(select(table.c.namespace, table.c.created).where(table.c.server == self.server))
+            return {row[0]: bool(row[1]) for row in sorted(rows)}
+
+    def _record(self, namespace: str, created: bool) -> None:
+        from sqlalchemy import insert
+
+        with self.store.engine.begin() as connection:
+            connection.execute(insert(self._table).values(server=self.server, namespace=namespace,
+                                                          backup=self.backup, started_at=self.started,
+                                                          created=created))
+
+    def created(self, namespace: str) -> None:
+        self._record(namespace, True)
+
+    def filled(self, namespace: str) -> None:
+        self._record(namespace, False)
+
+    def clear(self) -> None:
+        from sqlalchemy import delete
+
+        with self.store.engine.begin() as connection:
+            connection.execute(delete(self._table).where(self._table.c.server == self.server))
+
+    done = clear
+
+
+def _restore_under_lock(source: Any, options: Any, target: str, uri_env: str | None, store: Any, path: str,
+                        resume_cleanup: bool, force_rollback: bool, progress: Any) -> Any:
+    """The restore itself, with the rollback guard and the checkpoint of a killed restore
+    (cleaned up first with ``resume_cleanup``). Returns the restore's report. Raises ApplyError."""
+    from reconciler.kinds.backups.restore import restore
+
+    _rollback_guard(source, force_rollback)
+    client = connect(target, user_hint=uri_env)
+    server = redact(target)
+    try:
+        checkpoint = RestoreCheckpointRecorder(store, server, path) if store is not None else None
+        leftovers = checkpoint.leftovers() if checkpoint is not None else {}
+        if leftovers:
+            if not resume_cleanup:
+                raise ApplyError(f"a restore to {server} was interrupted and left these collections half-restored: "
+                                 f"{', '.join(leftovers)}; run again with --resume-cleanup to drop exactly "
+                                 "those and restore")
+            _drop_leftovers(client, leftovers)
+            assert checkpoint is not None
+            checkpoint.clear()
+            click.echo(f"dropped {len(leftovers)} half-restored collection(s) of the interrupted restore: "
+                       f"{', '.join(leftovers)}", err=True)
+        return restore(source, client, options, progress, checkpoint)
+    except Exception as error:
+        from pymongo.errors import PyMongoError
+
+        if isinstance(error, PyMongoError):
+            raise ApplyError(describe_server_error(error, target, uri_env)) from None
+        raise
     finally:
         client.close()
-    for name, count in report.collections.items():
-        indexes = report.indexes.get(name) or []
-        click.echo(f"restored {report.database}.{name}: {count:,} documents"
-                   + (f", indexes {', '.join(indexes)}" if indexes else ""))
-    for skipped in report.skipped:
-        click.echo(f"skipped {skipped} (no collection metadata for it in the backup)", err=True)
-    click.echo(f"Restored {sum(report.collections.values()):,} documents into {redact(target)} "
-               f"database {report.database}.", err=True)
 
 
+def _seconds(lock_timeout: str) -> float:
+    try:
+        return parse_duration(lock_timeout).total_seconds()
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--lock-timeout") from None
 
+
+def _drop_leftovers(client: Any, namespaces: dict[str, bool]) -> None:
+    """Drop what the killed restore created; empty again what existed empty before it."""
+    for namespace, created in namespaces.items():
+        db, _, collection = namespace.partition(".")
+        if created:
+            client[db].drop_collection(collection)
+        else:
+            client[db][collection].delete_many({})
 
 
 def _rollback_guard(source: Any, force: bool) -> None:

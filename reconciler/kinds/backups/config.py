@@ -17,13 +17,14 @@ class RetentionConfig(Section):
     """restic's forget rules: each keep_* keeps the newest backup in each of the last N
     periods that have backups (-1: no limit); rules are ORed; empty keeps everything."""
 
-    keep_last: int | None = Field(default=None, ge=-1)
-    keep_hourly: int | None = Field(default=None, ge=-1)
-    keep_daily: int | None = Field(default=None, ge=-1)
-    keep_weekly: int | None = Field(default=None, ge=-1)
-    keep_monthly: int | None = Field(default=None, ge=-1)
-    keep_yearly: int | None = Field(default=None, ge=-1)
-    keep_within: Duration | None = None
+    keep_last: int | None = Field(default=None, ge=-1, description="Keep the newest N backups.")
+    keep_hourly: int | None = Field(default=None, ge=-1, description="Keep the newest backup of each of the last N hours.")
+    keep_daily: int | None = Field(default=None, ge=-1, description="Keep the newest backup of each of the last N days.")
+    keep_weekly: int | None = Field(default=None, ge=-1, description="Keep the newest backup of each of the last N weeks.")
+    keep_monthly: int | None = Field(default=None, ge=-1,
+                                     description="Keep the newest backup of each of the last N months.")
+    keep_yearly: int | None = Field(default=None, ge=-1, description="Keep the newest backup of each of the last N years.")
+    keep_within: Duration | None = Field(default=None, description="Keep every backup younger than this (e.g. \"2d\").")
 
     def policy(self) -> Policy:
         return Policy(last=self.keep_last, hourly=self.keep_hourly, daily=self.keep_daily, weekly=self.keep_weekly,
@@ -40,6 +41,9 @@ class BackupConfig(Section):
     method: Literal["python", "mongodump", "auto"] = Field(
         default="auto", description='"auto": mongodump when on PATH, else python (pymongo, raw BSON).')
     compress: bool = Field(default=True, description="gzip, as mongodump --gzip.")
+    consistent: Literal["oplog"] | None = Field(
+        default=None, description='"oplog": also capture the oplog entries written during the dump (replica '
+        "sets only), as mongodump --oplog; restore replays them, so the backup is one point in time.")
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
 
@@ -50,7 +54,8 @@ class DatabaseConfig(Section):
     uri_env: str | None = Field(default=None, description="Environment variable holding the connection string.")
     database: str = Field(description='The database name, e.g. "meteor".')
     collections: list[str] = Field(default_factory=lambda: ["*"], description='["*"] or a list of collection names.')
-    connect_timeout: Duration = Field(default=timedelta(seconds=5))
+    connect_timeout: Duration = Field(default=timedelta(seconds=5),
+                                      description="How long to wait for the server before the address is an error.")
     backup: BackupConfig | None = None
 
     @model_validator(mode="after")

@@ -14,7 +14,8 @@ from typing import Any, BinaryIO
 from bson import json_util
 
 from reconciler.fsutil import HashingWriter
-from reconciler.kinds.backups.bsonio import BsonFormatError
+from reconciler.kinds.backups.bsonio import BsonFormatError, count_documents
+from reconciler.kinds.backups.names import escape_collection, unescape_collection
 
 CANONICAL = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL)
 
@@ -64,15 +65,16 @@ def _strip(name: str, suffixes: tuple[str, ...]) -> str | None:
 
 
 def _collections_in(folder: Path, db: str) -> list[DumpedCollection]:
+    """The collections of one database folder; file names unescaped as mongorestore does."""
     names = sorted(os.listdir(folder))
     found: dict[str, dict[str, Path]] = {}
     for name in names:
         data = _strip(name, (".bson.gz", ".bson"))
         meta = _strip(name, (".metadata.json.gz", ".metadata.json"))
         if data is not None:
-            found.setdefault(data, {})["data"] = folder / name
+            found.setdefault(unescape_collection(data), {})["data"] = folder / name
         elif meta is not None:
-            found.setdefault(meta, {})["metadata"] = folder / name
+            found.setdefault(unescape_collection(meta), {})["metadata"] = folder / name
     return [DumpedCollection(db, collection, paths.get("data"), paths.get("metadata"))
             for collection, paths in sorted(found.items())]
 
@@ -89,13 +91,18 @@ def find_collections(root: Path, database: str | None = None) -> list[DumpedColl
     root = Path(root)
     if not root.is_dir():
         raise BsonFormatError(f"{root} is not a directory")
-    direct = _collections_in(root, database or root.name)
-    if direct:
-        return direct
     found: list[DumpedCollection] = []
     for entry in sorted(root.iterdir()):
         if entry.is_dir():
             found.extend(_collections_in(entry, entry.name))
+    direct = _collections_in(root, database or root.name)
+    if found:
+        # mongodump --oplog writes oplog.bson beside the database folders
+        found.extend(DumpedCollection("", "oplog", item.data, None) for item in direct
+                     if item.collection == "oplog" and item.data is not None)
+        return found
+    if direct:
+        return direct
     if not found:
         raise BsonFormatError(f"{root}: no .bson or .metadata.json files here or in its database folders; "
                               "is this a dump?")
@@ -126,28 +133,48 @@ class WrittenFile:
     sha256: str
 
 
-def write_collection(root: Path, db: str, collection: str, metadata: dict[str, object],
-                     documents: Iterable[bytes] | None, compress: bool) -> tuple[int, list[WrittenFile]]:
-    """Write one collection as mongodump does; ``documents`` None for a view. Returns the
-    document count and the files written (for the manifest)."""
+def write_collection(root: Path, db: str, collection: str, metadata: dict[str, object] | None,
+                     documents: Iterable[bytes] | None, compress: bool,
+                     chunks: bool = False) -> tuple[int, list[WrittenFile]]:
+    """Write one collection as mongodump does (file names escaped as mongodump escapes them);
+    ``documents`` None for a view, ``metadata`` None for a time-series collection's buckets.
+    Returns the document count and the files written (for the manifest). ``chunks``: each item
+    of ``documents`` is a run of whole documents (a server reply batch), not one document."""
     folder = Path(root) / db
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if compress else ""
     written: list[WrittenFile] = []
     count = 0
+    base = escape_collection(collection)
     if documents is not None:
-        data = _OutputFile(folder / f"{collection}.bson{suffix}", compress)
+        data = _OutputFile(folder / f"{base}.bson{suffix}", compress)
         try:
             for raw in documents:
                 data.write(raw)
-                count += 1
+                count += count_documents(raw) if chunks else 1
         finally:
             size, digest = data.close()
-        written.append(WrittenFile(f"{db}/{collection}.bson{suffix}", size, digest))
-    meta = _OutputFile(folder / f"{collection}.metadata.json{suffix}", compress)
+        written.append(WrittenFile(f"{db}/{base}.bson{suffix}", size, digest))
+    if metadata is None:  # a time-series collection's buckets: the metadata is the collection's own
+        return count, written
+    meta = _OutputFile(folder / f"{base}.metadata.json{suffix}", compress)
     try:
         meta.write(metadata_text(metadata).encode("utf-8"))
     finally:
         size, digest = meta.close()
-    written.append(WrittenFile(f"{db}/{collection}.metadata.json{suffix}", size, digest))
+    written.append(WrittenFile(f"{db}/{base}.metadata.json{suffix}", size, digest))
     return count, written
+
+
+def write_oplog(root: Path, entries: Iterable[bytes], compress: bool) -> tuple[int, list[WrittenFile]]:
+    """``oplog.bson`` beside the database folders, as mongodump --oplog writes it."""
+    suffix = ".gz" if compress else ""
+    out = _OutputFile(Path(root) / f"oplog.bson{suffix}", compress)
+    count = 0
+    try:
+        for raw in entries:
+            out.write(raw)
+            count += 1
+    finally:
+        size, digest = out.close()
+    return count, [WrittenFile(f"oplog.bson{suffix}", size, digest)]

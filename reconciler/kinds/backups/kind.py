@@ -25,10 +25,10 @@ from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, TEMP_PREFIX, backup_id_for, read_catalog
 from reconciler.kinds.backups.config import DatabaseConfig
-from reconciler.kinds.backups.connection import connect
+from reconciler.kinds.backups.connection import connect, describe_server_error, redact
 from reconciler.secrets import has_password
 from reconciler.kinds.backups.diff import BackupFact, DatabaseFacts, database_address, diff_database
-from reconciler.kinds.backups.tables import BackupRecord
+from reconciler.kinds.backups.tables import BackupRecord, RestoreCheckpoint
 
 
 def policy_text(retention: Any) -> str:
@@ -44,7 +44,7 @@ class BackupsKind(Kind):
         "databases": (dict[str, DatabaseConfig],
                       Field(default_factory=dict, description="MongoDB databases, and how each is backed up.")),
     }
-    tables = [BackupRecord]
+    tables = [BackupRecord, RestoreCheckpoint]
 
     def addresses(self, desired: Any) -> list[str]:
         return [database_address(key) for key, db in desired.databases.items() if db.backup is not None]
@@ -89,7 +89,15 @@ class BackupsKind(Kind):
             fact.leftovers = [str(path) for path in catalog.leftovers]
             try:
                 uri = db.resolve_uri()
-                connect(uri, db.connect_timeout.total_seconds()).close()
+                client = connect(uri, db.connect_timeout.total_seconds())
+                try:
+                    if backup.consistent == "oplog" and not _is_replica_set(client, uri):
+                        errors.append(AddressMessage(address=address, message=(
+                            f'[databases.{key}.backup] consistent = "oplog" needs a replica set, and '
+                            f"{redact(uri)} is a standalone server (it keeps no oplog); remove the option "
+                            "or run the server as a replica set")))
+                finally:
+                    client.close()
             except (ValueError, ObserveError) as error:
                 fact.reachable = False
                 errors.append(AddressMessage(address=address, message=str(error)))
@@ -129,7 +137,8 @@ class BackupsKind(Kind):
         started = datetime.now(timezone.utc)
         request = DumpRequest(database_key=key, database=db.database, collections=list(db.collections),
                               destination=Path(db.backup.to), format=db.backup.format,
-                              compress=db.backup.compress, backup_id=backup_id_for(key, started))
+                              compress=db.backup.compress, backup_id=backup_id_for(key, started),
+                              consistent=db.backup.consistent)
         while (request.destination / data_name(request)).exists():
             request.backup_id += "-1"
         client = connect(uri, db.connect_timeout.total_seconds())
@@ -139,14 +148,16 @@ class BackupsKind(Kind):
             if method == "mongodump" and not mongodump:
                 raise ApplyError("method = \"mongodump\" but mongodump is not on PATH; install the MongoDB "
                                  "database tools or use method = \"python\"")
-            if method == "mongodump" or (method == "auto" and mongodump):
+            if db.backup.consistent and method == "mongodump":
+                raise ApplyError('consistent = "oplog" needs method = "python" (mongodump --oplog dumps whole '
+                                 "servers only)")
+            if (method == "mongodump" or (method == "auto" and mongodump)) and not db.backup.consistent:
                 manifest = dump_mongodump(mongodump or "mongodump", uri, client, request)
             else:
                 manifest = dump_python(client, request)
         finally:
             client.close()
-        return (f"{manifest.backup_id}: {manifest.documents:,} documents in {len(manifest.collections)} "
-                f"collections, {manifest.bytes:,} bytes ({manifest.method}, {manifest.format})")
+        return f"{manifest.backup_id}: {manifest.summary()}, {manifest.bytes:,} bytes ({manifest.method}, {manifest.format})"
 
     @executor("prune")
     def prune(self, action: Action, ctx: RunContext) -> str:
@@ -176,6 +187,16 @@ class BackupsKind(Kind):
         from reconciler.kinds.backups.commands import backups_group
 
         return [backups_group]
+
+
+def _is_replica_set(client: Any, uri: str) -> bool:
+    """Whether the server keeps an oplog. Raises ObserveError (one line) when it does not answer."""
+    from pymongo.errors import PyMongoError
+
+    try:
+        return bool(client.admin.command("hello").get("setName"))
+    except PyMongoError as error:
+        raise ObserveError(describe_server_error(error, uri)) from None
 
 
 def _remove(path: Path) -> None:

@@ -18,3 +18,17 @@ class BackupRecord(SQLModel, table=True):
     path: str
     bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
     documents: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class RestoreCheckpoint(SQLModel, table=True):
+    """A restore in progress: the namespaces it created on a server (written before each is
+    created, removed when the restore ends or rolls back). Rows left behind name what a killed
+    restore half-wrote; the next restore to that server offers to drop exactly those."""
+
+    __tablename__ = "backup_restore_checkpoint"
+
+    server: str = Field(primary_key=True)  # the target URI, redacted
+    namespace: str = Field(primary_key=True)
+    backup: str
+    started_at: datetime
+    created: bool = True  # False: it existed empty before the restore (emptied again, never dropped)

@@ -15,7 +15,7 @@ from reconciler.errors import ConfigError, ObserveError
 from reconciler.kinds.projects import model
 from reconciler.kinds.projects.copy import summarize_tree
 from reconciler.kinds.projects.drivers import open_reader
-from reconciler.units import human_bytes
+from reconciler.units import human_bytes, parse_duration
 
 
 def _state(document: dict[str, Any]) -> str:
@@ -207,10 +207,24 @@ def _referenced_users(reader: Any, records: Any) -> list[dict[str, Any]]:
               help="Carry the project directory, or only its documents.")
 @click.option("--sign-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Add an HMAC-SHA256 of the manifest made with this key file.")
+@click.option("--lock-timeout", default="0s", show_default=True, metavar="DURATION",
+              help="How long to wait for a running apply/reconcile (its lock) before failing, e.g. 5m.")
 @click.pass_obj
 def export_command(app: Any, uid: str, instance: str, output: Path, include_data: bool,
-                   sign_key: Path | None) -> None:
-    """Write a project (documents + directory) as one verifiable bundle file."""
+                   sign_key: Path | None, lock_timeout: str) -> None:
+    """Write a project (documents + directory) as one verifiable bundle file, under the state
+    database's lock (never while an apply or reconcile moves or detaches it)."""
+    from reconciler.state import lock
+
+    try:
+        timeout = parse_duration(lock_timeout).total_seconds()
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--lock-timeout") from None
+    with lock.held(app.store, "projects export", timeout):
+        _export(app, uid, instance, output, include_data, sign_key)
+
+
+def _export(app: Any, uid: str, instance: str, output: Path, include_data: bool, sign_key: Path | None) -> None:
     from reconciler.kinds.projects.bundle import export_bundle, load_key
 
     desired = app.config.model

@@ -32,7 +32,7 @@ def replica_rows(app: Any) -> list[dict[str, Any]]:
     """Per configured replica: what it holds and misses, and when it was synced and verified."""
     desired = app.config.model
     rows = []
-    with app.store.engine.connect() as connection:
+    with app.read_store.engine.connect() as connection:
         for key, replica in desired.replicas.items():
             origins = _origins_of(desired, replica)
             held_files, held_bytes = connection.execute(
@@ -114,7 +114,7 @@ def inventory_group() -> None:
 @click.pass_obj
 def inventory_stats(app: Any, as_json: bool) -> None:
     """Per origin: files and bytes present, files gone, files known only from a replica, trimmed, last scan."""
-    with app.store.engine.connect() as connection:
+    with app.read_store.engine.connect() as connection:
         scans = {origin: last_scan for origin, last_scan in
                  connection.execute(select(ORIGIN_STATUS.c.origin, ORIGIN_STATUS.c.last_scan))}
         result = connection.execute(text(
@@ -160,7 +160,7 @@ def inventory_where(app: Any, path: str, origin: str | None, as_json: bool) -> N
     from reconciler.kinds.replicas import paths
 
     stored = paths.to_text(os.fsencode(path.strip("/")))
-    with app.store.engine.connect() as connection:
+    with app.read_store.engine.connect() as connection:
         files = connection.execute(text(
             "SELECT id, origin, size, mtime_ns, sha256, gone_since, from_replica, trimmed_at FROM origin_files "
             "WHERE path = :p" + (" AND origin = :o" if origin else "") + " ORDER BY origin"),
@@ -198,7 +198,7 @@ def inventory_where(app: Any, path: str, origin: str | None, as_json: bool) -> N
 @click.pass_obj
 def inventory_lost(app: Any, as_json: bool) -> None:
     """Files with no good copy anywhere: gone from the origin and every copy corrupt. Exit 1 when any."""
-    with app.store.engine.connect() as connection:
+    with app.read_store.engine.connect() as connection:
         rows = [{"origin": origin, "path": path} for origin, path in connection.execute(text(
             "SELECT f.origin, f.path FROM origin_files f "
             "WHERE (f.gone_since IS NOT NULL OR f.from_replica = :true OR f.trimmed_at IS NOT NULL) "

@@ -48,7 +48,7 @@ def session_stats(app: Any, project_uid: str, instance: str | None, refresh: boo
         project = reader.project(project_uid) or {}
         if not found and not project:
             raise ObserveError(f"no project {project_uid} on {name}")
-        with app.store.session() as store:
+        with (app.store if refresh else app.read_store).session() as store:
             for document in found:
                 session_uid = str(document["session_uid"])
                 management = document.get("data_management") or {}

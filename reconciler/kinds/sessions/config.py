@@ -20,9 +20,12 @@ class SessionConfig(Section):
 
     instance: str | None = Field(default=None, description="The [instances.*] entry; optional with one instance.")
     raw: Status | None = Field(default=None, description='"deleted" only records that another tool removed it.')
-    micrographs: Status | None = None
-    particles: Status | None = None
-    metadata: Status | None = None
+    micrographs: Status | None = Field(default=None, description="Declared state of the motion-corrected "
+                                                                  "micrographs (deleting them needs --allow-destroy).")
+    particles: Status | None = Field(default=None, description="Declared state of the extracted particles "
+                                                                "(deleting them needs --allow-destroy).")
+    metadata: Status | None = Field(default=None, description="Declared state of the metadata (CTF estimates, "
+                                                               "exposure records).")
     thumbnails: Any = Field(default=None, description="Not settable: thumbnails come and go with micrographs.")
 
     @field_validator("thumbnails")
