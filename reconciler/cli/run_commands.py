@@ -161,7 +161,7 @@ def _plan(app: App, summary: RunSummary, out: Path | None, output_format: str, d
     _keep_memo(app, planned, rendered if output_format == "text" else None)
     if planned.plan.errors:
         return EXIT_ERROR
-    if detailed_exitcode and planned.plan.actions:
+    if detailed_exitcode and (planned.plan.actions or planned.plan.warnings):
         return EXIT_CHANGES
     return EXIT_OK
 
@@ -266,18 +266,23 @@ def _reconcile_body(app: App, summary: RunSummary, allow_destroy: bool, targets:
     _keep_memo(app, planned)
     for error in planned.plan.errors:
         log.error("%s: %s", error.address, error.message, extra={"address": error.address})
+    for warning in planned.plan.warnings:
+        log.warning("%s: %s", warning.address, warning.message, extra={"address": warning.address})
     for note in planned.plan.notes:
         log.info("%s: %s", note.address, note.message, extra={"address": note.address})
+    # A warning (nothing failed, but an address needs the operator) exits 2, never "converged".
+    attention = EXIT_CHANGES if planned.plan.warnings else EXIT_OK
     if outcome is None:
-        log.info("converged: nothing to do" if not planned.plan.errors else "nothing to do where observing worked")
-        return EXIT_ERROR if planned.plan.errors else EXIT_OK
+        log.info("converged: nothing to do" if not planned.plan.errors and not planned.plan.warnings
+                 else "nothing to do where observing worked")
+        return EXIT_ERROR if planned.plan.errors else attention
     for line in _report_lines(outcome.report):
         log.info("%s", line)
     if outcome.report.interrupted:
         return interrupted_exit()
     if outcome.report.failed or planned.plan.errors:
         return EXIT_ERROR
-    return EXIT_CHANGES if outcome.report.pending else EXIT_OK
+    return EXIT_CHANGES if outcome.report.pending else attention
 
 
 @click.command()

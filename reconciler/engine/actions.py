@@ -147,6 +147,9 @@ class Plan(BaseModel):
     actions: list[Action] = Field(default_factory=list)
     notes: list[AddressMessage] = Field(default_factory=list)
     errors: list[AddressMessage] = Field(default_factory=list)
+    # Nothing failed, but an address needs the operator (e.g. a removable replica offline past
+    # its stale_after): ``reconcile`` exits 2 and ``plan --detailed-exitcode`` does not exit 0.
+    warnings: list[AddressMessage] = Field(default_factory=list)
     summary: dict[str, int] = Field(default_factory=dict)
 
     @property

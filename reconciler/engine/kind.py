@@ -56,17 +56,20 @@ class Observation:
 
 @dataclass
 class Diff:
-    """What a kind's diff proposes: actions, notes ("waiting: ...") and errors it found."""
+    """What a kind's diff proposes: actions, notes ("waiting: ..."), warnings (nothing failed,
+    but an address needs the operator: ``reconcile`` exits 2) and errors it found."""
 
     actions: list[Action] = field(default_factory=list)
     notes: list[AddressMessage] = field(default_factory=list)
     errors: list[AddressMessage] = field(default_factory=list)
+    warnings: list[AddressMessage] = field(default_factory=list)
 
     def extend(self, other: "Diff") -> "Diff":
         """Add ``other``'s actions, notes and errors to this one (kinds diff per thing, then combine)."""
         self.actions.extend(other.actions)
         self.notes.extend(other.notes)
         self.errors.extend(other.errors)
+        self.warnings.extend(other.warnings)
         return self
 
 
@@ -112,6 +115,8 @@ class Kind(ABC):
 
     name: ClassVar[str]
     address_prefix: ClassVar[str]
+    # Further prefixes of addresses this kind's actions may carry (e.g. "origin" for trims).
+    other_address_prefixes: ClassVar[tuple[str, ...]] = ()
     sections: ClassVar[dict[str, Any]] = {}
     tables: ClassVar[list[type]] = []
     schema_version: ClassVar[int] = 1

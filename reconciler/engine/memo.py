@@ -145,7 +145,7 @@ def update(state: "StateStore", config_path: Path, config_sha256: str, kinds: "l
         return False
     plan = planned.plan
     memo = None
-    if allowed and not (plan.actions or plan.notes or plan.errors or plan.targets):
+    if allowed and not (plan.actions or plan.notes or plan.errors or plan.warnings or plan.targets):
         memo = combined(kinds, planned.observations)
     table = MemoRecord.__table__  # type: ignore[attr-defined]
     with state.engine.begin() as connection:

@@ -31,7 +31,7 @@ def kind_of(address: str, kinds: list[Kind]) -> Kind:
     """
     prefix = address.split(":", 1)[0]
     for kind in kinds:
-        if kind.address_prefix == prefix:
+        if kind.address_prefix == prefix or prefix in kind.other_address_prefixes:
             return kind
     raise PlanError(f"no resource kind handles addresses '{prefix}:…' (from {address}); is a plugin missing?")
 
@@ -70,6 +70,7 @@ def guard_empty_desired(kind: Kind, desired: BaseModel, diff: Diff) -> Diff:
         actions=[action for action in diff.actions if not action.destructive],
         notes=diff.notes,
         errors=[*diff.errors, error],
+        warnings=diff.warnings,
     )
 
 
@@ -92,6 +93,7 @@ def build_plan(
     actions: list[Action] = []
     notes: list[AddressMessage] = []
     errors: list[AddressMessage] = []
+    warnings: list[AddressMessage] = []
     for kind in kinds:
         observation = observations[kind.name]
         try:
@@ -100,12 +102,14 @@ def build_plan(
             diff = Diff(errors=[AddressMessage(address=f"{kind.address_prefix}:*", message=str(error))])
         actions.extend(diff.actions)
         notes.extend(diff.notes)
+        warnings.extend(diff.warnings)
         errors.extend(observation.errors)
         errors.extend(diff.errors)
     ordered = resolve_dependencies(actions)
     if targets:
         ordered = with_dependencies(ordered, [a.id for a in ordered if matches_target(a.address, targets)])
         notes = [note for note in notes if matches_target(note.address, targets)]
+        warnings = [warning for warning in warnings if matches_target(warning.address, targets)]
         errors = [e for e in errors if matches_target(e.address, targets) or e.address.endswith(":*")]
     return Plan(
         config_sha256=config_sha256,
@@ -114,6 +118,7 @@ def build_plan(
         actions=ordered,
         notes=notes,
         errors=list(dict.fromkeys(errors)),
+        warnings=list(dict.fromkeys(warnings)),
         summary=summarize(ordered),
     )
 

@@ -54,6 +54,8 @@ def summary_line(plan: Plan) -> str:
     if not plan.actions:
         if plan.errors:
             return "No changes planned, but some addresses could not be observed (see errors above)."
+        if plan.warnings:
+            return "No changes to make now, but some addresses need attention (see warnings above)."
         if plan.notes:
             return "No changes to make now; some work is waiting (see above)."
         return "No changes. Everything matches the configuration."

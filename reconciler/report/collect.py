@@ -198,6 +198,13 @@ def collect(app: Any) -> Report:
         report.replicas = replica_rows(app)
         for row in report.replicas:
             row["error"] = report.status.error_of(row["address"])
+        for row in report.replicas:  # never a quiet "all good" about copies not observed or not sound
+            if row.get("offline_since"):
+                report.problems.append(f"{row['address']}: offline since {row['offline_since']}")
+            if row.get("lost"):
+                report.problems.append(f"{row['address']}: {row['lost']:,} files lost (no good copy anywhere)")
+            if row.get("corrupt"):
+                report.problems.append(f"{row['address']}: {row['corrupt']:,} corrupt copies")
     if getattr(desired, "databases", None):
         collect_backups(desired, report)
     report.projects.sort(key=lambda row: (row.instance, uid_number(row.uid)))

@@ -60,8 +60,34 @@ def test_a_replicas_state_of_schema_1_gains_directory_digests(state_url):
         known = inventory.known_dirs(connection, "exao1")
         version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'replicas'")).scalar()
     store.dispose()
-    assert version == ReplicasKind.schema_version == 2
+    assert version == ReplicasKind.schema_version == 3
     assert known == {b"telem": (5, True, None)}  # kept; its digest comes with the next listing
+
+
+def test_a_replicas_state_of_schema_2_gains_checksums_and_the_replica_marker(state_url):
+    from sqlalchemy import text
+
+    from reconciler.kinds.replicas import inventory
+    from reconciler.kinds.replicas.kind import ReplicasKind
+
+    store = StateStore(state_url, [ReplicasKind()])
+    with store.engine.begin() as connection:  # make it look as schema 2 left it
+        connection.execute(text("DROP INDEX ix_replica_copies_replica_checked"))
+        for table, column in (("origin_files", "sha256"), ("origin_files", "trimmed_at"), ("replica_copies", "sha256"),
+                              ("replica_copies", "checked_at"), ("replica_copies", "corrupt_since"),
+                              ("replica_status", "marker_id"), ("replica_status", "offline_since")):
+            connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        connection.execute(text("INSERT INTO replica_status (replica) VALUES ('/mnt/backup')"))
+        connection.execute(text("UPDATE schema_version SET version = 2 WHERE component = 'replicas'"))
+    store.dispose()
+
+    store = StateStore(state_url, [ReplicasKind()])
+    with store.engine.begin() as connection:
+        status = inventory.replica_status(connection, "/mnt/backup")
+        version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'replicas'")).scalar()
+    store.dispose()
+    assert version == 3
+    assert (status.marker_id, status.offline_since) == (None, None)  # written by the next copy
 
 
 _OPEN_WHEN_TOLD = """

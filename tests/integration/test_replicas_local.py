@@ -74,7 +74,7 @@ def test_files_gone_from_the_origin_stay_on_the_replica(site):
     assert plan.code == 0
     assert (site.root / "backup/exao1/telem/a.bin").read_text() == "alpha"
     stats = json.loads(site.cli("inventory", "stats", "--json").out)
-    assert stats == [{"origin": "exao1", "files": 1, "bytes": 3000, "gone": 1, "known_only_from_replica": 0,
+    assert stats == [{"origin": "exao1", "files": 1, "bytes": 3000, "gone": 1, "known_only_from_replica": 0, "trimmed": 0,
                       "last_scan": stats[0]["last_scan"]}]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -29,6 +30,17 @@ def unsafe_origin_name(name: str) -> str | None:
     return None
 
 
+class TrimConfig(Section):
+    """Remove origin files that enough replicas provably hold (destructive: needs --allow-destroy)."""
+
+    min_copies: int = Field(
+        default=2, ge=1, le=100,
+        description="Replicas whose copy must be verified by sha256 within their scrub_every (and is checked "
+                    "again right before the removal) for an origin file to be removed.",
+    )
+    older_than: Duration = Field(description='Only files whose mtime is older than this, e.g. "30d".')
+
+
 class OriginConfig(Section):
     """A tree of instrument files: written once (perhaps slowly), then never modified."""
 
@@ -48,6 +60,19 @@ class OriginConfig(Section):
     scan_jobs: int = Field(
         default=2, ge=1, le=32,
         description="Processes reading a big local origin's directories at once (1: only reconciler itself).",
+    )
+    trim: TrimConfig | None = Field(
+        default=None,
+        description='Remove files from this origin once min_copies replicas provably hold them, e.g. '
+                    '{ min_copies = 2, older_than = "30d" } (destructive trim actions; needs checksum = "sha256" '
+                    "and scrub_every on the replicas that count). Default: never.",
+    )
+    checksum: Literal["none", "sha256"] = Field(
+        default="none",
+        description='Content checksums: "sha256" hashes each settled file once (again only when its size or '
+                    "mtime changes), hashes every copy where it lies after rsync delivered it, and records the "
+                    'copy as verified only when the hashes match (needed by scrub_every). "none" (the default) '
+                    "trusts rsync and size/mtime, reading nothing twice.",
     )
 
     @field_validator("root")
@@ -88,6 +113,27 @@ class ReplicaConfig(Section):
         default=None,
         description='Most bytes per second the copies to this replica send in all, e.g. "50MiB" (rsync '
                     "--bwlimit, split evenly among the copy_jobs rsync processes). Default: no limit.",
+    )
+    removable: bool = Field(
+        default=False,
+        description="A disk that is sometimes unplugged: an absent root (or an empty mount point without the "
+                    "replica's marker file) is reported as offline, not as an error, until stale_after.",
+    )
+    stale_after: Duration = Field(
+        default=timedelta(days=14),
+        description="With removable = true: how long the replica may stay offline before it is a warning "
+                    "(reconcile exits 2, plan --detailed-exitcode exits 2).",
+    )
+    scrub_every: Duration | None = Field(
+        default=None,
+        description='Re-read every copy on this replica at least this often (e.g. "90d") and compare its sha256 '
+                    'with the origin\'s; a copy that differs is corrupt and is copied again. Needs checksum = '
+                    '"sha256" on its origins.',
+    )
+    scrub_budget: Size | None = Field(
+        default=None,
+        description='Most bytes one run re-reads for the scrub, e.g. "200GiB" (the copies verified longest ago '
+                    "first). Default: no limit.",
     )
 
     @field_validator("bwlimit")

@@ -10,7 +10,8 @@ from array import array
 
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import Diff
-from reconciler.kinds.replicas.inventory import CandidateSet, Unrecorded
+from reconciler.kinds.replicas.inventory import CandidateSet, ScrubFacts, Unrecorded
+from reconciler.units import human_bytes
 
 SECOND = 1_000_000_000
 
@@ -26,6 +27,33 @@ class PairFacts:
     candidates: CandidateSet = field(default_factory=CandidateSet)
     drift: set[str] = field(default_factory=set)
     unrecorded: list[Unrecorded] | None = None  # when the replica was listed and import_origins is on
+    scrub: ScrubFacts | None = None  # copies to read now (checksum = "sha256")
+    lost: tuple[int, list[str]] = (0, [])  # files whose every copy is corrupt and the origin lost them
+
+
+@dataclass
+class Offline:
+    """A removable replica found absent (or an empty mount point without its marker)."""
+
+    replica: str
+    reason: str
+    since: str  # ISO time it was first found offline
+    stale: bool  # offline for longer than stale_after
+    stale_after: str
+
+
+@dataclass
+class TrimFacts:
+    """What a trim of one origin rests on (see trim.py)."""
+
+    origin: str
+    min_copies: int
+    older_than: str
+    replicas: list[str]  # the replicas whose verified copies count
+    paths: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    old: int = 0  # files older than older_than in all
+    refused: str | None = None  # why no trim at all this run
 
 
 @dataclass
@@ -33,6 +61,9 @@ class ReplicaFacts:
     now_ns: int
     pairs: list[PairFacts] = field(default_factory=list)
     errors: list[AddressMessage] = field(default_factory=list)
+    offline: list[Offline] = field(default_factory=list)
+    marks: list[str] = field(default_factory=list)  # replicas whose marker the next apply writes
+    trims: list[TrimFacts] = field(default_factory=list)
 
 
 def replica_address(replica: str) -> str:
@@ -136,11 +167,109 @@ def diff_pair(pair: PairFacts, now_ns: int) -> tuple[list[Action], list[AddressM
     return actions, notes
 
 
+def scrub_precondition(replica: str, origin: str, scrub: ScrubFacts) -> str:
+    digest = hashlib.sha256(json.dumps([replica, origin], ensure_ascii=False).encode("utf-8"))
+    digest.update("".join(path + "\0" for path in scrub.paths).encode("utf-8", "surrogatepass"))
+    digest.update(array("q", scrub.sizes).tobytes())
+    return digest.hexdigest()
+
+
+def diff_scrub(pair: PairFacts) -> tuple[list[Action], list[AddressMessage]]:
+    """The scrub action (re-read copies, repair corrupt ones) and the lost-file error of one pair."""
+    address = replica_address(pair.replica)
+    actions: list[Action] = []
+    errors: list[AddressMessage] = []
+    lost, first = pair.lost
+    if lost:
+        errors.append(AddressMessage(address=address, message=(
+            f"{lost:,} files of origin {pair.origin} are lost: gone from the origin and every copy is corrupt "
+            f"(e.g. {', '.join(first)}); restore them from elsewhere")))
+    scrub = pair.scrub
+    if scrub is not None and scrub.paths:
+        parts = []
+        if scrub.corrupt:
+            parts.append(f"{scrub.corrupt:,} corrupt to repair")
+        if scrub.unverified:
+            parts.append(f"{scrub.unverified:,} never verified")
+        rest = len(scrub.paths) - scrub.corrupt - scrub.unverified
+        if rest:
+            parts.append(f"{rest:,} due for the scrub")
+        later = scrub.due - len(scrub.paths)
+        budget_note = f"; {later:,} more due later (scrub_budget)" if later else ""
+        actions.append(Action.create(
+            address=address,
+            kind="scrub",
+            reason=(f"re-read {len(scrub.paths):,} copies of origin {pair.origin} ({human_bytes(sum(scrub.sizes))}) "
+                    f"and compare their sha256: {', '.join(parts)}{budget_note}"),
+            precondition=scrub_precondition(pair.replica, pair.origin, scrub),
+            details={"origin": pair.origin, "files": list(scrub.paths), "bytes": sum(scrub.sizes)},
+        ))
+    return actions, errors
+
+
+def diff_offline(offline: Offline) -> tuple[list[AddressMessage], list[AddressMessage]]:
+    """(notes, warnings) of a removable replica that is offline."""
+    address = replica_address(offline.replica)
+    if offline.stale:
+        return [], [AddressMessage(address=address, message=(
+            f"offline since {offline.since}, longer than stale_after = {offline.stale_after}: its copies are "
+            f"not being kept up to date; connect it so the next run catches up ({offline.reason})"))]
+    return [AddressMessage(address=address, message=(
+        f"offline since {offline.since} (removable; a warning after stale_after = {offline.stale_after}): "
+        f"{offline.reason}"))], []
+
+
+def diff_trim(trim: TrimFacts) -> tuple[list[Action], list[AddressMessage]]:
+    """The destructive trim action of one origin, and notes on what it keeps and why."""
+    address = f"origin:{trim.origin}"
+    if trim.refused:
+        return [], [AddressMessage(address=address, message=f"trim refused: {trim.refused}")]
+    actions: list[Action] = []
+    notes: list[AddressMessage] = []
+    if trim.paths:
+        digest = hashlib.sha256(json.dumps([trim.origin, sorted(trim.replicas), trim.min_copies]).encode())
+        digest.update("".join(path + "\0" for path in trim.paths).encode("utf-8", "surrogatepass"))
+        digest.update(array("q", trim.sizes).tobytes())
+        actions.append(Action.create(
+            address=address, kind="trim", destructive=True,
+            reason=(f"remove {len(trim.paths):,} files older than {trim.older_than} from origin {trim.origin}: each "
+                    f"has at least {trim.min_copies} copies verified by sha256 within scrub_every (on "
+                    f"{', '.join(sorted(trim.replicas))}), each checked again right before the removal"),
+            precondition=digest.hexdigest(),
+            details={"files": list(trim.paths), "bytes": sum(trim.sizes), "replicas": sorted(trim.replicas),
+                     "min_copies": trim.min_copies}))
+    kept = trim.old - len(trim.paths)
+    if kept:
+        notes.append(AddressMessage(address=address, message=(
+            f"trim keeps {kept:,} files older than {trim.older_than}: fewer than {trim.min_copies} copies verified "
+            "by sha256 within scrub_every (the scrub and copies will get them there)")))
+    return actions, notes
+
+
 def diff_replicas(facts: ReplicaFacts) -> Diff:
     """Every pair's actions, in config order."""
     diff = Diff(errors=list(facts.errors))
+    for offline in facts.offline:
+        notes, warnings = diff_offline(offline)
+        diff.notes.extend(notes)
+        diff.warnings.extend(warnings)
     for pair in facts.pairs:
         actions, notes = diff_pair(pair, facts.now_ns)
         diff.actions.extend(actions)
         diff.notes.extend(notes)
+        actions, errors = diff_scrub(pair)
+        diff.actions.extend(actions)
+        diff.errors.extend(errors)
+    for trim in facts.trims:
+        actions, notes = diff_trim(trim)
+        diff.actions.extend(actions)
+        diff.notes.extend(notes)
+    copying = {action.address for action in diff.actions if action.kind == "copy"}
+    for replica in facts.marks:  # a copy writes the marker first itself
+        if replica_address(replica) not in copying:
+            diff.actions.insert(0, Action.create(
+                address=replica_address(replica), kind="mark",
+                reason=".reconciler-replica: write the replica marker at its root, so that an empty mount point "
+                       "is never taken for this replica",
+                facts={"replica": replica}))
     return diff

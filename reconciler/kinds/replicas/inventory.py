@@ -18,6 +18,7 @@ from reconciler.kinds.replicas.listing import Entry, KnownDir
 from reconciler.kinds.replicas.tables import (
     OriginStatus,
     PairStatus,
+    ReplicaCopy,
     ReplicaStatus,
     ScanEntry,
     ScannedDir,
@@ -126,6 +127,27 @@ def add_directory_digests(connection: Connection) -> None:
     connection.execute(text("ALTER TABLE scanned_dirs ADD COLUMN digest VARCHAR"))
 
 
+def add_integrity_columns(connection: Connection) -> None:
+    """Schema 2 -> 3: content checksums, the replica marker and offline time (all NULL at first).
+    Columns already there (a state whose tables were made by a newer reconciler) are kept."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(connection)
+    for table, column, kind in (
+        ("origin_files", "sha256", "VARCHAR"),
+        ("origin_files", "trimmed_at", "TIMESTAMP"),
+        ("replica_copies", "sha256", "VARCHAR"),
+        ("replica_copies", "checked_at", "TIMESTAMP"),
+        ("replica_copies", "corrupt_since", "TIMESTAMP"),
+        ("replica_status", "marker_id", "VARCHAR"),
+        ("replica_status", "offline_since", "TIMESTAMP"),
+    ):
+        if column not in {found["name"] for found in inspector.get_columns(table)}:
+            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+    connection.execute(text("CREATE INDEX IF NOT EXISTS ix_replica_copies_replica_checked "
+                            "ON replica_copies (replica, checked_at)"))
+
+
 def origin_status(connection: Connection, origin: str) -> OriginStatus:
     table = OriginStatus.__table__  # type: ignore[attr-defined]
     row = connection.execute(select(table).where(table.c.origin == origin)).mappings().first()
@@ -168,10 +190,14 @@ def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: l
             SELECT :origin, s.path, s.dir, s.size, s.mtime_ns, :now, :now, NULL, :false
             FROM scan_entries s WHERE s.scan_id = :scan AND s.entry_type = 'f'
             ON CONFLICT (origin, path) DO UPDATE SET
+                sha256 = CASE WHEN origin_files.size = excluded.size AND origin_files.mtime_ns = excluded.mtime_ns
+                              THEN origin_files.sha256 ELSE NULL END,
                 size = excluded.size, mtime_ns = excluded.mtime_ns, dir = excluded.dir,
-                last_seen = excluded.last_seen, gone_since = NULL, from_replica = excluded.from_replica
+                last_seen = excluded.last_seen, gone_since = NULL, from_replica = excluded.from_replica,
+                trimmed_at = NULL
             WHERE origin_files.size <> excluded.size OR origin_files.mtime_ns <> excluded.mtime_ns
                OR origin_files.gone_since IS NOT NULL OR origin_files.from_replica = :true
+               OR origin_files.trimmed_at IS NOT NULL
             """
         ),
         parameters,
@@ -180,7 +206,7 @@ def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: l
         text(
             """
             UPDATE origin_files SET gone_since = :now
-            WHERE origin = :origin AND gone_since IS NULL AND from_replica = :false
+            WHERE origin = :origin AND gone_since IS NULL AND from_replica = :false AND trimmed_at IS NULL
               AND dir IN (
                 SELECT path FROM scan_entries WHERE scan_id = :scan AND entry_type = 'd'
                 UNION
@@ -260,7 +286,7 @@ def candidates(connection: Connection, replica: str, origin: str) -> CandidateSe
         SELECT f.path, f.size, f.mtime_ns, CASE WHEN c.file_id IS NULL THEN 0 ELSE 1 END
         FROM origin_files f
         LEFT JOIN replica_copies c ON c.file_id = f.id AND c.replica = :replica
-        WHERE f.origin = :origin AND f.gone_since IS NULL AND f.from_replica = :false
+        WHERE f.origin = :origin AND f.gone_since IS NULL AND f.from_replica = :false AND f.trimmed_at IS NULL
           AND (c.file_id IS NULL OR c.size <> f.size OR c.mtime_ns <> f.mtime_ns)
         ORDER BY f.path
         """,
@@ -404,7 +430,8 @@ def record_copied(connection: Connection, replica: str, origin: str, copied: lis
             WHERE true
             ON CONFLICT (replica, file_id) DO UPDATE SET
                 size = excluded.size, mtime_ns = excluded.mtime_ns,
-                copied_at = excluded.copied_at, verified_at = excluded.verified_at
+                copied_at = excluded.copied_at, verified_at = excluded.verified_at,
+                sha256 = NULL, checked_at = NULL, corrupt_since = NULL
             """,
             (replica, now, now, origin),
         )
@@ -448,9 +475,194 @@ def record_copies(connection: Connection, replica: str, origin: str, scan_id: st
                 ON CONFLICT (replica, file_id) DO UPDATE SET
                     size = excluded.size, mtime_ns = excluded.mtime_ns,
                     copied_at = COALESCE(excluded.copied_at, replica_copies.copied_at),
-                    verified_at = excluded.verified_at
+                    verified_at = excluded.verified_at,
+                    sha256 = NULL, checked_at = NULL, corrupt_since = NULL
                 """
             ),
             parameters,
         ).rowcount
     )
+
+
+# --- content checksums, the replica marker, the scrub ------------------------------------------
+#
+# Hashes travel through the scratch table like listings do (set-based, never one ORM object
+# per file): a row of type 'h' carries a file's path, the size and mtime it was hashed at,
+# and its sha256 in the ``dir`` column.
+
+
+def holds_copies(connection: Connection, replica: str) -> bool:
+    """Whether the inventory records any copy on ``replica``."""
+    return connection.execute(text("SELECT 1 FROM replica_copies WHERE replica = :r LIMIT 1"),
+                              {"r": replica}).first() is not None
+
+
+def set_replica_fields(connection: Connection, replica: str, **values: Any) -> None:
+    put_row(connection, ReplicaStatus.__table__, {"replica": replica}, values)  # type: ignore[attr-defined]
+
+
+class Expected(NamedTuple):
+    """What the inventory holds of an origin file a copy is checked against."""
+
+    sha256: str | None
+    present: bool  # on the origin (not gone, not known only from a replica)
+    size: int
+    mtime_ns: int
+
+
+def expected_hashes(connection: Connection, origin: str, files: list[str]) -> dict[str, Expected]:
+    """The inventory's sha256 (None: not hashed yet), presence, size and mtime of ``files``."""
+    scan_id = new_scan_id()
+    try:
+        load_paths(connection, scan_id, ((path, 0, 0) for path in files), with_dirs=False)
+        rows = connection.execute(text(
+            "SELECT f.path, f.sha256, CASE WHEN f.gone_since IS NULL AND f.from_replica = :false "
+            "AND f.trimmed_at IS NULL THEN 1 ELSE 0 END, "
+            "f.size, f.mtime_ns FROM scan_entries s JOIN origin_files f ON f.origin = :origin AND f.path = s.path "
+            "WHERE s.scan_id = :scan"), {"origin": origin, "scan": scan_id, "false": False})
+        return {path: Expected(digest, bool(present), int(size), int(mtime)) for path, digest, present, size, mtime
+                in rows}
+    finally:
+        drop_scan(connection, scan_id)
+
+
+def store_origin_hashes(connection: Connection, origin: str, rows: list[tuple[str, str, int, int]]) -> None:
+    """Record (path, sha256, size, mtime_ns) of origin files, each only while the inventory
+    still holds that size and mtime for it (a file changed meanwhile is hashed again later)."""
+    scan_id = new_scan_id()
+    bulk_insert_scan(connection, ((scan_id, "h", path, digest, size, mtime) for path, digest, size, mtime in rows))
+    connection.execute(text(
+        """
+        UPDATE origin_files SET sha256 = (SELECT s.dir FROM scan_entries s WHERE s.scan_id = :scan
+                                          AND s.path = origin_files.path)
+        WHERE origin = :origin AND EXISTS (SELECT 1 FROM scan_entries s WHERE s.scan_id = :scan
+              AND s.path = origin_files.path AND s.size = origin_files.size AND s.mtime_ns = origin_files.mtime_ns)
+        """), {"origin": origin, "scan": scan_id})
+    drop_scan(connection, scan_id)
+
+
+def mark_checked(connection: Connection, replica: str, origin: str, verified: list[tuple[str, str]],
+                 corrupt: list[tuple[str, str | None]]) -> None:
+    """Record the outcome of reading copies on ``replica``: (path, sha256) verified now, and
+    (path, sha256 found or None when unreadable) corrupt (since the first time found so)."""
+    now = now_utc()
+    for rows, sql in (
+        (verified, "checked_at = :now, corrupt_since = NULL"),
+        (corrupt, "checked_at = NULL, corrupt_since = COALESCE(corrupt_since, :now)"),
+    ):
+        if not rows:
+            continue
+        scan_id = new_scan_id()
+        bulk_insert_scan(connection, ((scan_id, "h", path, digest or "", 0, 0) for path, digest in rows))
+        connection.execute(text(
+            f"""
+            UPDATE replica_copies SET {sql},
+                sha256 = (SELECT NULLIF(s.dir, '') FROM scan_entries s JOIN origin_files f ON f.path = s.path
+                          WHERE s.scan_id = :scan AND f.id = replica_copies.file_id)
+            WHERE replica = :replica AND file_id IN (
+                SELECT f.id FROM scan_entries s JOIN origin_files f ON f.origin = :origin AND f.path = s.path
+                WHERE s.scan_id = :scan)
+            """), {"replica": replica, "origin": origin, "scan": scan_id, "now": now})
+        drop_scan(connection, scan_id)
+
+
+class ScrubFacts(NamedTuple):
+    """The copies of one (replica, origin) a scrub reads now, verified longest ago first."""
+
+    paths: list[str]
+    sizes: list[int]
+    corrupt: int  # of them, found corrupt before (their repair is retried)
+    unverified: int  # of them, never verified
+    due: int  # copies due in all (the budget may leave some for the next run)
+    due_bytes: int
+
+
+def scrub_due(connection: Connection, replica: str, origin: str, due_before: datetime | None,
+              budget: int | None) -> ScrubFacts:
+    """Copies of ``origin`` on ``replica`` to read now: corrupt ones, never verified ones, then
+    (when ``due_before`` is set) those verified before it, oldest first, up to ``budget``
+    bytes (at least one, so a copy larger than the budget is still read some day). Only
+    copies of the origin file as the inventory holds it (others are copied again anyway)."""
+    due_sql = "OR c.checked_at < :due" if due_before is not None else ""
+    query = f"""
+        SELECT f.path, c.size, CASE WHEN c.corrupt_since IS NOT NULL THEN 0
+                                    WHEN c.checked_at IS NULL THEN 1 ELSE 2 END AS rank, c.checked_at
+        FROM replica_copies c JOIN origin_files f ON f.id = c.file_id
+        WHERE c.replica = :replica AND f.origin = :origin AND c.size = f.size AND c.mtime_ns = f.mtime_ns
+          AND (c.checked_at IS NULL {due_sql})
+        ORDER BY rank, c.checked_at, f.path
+    """
+    parameters: dict[str, object] = {"replica": replica, "origin": origin}
+    if due_before is not None:
+        parameters["due"] = due_before
+    picked: list[str] = []
+    sizes: list[int] = []
+    total = corrupt = unverified = due = due_bytes = 0
+    for block in fetch_blocks(connection, query, parameters):
+        for path, size, rank, _ in block:
+            due += 1
+            due_bytes += int(size)
+            if budget is not None and picked and total + int(size) > budget:
+                continue
+            picked.append(path)
+            sizes.append(int(size))
+            total += int(size)
+            corrupt += rank == 0
+            unverified += rank == 1
+    return ScrubFacts(picked, sizes, corrupt, unverified, due, due_bytes)
+
+
+def next_scrub_due(connection: Connection, replica: str) -> datetime | None:
+    """The oldest verification time of the copies on ``replica`` (None when none is verified)."""
+    from sqlalchemy import func
+
+    table = ReplicaCopy.__table__  # type: ignore[attr-defined]
+    value = connection.execute(  # typed: SQLite hands back text for a bare MIN() of a time
+        select(func.min(table.c.checked_at).label("oldest")).where(table.c.replica == replica)).scalar()
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return as_utc(value) if isinstance(value, datetime) else None
+
+
+def unchecked_copies(connection: Connection, replica: str) -> bool:
+    """Whether some copy on ``replica`` is unverified or corrupt."""
+    return connection.execute(text("SELECT 1 FROM replica_copies WHERE replica = :r AND "
+                                   "checked_at IS NULL LIMIT 1"),
+                              {"r": replica}).first() is not None
+
+
+def lost_files(connection: Connection, replica: str, origin: str, limit: int = 5) -> tuple[int, list[str]]:
+    """Files of ``origin`` with a corrupt copy on ``replica``, gone from the origin, and no copy
+    anywhere that is not corrupt: (how many, the first few paths)."""
+    where = """
+        FROM origin_files f JOIN replica_copies c ON c.file_id = f.id AND c.replica = :replica
+        WHERE f.origin = :origin AND c.checked_at IS NULL AND c.corrupt_since IS NOT NULL
+          AND (f.gone_since IS NOT NULL OR f.from_replica = :true OR f.trimmed_at IS NOT NULL)
+          AND NOT EXISTS (SELECT 1 FROM replica_copies o WHERE o.file_id = f.id AND o.corrupt_since IS NULL)
+    """
+    parameters = {"replica": replica, "origin": origin, "true": True}
+    count = connection.execute(text("SELECT COUNT(*) " + where), parameters).scalar() or 0
+    if not count:
+        return 0, []
+    first = [row[0] for row in connection.execute(text(f"SELECT f.path {where} ORDER BY f.path LIMIT {int(limit)}"),
+                                                  parameters)]
+    return int(count), first
+
+
+def good_copies(connection: Connection, origin: str, files: list[str], exclude: str) -> dict[str, list[str]]:
+    """Replicas (other than ``exclude``) whose copy of each file is verified and not corrupt."""
+    scan_id = new_scan_id()
+    try:
+        load_paths(connection, scan_id, ((path, 0, 0) for path in files), with_dirs=False)
+        rows = connection.execute(text(
+            "SELECT f.path, c.replica FROM scan_entries s JOIN origin_files f ON f.origin = :origin AND f.path = s.path "
+            "JOIN replica_copies c ON c.file_id = f.id WHERE s.scan_id = :scan AND c.replica <> :exclude "
+            "AND c.checked_at IS NOT NULL AND c.corrupt_since IS NULL AND c.sha256 = f.sha256 "
+            "ORDER BY c.checked_at DESC"),
+            {"origin": origin, "scan": scan_id, "exclude": exclude})
+        found: dict[str, list[str]] = {}
+        for path, replica in rows:
+            found.setdefault(path, []).append(replica)
+        return found
+    finally:
+        drop_scan(connection, scan_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
+from datetime import datetime
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,19 @@ from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
-from reconciler.kinds.replicas import connections, inventory, paths
+from reconciler.units import format_duration
+from reconciler.kinds.replicas import connections, hashing, inventory, marker, paths, trim
 from reconciler.kinds.replicas.config import OriginConfig, ReplicaConfig, SshSection, unsafe_origin_name
 from reconciler.kinds.replicas.diff import (
+    Offline,
     PairFacts,
     ReplicaFacts,
+    TrimFacts,
     copy_precondition,
     diff_replicas,
     enrollable,
     replica_address,
+    scrub_precondition,
 )
 from reconciler.kinds.replicas.listing import Entry, make_matcher, require
 from reconciler.kinds.replicas.local_walk import walk_local
@@ -64,6 +69,7 @@ def _origins_of(desired: Any, replica: ReplicaConfig) -> list[str]:
 class ReplicasKind(Kind):
     name = "replicas"
     address_prefix = "replica"
+    other_address_prefixes = ("origin",)  # trims act on an origin: origin:<name>
     sections = {
         "origins": (dict[str, OriginConfig], Field(default_factory=dict, description="Trees of instrument files.")),
         "replicas": (
@@ -73,8 +79,8 @@ class ReplicasKind(Kind):
         "ssh": (SshSection, Field(default_factory=SshSection, description=SshSection.__doc__)),
     }
     tables = [OriginFile, ReplicaCopy, ScannedDir, OriginStatus, ReplicaStatus, PairStatus, ScanEntry]
-    schema_version = 2
-    migrations = {1: inventory.add_directory_digests}
+    schema_version = 3
+    migrations = {1: inventory.add_directory_digests, 2: inventory.add_integrity_columns}
 
     # --- config -------------------------------------------------------------------------------
 
@@ -98,6 +104,13 @@ class ReplicasKind(Kind):
             if replica.local is not None and replica.local == location.is_remote:
                 problems.append((("replicas", key, "local"),
                                  f"local = {str(replica.local).lower()} contradicts the replica's key {key!r}"))
+            if replica.scrub_every is not None:
+                for name in replica.origins if replica.origins is not None else list(desired.origins):
+                    origin = desired.origins.get(name)
+                    if origin is not None and origin.checksum != "sha256":
+                        problems.append((("replicas", key, "scrub_every"),
+                                         f"scrub_every on replica {key!r} needs checksum = \"sha256\" on origin "
+                                         f"{name!r} (a scrub compares each copy's sha256 with the origin's)"))
             for name in replica.origins or []:
                 if name not in desired.origins:
                     known = ", ".join(sorted(desired.origins)) or "none"
@@ -111,6 +124,11 @@ class ReplicasKind(Kind):
                         problems.append((("replicas", key),
                                          f"replica {key!r} lies inside origin {name!r} ({root.path}): "
                                          "it would copy into itself; put it elsewhere"))
+        for name, origin in desired.origins.items():
+            if origin.trim is not None and origin.checksum != "sha256":
+                problems.append((("origins", name, "trim"),
+                                 f"trim on origin {name!r} needs checksum = \"sha256\" (a file is removed only "
+                                 "when its copies' sha256 match the origin's)"))
         return problems
 
     # --- observe ------------------------------------------------------------------------------
@@ -142,7 +160,8 @@ class ReplicasKind(Kind):
             address = replica_address(key)
             location = replica_location(key, ctx.base_dir)
             try:
-                self._probe(location, ssh)
+                if not self._present(ctx, desired, key, replica, location, ssh, facts):
+                    continue  # offline (a removable replica): a note or a warning, nothing else
                 pairs = self._observe_replica(ctx, desired, key, replica, location, ssh, full_scan, origin_errors)
             except ObserveError as error:
                 facts.errors.append(AddressMessage(address=address, message=str(error)))
@@ -152,6 +171,7 @@ class ReplicasKind(Kind):
                 if name in origin_errors:
                     facts.errors.append(AddressMessage(address=address,
                                                        message=f"origin {name}: {origin_errors[name]}"))
+        self._observe_trims(ctx, desired, facts, origin_errors, wanted)
         no_change_memo = None
         if memo.wanted(ctx.state, ctx.targets) and not origin_errors and not facts.errors:
             replicas = {key: (replica, replica_location(key, ctx.base_dir), _origins_of(desired, replica))
@@ -187,27 +207,71 @@ class ReplicasKind(Kind):
                 inventory.drop_scan(connection, scan_id)
         ctx.log.debug("scanned origin %s (%s)", name, "fast path" if fast else "full")
 
-    def _probe(self, location: Location, ssh: SshSettings) -> None:
-        """A replica's root must exist and be writable: a missing mount is never taken for an empty disk."""
-        if not location.is_remote:
-            if not os.path.isdir(location.path):
-                raise ObserveError(f"{location.path} does not exist or is not a directory; create or mount it "
-                                   "(reconciler never creates a replica's root)")
-            if not os.access(location.path, os.W_OK | os.X_OK):
-                raise ObserveError(f"{location.path}: permission denied (not writable by this user)")
-            return
-        quoted = shlex.quote(location.path)
-        command = f"test -d {quoted} || exit 3; test -w {quoted} || exit 4"
-        try:
-            sh.Command(require("ssh", "openssh-client"))(*location.ssh_args(ssh)[1:], command)
-        except sh.ErrorReturnCode as error:
-            if error.exit_code == 3:
-                raise ObserveError(f"{location} does not exist or is not a directory; create or mount it") from None
-            if error.exit_code == 4:
-                raise ObserveError(f"{location}: permission denied (not writable)") from None
-            lines = error.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise ObserveError(f"cannot reach {location.destination} over ssh: "
-                               f"{lines[-1] if lines else f'exit {error.exit_code}'}") from None
+    def _observe_trims(self, ctx: RunContext, desired: Any, facts: ReplicaFacts, origin_errors: dict[str, str],
+                       wanted: dict[str, ReplicaConfig]) -> None:
+        """Which origin files a trim may remove (trim.py); none while a replica of the origin is
+        offline, unobserved or not in this run."""
+        offline = {item.replica for item in facts.offline}
+        failed = {error.address for error in facts.errors}
+        now = inventory.now_utc()
+        for name, origin in desired.origins.items():
+            if origin.trim is None or (ctx.targets and not matches_target(f"origin:{name}", ctx.targets)):
+                continue
+            holders = [key for key, replica in desired.replicas.items() if name in _origins_of(desired, replica)]
+            counted = {key: now - desired.replicas[key].scrub_every for key in holders
+                       if desired.replicas[key].scrub_every is not None}
+            found = TrimFacts(name, origin.trim.min_copies, format_duration(origin.trim.older_than), sorted(counted))
+            facts.trims.append(found)
+            reasons = [f"origin {name} could not be read"] if name in origin_errors else []
+            reasons += [f"replica {key} is offline" for key in holders if key in offline]
+            reasons += [f"replica {key} could not be observed" for key in holders
+                        if replica_address(key) in failed or key not in wanted]
+            if len(counted) < origin.trim.min_copies:
+                reasons.append(f"only {len(counted)} replicas of origin {name} have scrub_every (their copies are "
+                               f"re-verified), min_copies = {origin.trim.min_copies}")
+            if reasons:
+                found.refused = "; ".join(reasons)
+                continue
+            older = time.time_ns() - int(origin.trim.older_than.total_seconds() * 1e9)
+            with ctx.state.engine.begin() as connection:
+                result = trim.trimmable(connection, name, older, origin.trim.min_copies, counted)
+            found.paths, found.sizes, found.old = result.paths, result.sizes, result.old
+
+    def _present(self, ctx: RunContext, desired: Any, key: str, replica: ReplicaConfig, location: Location,
+                 ssh: SshSettings, facts: ReplicaFacts) -> bool:
+        """Whether the replica's root is there and is the replica the state knows (its marker).
+        An absent root or an empty mount point is offline for a removable replica (recorded,
+        and False), an ObserveError for any other; never taken for an empty replica."""
+        origins = _origins_of(desired, replica)
+        with ctx.state.engine.begin() as connection:
+            status = inventory.replica_status(connection, key)
+            holds = inventory.holds_copies(connection, key)
+        found = marker.probe(location, ssh, origins)
+        # The path alone: the address names the host (and a second ssh:// URL on one line
+        # can read as a password to the redaction of plans).
+        judged = marker.judge(found, location.path, status.marker_id, holds, replica.removable)
+        if judged.state == "error":
+            raise ObserveError(judged.message)
+        now = inventory.now_utc()
+        with ctx.state.engine.begin() as connection:
+            if judged.state == "offline":
+                since = inventory.as_utc(status.offline_since) if status.offline_since else now
+                if status.offline_since is None:
+                    inventory.set_replica_fields(connection, key, offline_since=now)
+                facts.offline.append(Offline(key, judged.message, since.strftime("%Y-%m-%d %H:%M UTC"),
+                                             now - since >= replica.stale_after,
+                                             format_duration(replica.stale_after)))
+                return False
+            updates: dict[str, Any] = {}
+            if status.offline_since is not None:
+                updates["offline_since"] = None
+            if judged.adopt:
+                updates["marker_id"] = judged.adopt
+            if updates:
+                inventory.set_replica_fields(connection, key, **updates)
+        if judged.write_marker and holds:
+            facts.marks.append(key)
+        return True
 
     def _observe_replica(self, ctx: RunContext, desired: Any, key: str, replica: ReplicaConfig, location: Location,
                          ssh: SshSettings, full_scan: bool, origin_errors: dict[str, str]) -> list[PairFacts]:
@@ -249,6 +313,16 @@ class ReplicasKind(Kind):
                 # next observation (apply's own, or the next run's) lists again and finds the same.
                 if listed and not any(pair.drift or enrollable(pair) for pair in pairs.values()):
                     inventory.touch_replica(connection, key, verify=now)
+                budget = int(replica.scrub_budget) if replica.scrub_budget is not None else None
+                due_before = now - replica.scrub_every if replica.scrub_every is not None else None
+                for name in origin_names:
+                    if desired.origins[name].checksum != "sha256":
+                        continue
+                    pair = pairs[name]
+                    pair.scrub = inventory.scrub_due(connection, key, name, due_before, budget)
+                    pair.lost = inventory.lost_files(connection, key, name)
+                    if budget is not None:
+                        budget = max(0, budget - sum(pair.scrub.sizes))
                 for name in origin_names:
                     pair = pairs[name]
                     generation = inventory.origin_status(connection, name).generation
@@ -334,6 +408,10 @@ class ReplicasKind(Kind):
         starts = list(accumulate((len(batch) for batch in batches), initial=0))
 
         label = f"copy {action.address} from {origin_name}"
+        self._ensure_marker(ctx, replica, destination, ssh)
+        checksums = origin.checksum == "sha256"
+        expected = self._origin_hashes(ctx, origin_name, origin, files, ssh) if checksums else {}
+        all_copied: list[str] = []
 
         def record(index: int, delivered: list[bytes] | None) -> None:
             # A whole batch is recorded by the plan's own paths (batches are slices of them).
@@ -341,12 +419,26 @@ class ReplicasKind(Kind):
                       else [paths.to_text(name) for name in delivered])
             with ctx.state.engine.begin() as connection:
                 inventory.record_copied(connection, replica, origin_name, copied)
+            if checksums:
+                all_copied.extend(copied)
 
         result = run_copies(invocation, batches, replica_config.copy_jobs,
                             lambda done, total: ctx.progress(label, done, total), record)
         ctx.progress(label, result.delivered, len(files))
         with ctx.state.engine.begin() as connection:
             inventory.touch_replica(connection, replica, sync=inventory.now_utc())
+        checked = ""
+        if checksums and all_copied:
+            def again(bad: list[str]) -> None:
+                self._rsync(origin.location, destination, origin_name, ssh, bad, replica_config, ignore_times=True)
+
+            verified, repaired, failed = self._verify(ctx, replica, destination, origin_name, all_copied, expected,
+                                                      ssh, again)
+            checked = f"; {verified:,} verified by sha256" + (f" ({repaired:,} after copying again)" if repaired else "")
+            if failed:
+                raise ApplyError(f"{action.address}: {len(failed):,} copies differ from the origin (sha256) even "
+                                 f"after copying them again (e.g. {', '.join(failed[:3])}): recorded as corrupt; "
+                                 "is the replica's disk failing?")
         if result.error is not None:
             raise ApplyError(f"{action.address}: {result.error}; {result.delivered:,} of {len(files):,} files "
                              "copied and recorded, the next run retries the rest")
@@ -354,7 +446,219 @@ class ReplicasKind(Kind):
             raise ApplyError(f"{action.address}: {result.delivered:,} of {len(files):,} files copied; "
                              f"{result.warning}; the next run retries the rest")
         return (f"copied {len(files):,} files ({result.transferred:,} transferred, the rest already there) "
-                f"with {len(batches):,} rsync run{'s' if len(batches) != 1 else ''}")
+                f"with {len(batches):,} rsync run{'s' if len(batches) != 1 else ''}{checked}")
+
+    # --- integrity: the marker, checksums, the scrub ---------------------------------------------
+
+    def _ensure_marker(self, ctx: RunContext, key: str, location: Location, ssh: SshSettings) -> None:
+        """Before anything is written to a replica: its root holds the marker the state records
+        (else ApplyError: an unmounted disk is never filled), or, for a replica whose marker is
+        not recorded yet, write one (atomically) and record it."""
+        with ctx.state.engine.begin() as connection:
+            recorded = inventory.replica_status(connection, key).marker_id
+        if recorded is None:
+            found = marker.write(location, ssh, marker.new_id())
+            with ctx.state.engine.begin() as connection:
+                inventory.set_replica_fields(connection, key, marker_id=found)
+            return
+        probe = marker.probe(location, ssh, [])
+        if not probe.present or probe.marker != recorded:
+            raise ApplyError(f"{replica_address(key)}: {location} no longer holds its replica marker "
+                             f"{marker.MARKER} (id {recorded}): unmounted? Nothing was written")
+
+    def _origin_hashes(self, ctx: RunContext, origin_name: str, origin: OriginConfig, files: list[str],
+                       ssh: SshSettings) -> dict[str, inventory.Expected]:
+        """The inventory's sha256 of ``files``, hashing at the origin (once) those present there
+        and not hashed yet."""
+        with ctx.state.engine.begin() as connection:
+            expected = inventory.expected_hashes(connection, origin_name, files)
+        missing = [path for path, known in expected.items() if known.sha256 is None and known.present]
+        if missing:
+            found = hashing.hash_files(origin.location, ssh, "", [paths.to_bytes(path) for path in missing],
+                                       ApplyError)
+            rows = []
+            for path in missing:
+                digest = found.get(paths.to_bytes(path))
+                if digest is not None:
+                    known = expected[path]
+                    rows.append((path, digest, known.size, known.mtime_ns))
+                    expected[path] = known._replace(sha256=digest)
+            with ctx.state.engine.begin() as connection:
+                inventory.store_origin_hashes(connection, origin_name, rows)
+        return expected
+
+    def _rsync(self, source: Location, destination: Location, origin_name: str, ssh: SshSettings,
+               files: list[str], replica_config: ReplicaConfig, ignore_times: bool) -> None:
+        """Copy ``files`` again (a repair): rsync's outcome is judged by hashing afterwards."""
+        invocation = copy_invocation(source, destination, origin_name, ssh, replica_config.bwlimit_kib(),
+                                     ignore_times=ignore_times)
+        batches = plan_batches([paths.to_bytes(path) for path in files], replica_config.copy_batch_files,
+                               argument_budget())
+        run_copies(invocation, batches, 1)
+
+    def _verify(self, ctx: RunContext, key: str, destination: Location, origin_name: str, files: list[str],
+                expected: dict[str, inventory.Expected], ssh: SshSettings,
+                repair: Any) -> tuple[int, int, list[str]]:
+        """Hash copies where they lie and compare with the origin's sha256: matches are recorded
+        verified; the others corrupt, then ``repair(paths)`` copies them again and they are read
+        once more. Returns (verified, of them repaired, still corrupt). Copies whose origin hash
+        is unknown stay unverified."""
+        def read(names: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str | None]]]:
+            found = hashing.hash_files(destination, ssh, origin_name, [paths.to_bytes(path) for path in names],
+                                       ApplyError)
+            good: list[tuple[str, str]] = []
+            bad: list[tuple[str, str | None]] = []
+            for path in names:
+                digest = found.get(paths.to_bytes(path))
+                if digest is not None and digest == expected[path].sha256:
+                    good.append((path, digest))
+                else:
+                    bad.append((path, digest))
+            return good, bad
+
+        known = [path for path in files if path in expected and expected[path].sha256 is not None]
+        good, bad = read(known)
+        with ctx.state.engine.begin() as connection:
+            inventory.mark_checked(connection, key, origin_name, good, bad)
+        if not bad:
+            return len(good), 0, []
+        repair([path for path, _ in bad])
+        fixed, still = read([path for path, _ in bad])
+        with ctx.state.engine.begin() as connection:
+            inventory.mark_checked(connection, key, origin_name, fixed, still)
+        return len(good) + len(fixed), len(fixed), [path for path, _ in still]
+
+    @executor("scrub")
+    def scrub(self, action: Action, ctx: RunContext) -> str:
+        """Re-read copies where they lie; repair corrupt ones from the origin or, when the origin
+        no longer has the file, from another replica whose copy is verified."""
+        desired = ctx.desired
+        key = action.address.split(":", 1)[1]
+        origin_name = action.details["origin"]
+        origin = desired.origins.get(origin_name)
+        if origin is None:
+            raise ApplyError(f"{action.address}: origin {origin_name} is no longer in the config; run plan again")
+        files: list[str] = action.details["files"]
+        destination = replica_location(key, ctx.base_dir)
+        replica_config = desired.replicas.get(key) or ReplicaConfig()
+        others = {other: replica_location(other, ctx.base_dir) for other in desired.replicas if other != key}
+        ssh = connections.shared(desired.ssh.settings(), [origin.location, destination, *others.values()])
+        self._ensure_marker(ctx, key, destination, ssh)
+        expected = self._origin_hashes(ctx, origin_name, origin, files, ssh)
+        sources: dict[str, str] = {}
+
+        def repair(bad: list[str]) -> None:
+            from_origin = [path for path in bad if expected[path].present]
+            if from_origin:
+                self._rsync(origin.location, destination, origin_name, ssh, from_origin, replica_config, True)
+            elsewhere = [path for path in bad if not expected[path].present]
+            if not elsewhere:
+                return
+            with ctx.state.engine.begin() as connection:
+                good = inventory.good_copies(connection, origin_name, elsewhere, exclude=key)
+            by_source: dict[str, list[str]] = {}
+            for path in elsewhere:
+                usable = [other for other in good.get(path, []) if other in others]
+                if usable:
+                    by_source.setdefault(usable[0], []).append(path)
+                    sources[path] = usable[0]
+            for other, chosen in by_source.items():
+                source = others[other]
+                source = Location(source.path.rstrip("/") + "/" + origin_name, source.host, source.user, source.port)
+                self._rsync(source, destination, origin_name, ssh, chosen, replica_config, True)
+
+        verified, repaired, failed = self._verify(ctx, key, destination, origin_name, files, expected, ssh, repair)
+        unknown = len(files) - verified - len(failed)
+        read_bytes = sum(expected[path].size for path in files if path in expected)
+        text = (f"read {len(files):,} copies ({read_bytes:,} bytes): {verified:,} verified"
+                + (f", {repaired:,} corrupt and repaired" if repaired else "")
+                + (f" ({sum(1 for path in sources if path not in failed):,} from another replica)" if sources else "")
+                + (f", {unknown:,} not verifiable (the origin's sha256 is unknown)" if unknown else ""))
+        if failed:
+            raise ApplyError(f"{action.address}: {text}; {len(failed):,} copies are corrupt and could not be "
+                             f"repaired (e.g. {', '.join(failed[:3])}): no good copy to repair them from")
+        return text
+
+    @executor("trim")
+    def trim_origin(self, action: Action, ctx: RunContext) -> str:
+        """Remove origin files whose counted copies pass a check right now (trim.py)."""
+        desired = ctx.desired
+        name = action.address.split(":", 1)[1]
+        origin = desired.origins.get(name)
+        if origin is None or origin.trim is None:
+            raise ApplyError(f"{action.address}: no trim is configured for origin {name} any more; nothing removed")
+        min_copies = origin.trim.min_copies
+        now = inventory.now_utc()
+        counted: dict[str, datetime] = {}
+        for key in action.details["replicas"]:
+            replica = desired.replicas.get(key)
+            if replica is not None and replica.scrub_every is not None and name in _origins_of(desired, replica):
+                counted[key] = now - replica.scrub_every
+        locations = {key: replica_location(key, ctx.base_dir) for key in counted}
+        ssh = connections.shared(desired.ssh.settings(), [origin.location, *locations.values()])
+        for key, location in locations.items():  # the right disks, mounted: else nothing is removed
+            self._ensure_marker(ctx, key, location, ssh)
+        removed = removed_bytes = 0
+        kept: list[str] = []
+        for batch in trim.batches(action.details["files"]):
+            with ctx.state.engine.begin() as connection:
+                proofs = trim.proofs(connection, name, batch, counted)
+            names = {path: paths.to_bytes(path) for path in batch}
+            on_origin = trim.stat_files(origin.location, ssh, origin.location.path, list(names.values()))
+            passing = dict.fromkeys(batch, 0)
+            for key, location in locations.items():
+                held = [path for path in batch if path in proofs and key in proofs[path].copies]
+                if not held:
+                    continue
+                held_names = [names[path] for path in held]
+                stats = trim.stat_files(location, ssh, location.path.rstrip("/") + "/" + name, held_names)
+                digests = hashing.hash_files(location, ssh, name, held_names, ApplyError)
+                good, bad = [], []
+                for path in held:
+                    size, mtime_ns, digest = proofs[path].copies[key]
+                    found, found_digest = stats.get(names[path]), digests.get(names[path])
+                    if (found is not None and found[0] == size and trim.same_second(found[1], mtime_ns)
+                            and found_digest == digest == proofs[path].sha256):
+                        good.append((path, digest))
+                        passing[path] += 1
+                    elif found_digest != digest:
+                        bad.append((path, found_digest))
+                with ctx.state.engine.begin() as connection:
+                    inventory.mark_checked(connection, key, name, good, bad)
+            chosen = []
+            for path in batch:
+                proof, there = proofs.get(path), on_origin.get(names[path])
+                if (proof is not None and passing[path] >= min_copies and there is not None
+                        and there[0] == proof.size and trim.same_second(there[1], proof.mtime_ns)):
+                    chosen.append(path)
+                else:
+                    kept.append(path)
+            if not chosen:
+                continue
+            with ctx.state.engine.begin() as connection:  # recorded first: a kill leaves it found present again
+                trim.mark_trimmed(connection, name, chosen, now)
+            try:
+                trim.delete_files(origin.location, ssh, [names[path] for path in chosen])
+            except ApplyError:
+                with ctx.state.engine.begin() as connection:
+                    trim.mark_trimmed(connection, name, chosen, None)
+                raise
+            removed += len(chosen)
+            removed_bytes += sum(proofs[path].size for path in chosen)
+        text = (f"removed {removed:,} files ({removed_bytes:,} bytes) from origin {name}, each with at least "
+                f"{min_copies} copies checked again just now")
+        if kept:
+            raise ApplyError(f"{action.address}: {text}; kept {len(kept):,} (e.g. {', '.join(kept[:3])}): their "
+                             "copies or the origin file did not pass the check again")
+        return text
+
+    @executor("mark")
+    def mark(self, action: Action, ctx: RunContext) -> str:
+        key = action.address.split(":", 1)[1]
+        location = replica_location(key, ctx.base_dir)
+        ssh = connections.shared(ctx.desired.ssh.settings(), [location])
+        self._ensure_marker(ctx, key, location, ssh)
+        return f"wrote {location}/{marker.MARKER}"
 
     @executor("enroll")
     def enroll(self, action: Action, ctx: RunContext) -> str:

@@ -7,7 +7,8 @@ were all settled) is not re-read; every replica is local; every (replica, origin
 complete at its origin's generation, so the inventory is not queried. The memo holds
 exactly those premises: every recorded directory with its mtime, the rows of the state
 that say so, the replicas' roots, rsync on PATH, and the time by which a full scan or a
-verification falls due. Anything else (an ssh location, a mutable origin, a directory
+verification (or, with checksums, a scrub) falls due, and a removable replica root's mtime (its
+marker removed is never replayed; an unmounted disk is another directory). Anything else (an ssh location, a mutable origin, a directory
 still settling, a pair not complete, an enrolment not yet listed) offers no memo.
 """
 
@@ -43,6 +44,8 @@ def replicas_memo(connection: Connection, desired: Any, replicas: dict[str, tupl
         return None
     if any(location.is_remote for _, location, _ in replicas.values()):
         return None
+    if any(origin.trim is not None for origin in desired.origins.values()):
+        return None  # files fall old enough to trim as time passes, and each trim rests on a re-check
     memo = Memo(programs=[("rsync", require("rsync", "rsync"))])
     deadlines: list[datetime] = []
     generations: dict[str, int] = {}
@@ -72,8 +75,19 @@ def replicas_memo(connection: Connection, desired: Any, replicas: dict[str, tupl
             if last_verify is None:
                 return None
             deadlines.append(inventory.as_utc(last_verify) + replica.verify_every)
+        checksums = any(desired.origins[name].checksum == "sha256" for name in origins)
+        if checksums and inventory.unchecked_copies(connection, key):
+            return None  # copies to verify or repair: a scrub is planned
+        if replica.scrub_every is not None and checksums:
+            oldest = inventory.next_scrub_due(connection, key)
+            if oldest is not None:  # the scrub falls due then: a replay must not hide it
+                deadlines.append(oldest + replica.scrub_every)
         mount = os.stat(location.path)
         memo.writable.append((location.path, mount.st_dev, mount.st_ino))
+        if replica.removable:
+            # A removable disk's root mtime too: its marker or an origin's directory removed (an
+            # emptied disk) is never replayed as "no changes" (an unmount changes st_dev above).
+            memo.directories.append((location.path, mount.st_mtime_ns))
         memo.facts += [pairs, verified]
     memo.valid_until = min(deadlines).timestamp() if deadlines else None
     return memo

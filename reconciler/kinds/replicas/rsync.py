@@ -39,7 +39,7 @@ _ESCAPE = re.compile(rb"\\#([0-7]{3})")
 
 
 def rsync_options(ssh_shell: str | None, names_as_arguments: bool = False, bwlimit_kib: int | None = None,
-                  ) -> list[str]:
+                  ignore_times: bool = False) -> list[str]:
     """Options of every copy: archive mode, paths kept relative to the source, partial files
     kept out of final names, missing destination directories created, one output line per
     transferred file. The names come NUL-separated on stdin (``--files-from=-``) or, with
@@ -53,6 +53,8 @@ def rsync_options(ssh_shell: str | None, names_as_arguments: bool = False, bwlim
     options = [*listing, f"--partial-dir={PARTIAL_DIR}", "--mkpath", "--out-format=%n"]
     if bwlimit_kib:
         options.append(f"--bwlimit={bwlimit_kib}")
+    if ignore_times:  # a repair: the bad copy has the right size and mtime, so rsync would skip it
+        options.append("--ignore-times")
     if ssh_shell:
         options += ["-e", ssh_shell]
     return options
@@ -76,7 +78,7 @@ class Invocation:
 
 
 def copy_invocation(source: Location, destination: Location, origin: str, ssh: SshSettings,
-                    bwlimit_kib: int | None = None) -> Invocation:
+                    bwlimit_kib: int | None = None, ignore_times: bool = False) -> Invocation:
     """The command that copies files of ``source`` into ``<destination>/<origin>/``, each
     rsync sending at most ``bwlimit_kib`` KiB/s when set.
 
@@ -90,11 +92,13 @@ def copy_invocation(source: Location, destination: Location, origin: str, ssh: S
         hop = ["ssh", "-o", "BatchMode=yes", *[arg for option in ssh.options for arg in ("-o", option)]]
         if target.port:
             hop += ["-p", str(target.port)]
-        inner = ["rsync", *rsync_options(" ".join(shlex.quote(arg) for arg in hop), bwlimit_kib=bwlimit_kib),
+        inner = ["rsync", *rsync_options(" ".join(shlex.quote(arg) for arg in hop), bwlimit_kib=bwlimit_kib,
+                                         ignore_times=ignore_times),
                  source.rsync_spec().split(":", 1)[1], target.rsync_spec()]
         return Invocation([*source.ssh_args(ssh), " ".join(shlex.quote(part) for part in inner)])
     if source.is_remote:
-        return Invocation(["rsync", *rsync_options(source.rsync_shell(ssh), bwlimit_kib=bwlimit_kib),
+        return Invocation(["rsync", *rsync_options(source.rsync_shell(ssh), bwlimit_kib=bwlimit_kib,
+                                                         ignore_times=ignore_times),
                            source.rsync_spec(), target.rsync_spec()])
     # A local sender gets the names as arguments: rsync reads a local --files-from one byte
     # per system call (58 calls per file in all, against 23 for rsync -a), which doubles the
@@ -102,7 +106,8 @@ def copy_invocation(source: Location, destination: Location, origin: str, ssh: S
     if not target.is_remote:
         target = Location(os.path.abspath(target.path))
     shell = destination.rsync_shell(ssh) if destination.is_remote else None
-    return Invocation(["rsync", *rsync_options(shell, names_as_arguments=True, bwlimit_kib=bwlimit_kib),
+    return Invocation(["rsync", *rsync_options(shell, names_as_arguments=True, bwlimit_kib=bwlimit_kib,
+                                                     ignore_times=ignore_times),
                        target.rsync_spec()],
                       cwd=source.path)
 

@@ -27,19 +27,31 @@ class OriginFile(SQLModel, table=True):
     last_seen: datetime
     gone_since: datetime | None = None
     from_replica: bool = False  # known only from a replica (enrolled), not yet seen on the origin
+    sha256: str | None = None  # of the content at this size and mtime (checksum = "sha256"); reset when they change
+    trimmed_at: datetime | None = None  # removed from the origin by a trim, its copies proven: not "gone"
 
 
 class ReplicaCopy(SQLModel, table=True):
-    """A copy of an origin file on a replica: what was copied (or enrolled) and when."""
+    """A copy of an origin file on a replica: what was copied (or enrolled) and when.
+
+    Its content (checksum = "sha256"): *verified* when ``checked_at`` is set (the copy was
+    read where it lies and its sha256 matched the origin's then), *corrupt* when
+    ``corrupt_since`` is set (a read found it missing or different; ``checked_at`` is then
+    NULL, so every copy to read is found through the (replica, checked_at) index), else
+    *unverified*."""
 
     __tablename__ = "replica_copies"
+    __table_args__ = (Index("ix_replica_copies_replica_checked", "replica", "checked_at"),)
 
     replica: str = Field(primary_key=True)
     file_id: int = Field(primary_key=True, foreign_key="origin_files.id")
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
     mtime_ns: int = Field(sa_column=Column(BigInteger, nullable=False))
     copied_at: datetime | None = None
-    verified_at: datetime | None = None
+    verified_at: datetime | None = None  # listed with the recorded size and mtime (verify_every)
+    sha256: str | None = None  # of the copy as last read where it lies
+    checked_at: datetime | None = None  # when it was last read and matched (verified)
+    corrupt_since: datetime | None = None  # when a read first found it missing or different
 
 
 class ScannedDir(SQLModel, table=True):
@@ -69,6 +81,8 @@ class ReplicaStatus(SQLModel, table=True):
     replica: str = Field(primary_key=True)
     last_sync: datetime | None = None
     last_verify: datetime | None = None
+    marker_id: str | None = None  # the id in <root>/.reconciler-replica, written by the first copy
+    offline_since: datetime | None = None  # a removable replica's root was first found absent then
 
 
 class PairStatus(SQLModel, table=True):
