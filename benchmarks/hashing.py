@@ -50,7 +50,8 @@ def main() -> None:
             ours.append(time.perf_counter() - start)
             start = time.perf_counter()
             # sha256sum is one process per run, as xargs gives it its names; -P for the same parallelism
-            output = subprocess.run(["xargs", "-0", "-P", str(options.jobs), "-n", str(max(1, len(names) // options.jobs)),
+            per_process = str(max(1, len(names) // options.jobs))
+            output = subprocess.run(["xargs", "-0", "-P", str(options.jobs), "-n", per_process,
                                      sha256sum, "-z", "--"], input=b"".join(n.encode() + b"\0" for n in names),
                                     cwd=root, capture_output=True, check=True).stdout
             theirs.append(time.perf_counter() - start)

@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from reconciler.cli.app import App, setup_logging
 from reconciler import hints
+from reconciler.cli.app import App, setup_logging
 from reconciler.engine import memo
 from reconciler.engine.executor import ApplyReport
 from reconciler.engine.planner import Planned, make_plan, stale_reasons
@@ -102,7 +102,8 @@ def _report_lines(report: ApplyReport) -> list[str]:
     counts = {status: len(report.with_status(status))
               for status in ("succeeded", "failed", "interrupted", "skipped", "pending")}
     summary = ", ".join(f"{count} {status}" for status, count in counts.items() if count)
-    lines.append(("Apply interrupted: " if report.interrupted else "Apply complete: ") + (summary or "nothing run") + ".")
+    ending = "Apply interrupted: " if report.interrupted else "Apply complete: "
+    lines.append(ending + (summary or "nothing run") + ".")
     return lines
 
 
@@ -133,7 +134,8 @@ def _monitored(app: App, command: str, body: Callable[[RunSummary], int]) -> int
 @click.command()
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan (JSON).")
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="text", show_default=True)
-@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when nothing changes, 2 when something would, 1 on error.")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when nothing changes, 2 when something would, 1 on error.")
 @target_option
 @full_scan_option
 @click.pass_obj
@@ -286,7 +288,8 @@ def _reconcile_body(app: App, summary: RunSummary, allow_destroy: bool, targets:
 
 
 @click.command()
-@click.option("--allow-destroy", is_flag=True, help="Also carry out destructive actions (else listed as pending, exit 2).")
+@click.option("--allow-destroy", is_flag=True,
+              help="Also carry out destructive actions (else listed as pending, exit 2).")
 @click.option("--watch", "watch", metavar="INTERVAL", help="Keep reconciling every INTERVAL (e.g. 5m) until stopped.")
 @target_option
 @lock_timeout_option

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -92,7 +92,7 @@ class Action(BaseModel):
         destructive: bool = False,
         depends_on: list[str] | None = None,
         before: list[str] | None = None,
-    ) -> "Action":
+    ) -> Action:
         """Build an action, deriving ``id`` from (address, kind, details) and
         ``precondition`` from ``facts`` (any JSON-able value the action relies on),
         unless the kind computed ``precondition`` itself (e.g. streaming over columns)."""
@@ -140,7 +140,7 @@ class Plan(BaseModel):
 
     format_version: int = FORMAT_VERSION
     tool_version: str = __version__
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc).replace(microsecond=0))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
     config_sha256: str
     applyable: bool = True
     targets: list[str] = Field(default_factory=list)

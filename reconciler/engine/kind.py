@@ -26,9 +26,10 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.memo import Memo
@@ -64,7 +65,7 @@ class Diff:
     errors: list[AddressMessage] = field(default_factory=list)
     warnings: list[AddressMessage] = field(default_factory=list)
 
-    def extend(self, other: "Diff") -> "Diff":
+    def extend(self, other: Diff) -> Diff:
         """Add ``other``'s actions, notes and errors to this one (kinds diff per thing, then combine)."""
         self.actions.extend(other.actions)
         self.notes.extend(other.notes)
@@ -86,7 +87,7 @@ class RunContext:
     """
 
     base_dir: Path
-    state: "StateStore"
+    state: StateStore
     desired: Any = None
     targets: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
@@ -120,7 +121,7 @@ class Kind(ABC):
     sections: ClassVar[dict[str, Any]] = {}
     tables: ClassVar[list[type]] = []
     schema_version: ClassVar[int] = 1
-    migrations: ClassVar[dict[int, Callable[["Connection"], None]]] = {}
+    migrations: ClassVar[dict[int, Callable[[Connection], None]]] = {}
     executors: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -136,11 +137,11 @@ class Kind(ABC):
         """The address of the managed thing called ``name``."""
         return f"{self.address_prefix}:{name}"
 
-    def addresses(self, desired: "BaseModel") -> list[str]:
+    def addresses(self, desired: BaseModel) -> list[str]:
         """Addresses the config declares for this kind (used by the empty-desired-set guard)."""
         return []
 
-    def check(self, desired: "BaseModel", base_dir: Path) -> list[tuple[ConfigPath, str]]:
+    def check(self, desired: BaseModel, base_dir: Path) -> list[tuple[ConfigPath, str]]:
         """Cross-reference checks the pydantic models cannot do alone (``base_dir``: the
         config's directory, against which relative paths resolve).
 
@@ -150,15 +151,15 @@ class Kind(ABC):
         return []
 
     @abstractmethod
-    def observe(self, desired: "BaseModel", ctx: RunContext) -> Observation:
+    def observe(self, desired: BaseModel, ctx: RunContext) -> Observation:
         """Read the world for everything this kind manages. Per-address failures go
         into ``Observation.errors``; other addresses must still be observed."""
 
     @abstractmethod
-    def diff(self, desired: "BaseModel", observation: Observation) -> Diff:
+    def diff(self, desired: BaseModel, observation: Observation) -> Diff:
         """Pure: the actions that make the world match ``desired``."""
 
-    def recheck(self, action: Action, desired: "BaseModel", observation: Observation) -> str | None:
+    def recheck(self, action: Action, desired: BaseModel, observation: Observation) -> str | None:
         """The precondition ``action`` would have now, or None when it is no longer planned.
 
         The default re-diffs and looks the action up by id; kinds whose plans
@@ -178,11 +179,11 @@ class Kind(ABC):
             raise ApplyError(f"{action.address}: the {self.name} kind has no executor for '{action.kind}' actions")
         return getattr(self, method_name)(action, ctx)
 
-    def commands(self) -> list["click.Command"]:
+    def commands(self) -> list[click.Command]:
         """Extra CLI commands of this kind (``replicas list``...)."""
         return []
 
-    def metrics(self, desired: "BaseModel", state: "StateStore") -> list[Any]:
+    def metrics(self, desired: BaseModel, state: StateStore) -> list[Any]:
         """This kind's own figures for the metrics file, as ``reconciler.monitoring.metrics.Sample``
         values (e.g. files missing per replica, the newest backup's age), read from the state
         after a run of the whole config. Raises ReconcilerError or OSError when they cannot be read."""

@@ -90,7 +90,7 @@ def rows_digest(rows: list[tuple[Any, ...]]) -> str:
     return hashlib.sha256(repr([tuple(row) for row in rows]).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def fact(connection: "Connection", sql: str, **parameters: Any
+def fact(connection: Connection, sql: str, **parameters: Any
          ) -> tuple[tuple[str, dict[str, Any], str], list[tuple[Any, ...]]]:
     """A fact for a ``Memo`` and the rows it stands for: ``sql`` (one SELECT with ``:name``
     parameters and an ORDER BY of its own, if it reads several rows) and the digest of the
@@ -102,7 +102,7 @@ def fact(connection: "Connection", sql: str, **parameters: Any
     return (sql, parameters, rows_digest(rows)), rows
 
 
-def wanted(state: "StateStore", targets: tuple[str, ...]) -> bool:
+def wanted(state: StateStore, targets: tuple[str, ...]) -> bool:
     """Whether a kind should make a memo at all: only for a SQLite state (which a replay reads
     with the standard library) and a run of the whole config."""
     return state.database_path is not None and not targets
@@ -111,7 +111,7 @@ def wanted(state: "StateStore", targets: tuple[str, ...]) -> bool:
 # --- writing (the normal run) -------------------------------------------------------------
 
 
-def combined(kinds: "list[Kind]", observations: "dict[str, Observation]") -> Memo | None:
+def combined(kinds: list[Kind], observations: dict[str, Observation]) -> Memo | None:
     """Every kind's memo as one, or None when any kind offered none."""
     total = Memo()
     deadlines = []
@@ -129,8 +129,8 @@ def combined(kinds: "list[Kind]", observations: "dict[str, Observation]") -> Mem
     return total
 
 
-def update(state: "StateStore", config_path: Path, config_sha256: str, kinds: "list[Kind]",
-           planned: "Planned", render_text: Callable[[], str], allowed: bool = True) -> bool:
+def update(state: StateStore, config_path: Path, config_sha256: str, kinds: list[Kind],
+           planned: Planned, render_text: Callable[[], str], allowed: bool = True) -> bool:
     """After a run of the whole config has planned: keep a memo of it when it found nothing to
     do and every kind offered one, else drop the config's memo (so a memo only ever stands for
     the last run). ``allowed`` False drops it in any case (a run with [monitoring] must run in

@@ -32,6 +32,8 @@ ADDRESS_METRICS = {
     "reconciler_observed_timestamp_seconds": "When the address figures below were observed (the last complete plan).",
     "reconciler_address_up": "1 when the address was observed without error, 0 when it could not be (see errors).",
     "reconciler_address_errors": "Errors reported for the address by the last complete plan.",
+    "reconciler_address_warnings": "Warnings for the address (it needs the operator though nothing failed, e.g. a "
+                                   "removable replica offline past stale_after).",
     "reconciler_address_pending_actions": "Actions planned for the address and not (yet) carried out, by action "
                                           "and whether it is destructive.",
 }
@@ -141,13 +143,17 @@ def address_samples(summary: RunSummary) -> list[Sample]:
     errors: dict[str, int] = {}
     for item in plan.errors:
         errors[item.address] = errors.get(item.address, 0) + 1
+    warnings: dict[str, int] = {}
+    for item in plan.warnings:
+        warnings[item.address] = warnings.get(item.address, 0) + 1
     broken_kinds = {address.split(":", 1)[0] for address in errors if address.endswith(":*")}
     found = [sample("reconciler_observed_timestamp_seconds", plan.created_at.timestamp())]
-    for address in sorted(set(summary.declared) | set(errors)):
+    for address in sorted(set(summary.declared) | set(errors) | set(warnings)):
         kind = address.split(":", 1)[0]
         down = address in errors or kind in broken_kinds
         found.append(sample("reconciler_address_up", 0 if down else 1, address=address, kind=kind))
         found.append(sample("reconciler_address_errors", errors.get(address, 0), address=address, kind=kind))
+        found.append(sample("reconciler_address_warnings", warnings.get(address, 0), address=address, kind=kind))
     done = {result.action.id for result in summary.report.results if result.status == "succeeded"} \
         if summary.report is not None else set()
     pending: dict[tuple[str, str, str], int] = {}

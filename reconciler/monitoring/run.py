@@ -60,6 +60,8 @@ class RunSummary:
         if self.plan is not None:
             for item in self.plan.errors:
                 lines.append(f"error: {item.address}: {item.message}")
+            for item in self.plan.warnings:
+                lines.append(f"warning: {item.address}: {item.message}")
             pending = [action for action in self.plan.actions if action.destructive]
             if pending and (self.report is None or self.report.pending):
                 names = ", ".join(f"{a.address} ({a.kind})" for a in pending[:10])

@@ -5,7 +5,7 @@ backup freshness and retention."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ class Status:
     observed_at: datetime | None = None
     errors: dict[str, list[str]] = field(default_factory=dict)  # address -> messages
     notes: list[tuple[str, str]] = field(default_factory=list)  # (address, message), e.g. "waiting: …"
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # needs the operator, nothing failed
     destructive: list[dict[str, Any]] = field(default_factory=list)  # pending destructive actions
     planned: dict[str, int] = field(default_factory=dict)  # other actions a run would take, by kind
     last_run: dict[str, Any] | None = None
@@ -123,7 +124,7 @@ def collect_backups(desired: Any, report: Report) -> None:
     from reconciler.kinds.backups.kind import policy_text
     from reconciler.kinds.backups.retention import decide
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for key, database in desired.databases.items():
         backup = database.backup
         if backup is None:
@@ -171,6 +172,7 @@ def collect_status(app: Any, report: Report) -> None:
     for error in planned.plan.errors:
         status.errors.setdefault(error.address, []).append(error.message)
     status.notes = [(note.address, note.message) for note in planned.plan.notes]
+    status.warnings = [(item.address, item.message) for item in planned.plan.warnings]
     for action in planned.plan.actions:
         if action.destructive:
             status.destructive.append({"address": action.address, "kind": action.kind, "reason": action.reason,
@@ -188,7 +190,7 @@ def collect_status(app: Any, report: Report) -> None:
 
 def collect(app: Any) -> Report:
     desired = app.config.model
-    report = Report(generated_at=datetime.now(timezone.utc).replace(microsecond=0))
+    report = Report(generated_at=datetime.now(UTC).replace(microsecond=0))
     collect_status(app, report)
     if getattr(desired, "instances", None):
         collect_projects(desired, report)

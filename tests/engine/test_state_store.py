@@ -116,7 +116,7 @@ def test_first_runs_started_at_once_on_a_new_state_each_succeed(state_url):
         process.stdin.write("go\n")
         process.stdin.flush()
     results = [process.communicate(timeout=120) for process in processes]
-    assert [(process.returncode, err) for process, (_out, err) in zip(processes, results)] == [(0, "")] * 8
+    assert [(process.returncode, err) for process, (_out, err) in zip(processes, results, strict=True)] == [(0, "")] * 8
     store = StateStore(state_url)
     assert {"journal", "locks", "runs", "schema_version"} <= set(store.table_names())
     store.dispose()

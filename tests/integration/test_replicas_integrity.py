@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -91,7 +91,7 @@ def test_removable_replica_offline_past_stale_after_is_a_warning_that_exits_2(si
     assert site.cli("reconcile").code == 0
     shutil.rmtree(site.root / "disk")
     assert site.cli("plan", "--detailed-exitcode").code == 0  # offline, within stale_after
-    long_ago = datetime.now(timezone.utc) - timedelta(days=15)
+    long_ago = datetime.now(UTC) - timedelta(days=15)
     _sql(site, "UPDATE replica_status SET offline_since = :t WHERE replica = 'disk'", t=long_ago)
     plan = site.cli("plan", "--detailed-exitcode")
     assert plan.code == 2, plan.out
@@ -320,7 +320,7 @@ SCRUB_FILES = {"telem/a.bin": b"a" * 1000, "telem/b.bin": b"b" * 1000, "telem/c.
 
 def _age_checks(site, days: int = 91) -> None:
     """Make every verification ``days`` old, as if that much time had passed."""
-    _sql(site, "UPDATE replica_copies SET checked_at = :t", t=datetime.now(timezone.utc) - timedelta(days=days))
+    _sql(site, "UPDATE replica_copies SET checked_at = :t", t=datetime.now(UTC) - timedelta(days=days))
 
 
 def test_scrub_finds_flipped_truncated_and_same_size_same_mtime_copies_and_repairs_them(site):
@@ -357,7 +357,7 @@ def test_scrub_repairs_from_another_replica_when_the_origin_lost_the_file(site):
     (site.root / "origin/telem/a.bin").unlink()
     _replace_keeping_size_and_mtime(site.root / "backup/exao1/telem/a.bin", b"z" * 1000)
     _sql(site, "UPDATE replica_copies SET checked_at = :t WHERE replica = 'backup'",
-         t=datetime.now(timezone.utc) - timedelta(days=91))
+         t=datetime.now(UTC) - timedelta(days=91))
     result = site.cli("reconcile")
     assert result.code == 0, result.out + result.err
     assert (site.root / "backup/exao1/telem/a.bin").read_bytes() == b"a" * 1000
@@ -407,7 +407,7 @@ def test_the_no_change_memo_lasts_only_until_the_next_scrub_falls_due(site):
     assert site.cli("reconcile").code == 0
     assert site.cli("plan").out.startswith("No changes.")
     oldest = _sql(site, "SELECT MIN(checked_at) FROM replica_copies")[0][0]
-    oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=timezone.utc)
+    oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=UTC)
     valid_until = _sql(site, "SELECT valid_until FROM memos")[0][0]
     assert abs(valid_until - (oldest + timedelta(days=90)).timestamp()) < 1
     # with copies not verified yet (e.g. checksums just turned on), no memo at all
@@ -601,7 +601,8 @@ def test_trim_of_an_ssh_origin_checks_and_removes_over_ssh(site, sshd):
     make_tree(site.root / "origin", {"old/x y.bin": b"x" * 100, "old/-dash.bin": b"d" * 10}, age_seconds=OLD)
     for name in ("a", "b"):
         (site.root / name).mkdir()
-    config = TRIM.format(a_extra="", b_extra="").replace('root = "origin"', f'root = "{sshd.url(site.root / "origin")}"')
+    config = TRIM.format(a_extra="", b_extra="").replace('root = "origin"',
+                                                         f'root = "{sshd.url(site.root / "origin")}"')
     site.write(config + "\n" + sshd.toml())
     assert site.cli("reconcile").code == 0
     result = site.cli("reconcile", "--allow-destroy")

@@ -74,7 +74,8 @@ def test_files_gone_from_the_origin_stay_on_the_replica(site):
     assert plan.code == 0
     assert (site.root / "backup/exao1/telem/a.bin").read_text() == "alpha"
     stats = json.loads(site.cli("inventory", "stats", "--json").out)
-    assert stats == [{"origin": "exao1", "files": 1, "bytes": 3000, "gone": 1, "known_only_from_replica": 0, "trimmed": 0,
+    assert stats == [{"origin": "exao1", "files": 1, "bytes": 3000, "gone": 1, "known_only_from_replica": 0,
+                      "trimmed": 0,
                       "last_scan": stats[0]["last_scan"]}]
 
 
@@ -195,7 +196,8 @@ def test_a_failed_batch_records_only_what_the_others_delivered(site, tmp_path, m
     shim.mkdir()
     (shim / "rsync").write_text(
         "#!/bin/sh\n"
-        'for arg; do case "$arg" in */0150.fits) echo "rsync: connection unexpectedly closed" >&2; exit 12;; esac; done\n'
+        'for arg; do case "$arg" in */0150.fits) echo "rsync: connection unexpectedly closed" >&2; '
+        'exit 12;; esac; done\n'
         f'exec {shutil.which("rsync")} "$@"\n')
     (shim / "rsync").chmod(0o755)
     monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")

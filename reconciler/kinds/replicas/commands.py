@@ -55,7 +55,8 @@ def replica_rows(app: Any) -> list[dict[str, Any]]:
                 .where(STATUS.c.replica == key)
             ).first()
             verified, corrupt = connection.execute(text(
-                "SELECT COALESCE(SUM(CASE WHEN checked_at IS NOT NULL AND corrupt_since IS NULL THEN 1 ELSE 0 END), 0), "
+                "SELECT COALESCE(SUM(CASE WHEN checked_at IS NOT NULL AND corrupt_since IS NULL "
+                "THEN 1 ELSE 0 END), 0), "
                 "COALESCE(SUM(CASE WHEN corrupt_since IS NOT NULL THEN 1 ELSE 0 END), 0) "
                 "FROM replica_copies WHERE replica = :r"), {"r": key}).one()
             lost = sum(inventory.lost_files(connection, key, origin)[0] for origin in origins)
@@ -166,7 +167,7 @@ def inventory_where(app: Any, path: str, origin: str | None, as_json: bool) -> N
             "WHERE path = :p" + (" AND origin = :o" if origin else "") + " ORDER BY origin"),
             {"p": stored, "o": origin}).all()
         rows = []
-        for file_id, name, size, mtime_ns, digest, gone_since, from_replica, trimmed_at in files:
+        for file_id, name, size, _mtime_ns, digest, gone_since, from_replica, trimmed_at in files:
             copies = connection.execute(text(
                 "SELECT replica, size, copied_at, sha256, checked_at, corrupt_since FROM replica_copies "
                 "WHERE file_id = :f ORDER BY replica"), {"f": file_id}).all()

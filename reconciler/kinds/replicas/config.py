@@ -45,7 +45,8 @@ class OriginConfig(Section):
     """A tree of instrument files: written once (perhaps slowly), then never modified."""
 
     root: LocalPath = Field(description='Local path, or "ssh://[user@]host[:port]/abs/path".')
-    include: list[str] = Field(default_factory=list, description='Globs of files to keep (default all), e.g. "telem/**".')
+    include: list[str] = Field(default_factory=list,
+                               description='Globs of files to keep (default all), e.g. "telem/**".')
     exclude: list[str] = Field(default_factory=list, description='Globs of files to skip, e.g. "**/*.tmp".')
     settle: Duration = Field(
         default=timedelta(minutes=2), description="A file is copied once its mtime is at least this old."
@@ -155,7 +156,8 @@ class SshSection(Section):
 
     config_file: LocalPath | None = Field(default=None, description="An ssh_config file (ssh -F).")
     identity_file: LocalPath | None = Field(default=None, description="A private key (ssh -i).")
-    options: list[str] = Field(default_factory=list, description='Extra "-o" options, e.g. "StrictHostKeyChecking=yes".')
+    options: list[str] = Field(default_factory=list,
+                               description='Extra "-o" options, e.g. "StrictHostKeyChecking=yes".')
     connect_timeout: Duration = Field(default=timedelta(seconds=10), description="ssh ConnectTimeout.")
     share_connections: bool = Field(
         default=True,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import hashlib
 import json
 from array import array
+from dataclasses import dataclass, field
 
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import Diff

@@ -37,9 +37,9 @@ def hash_local(root: str, names: list[bytes], jobs: int = 2) -> dict[bytes, str 
     top = os.fsencode(root)
     full = [os.path.join(top, name) for name in names]
     if jobs <= 1 or len(names) < 2:
-        return {name: _hash_one(path) for name, path in zip(names, full)}
+        return {name: _hash_one(path) for name, path in zip(names, full, strict=True)}
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sha256") as pool:
-        return dict(zip(names, pool.map(_hash_one, full)))
+        return dict(zip(names, pool.map(_hash_one, full), strict=True))
 
 
 def remote_script(root: str) -> str:

@@ -7,8 +7,8 @@ import uuid
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
-from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.engine import Connection
@@ -29,12 +29,12 @@ SCAN_TABLE = ScanEntry.__table__  # type: ignore[attr-defined]
 
 
 def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def as_utc(value: datetime) -> datetime:
     """A stored time as an aware UTC datetime (SQLite may hand back naive ones)."""
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def new_scan_id() -> str:
@@ -65,10 +65,10 @@ def bulk_insert_scan(connection: Connection, rows: Iterable[tuple[str, str, str,
     executemany of tuples on SQLite (per-row ORM or Core overhead is what makes 1M rows slow)."""
     raw = connection.connection.driver_connection
     if connection.dialect.name == "postgresql":
-        with raw.cursor() as cursor:  # type: ignore[union-attr]
-            with cursor.copy(f"COPY scan_entries ({SCAN_COLUMNS}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+        assert raw is not None
+        with raw.cursor() as cursor, cursor.copy(f"COPY scan_entries ({SCAN_COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
         return
     cursor = raw.cursor()  # type: ignore[union-attr]
     batch: list[tuple[str, str, str, str, int, int]] = []
@@ -83,7 +83,8 @@ def bulk_insert_scan(connection: Connection, rows: Iterable[tuple[str, str, str,
     cursor.close()
 
 
-def load_entries(connection: Connection, scan_id: str, entries: Iterable[Entry], dirs: list[Entry] | None = None) -> Loaded:
+def load_entries(connection: Connection, scan_id: str, entries: Iterable[Entry],
+                 dirs: list[Entry] | None = None) -> Loaded:
     """Stream a listing into the scratch table; directories are also kept in ``dirs``."""
     loaded = Loaded()
     to_text = paths.to_text
@@ -186,7 +187,8 @@ def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: l
     changed = connection.execute(
         text(
             """
-            INSERT INTO origin_files (origin, path, dir, size, mtime_ns, first_seen, last_seen, gone_since, from_replica)
+            INSERT INTO origin_files
+                (origin, path, dir, size, mtime_ns, first_seen, last_seen, gone_since, from_replica)
             SELECT :origin, s.path, s.dir, s.size, s.mtime_ns, :now, :now, NULL, :false
             FROM scan_entries s WHERE s.scan_id = :scan AND s.entry_type = 'f'
             ON CONFLICT (origin, path) DO UPDATE SET
@@ -256,7 +258,7 @@ class CandidateSet:
         self.recorded = bytearray()
 
     @classmethod
-    def of(cls, rows: Iterable[Candidate | tuple[str, int, int, bool]]) -> "CandidateSet":
+    def of(cls, rows: Iterable[Candidate | tuple[str, int, int, bool]]) -> CandidateSet:
         result = cls()
         for path, size, mtime_ns, recorded in rows:
             result.append(path, size, mtime_ns, recorded)
@@ -292,7 +294,7 @@ def candidates(connection: Connection, replica: str, origin: str) -> CandidateSe
         """,
         {"replica": replica, "origin": origin, "false": False},
     ):
-        found_paths, sizes, mtimes, recorded = zip(*block)
+        found_paths, sizes, mtimes, recorded = zip(*block, strict=True)
         result.paths.extend(found_paths)
         result.sizes.extend(sizes)
         result.mtimes.extend(mtimes)
@@ -655,7 +657,8 @@ def good_copies(connection: Connection, origin: str, files: list[str], exclude: 
     try:
         load_paths(connection, scan_id, ((path, 0, 0) for path in files), with_dirs=False)
         rows = connection.execute(text(
-            "SELECT f.path, c.replica FROM scan_entries s JOIN origin_files f ON f.origin = :origin AND f.path = s.path "
+            "SELECT f.path, c.replica FROM scan_entries s "
+            "JOIN origin_files f ON f.origin = :origin AND f.path = s.path "
             "JOIN replica_copies c ON c.file_id = f.id WHERE s.scan_id = :scan AND c.replica <> :exclude "
             "AND c.checked_at IS NOT NULL AND c.corrupt_since IS NULL AND c.sha256 = f.sha256 "
             "ORDER BY c.checked_at DESC"),

@@ -9,14 +9,12 @@ one rsync per copy action; records written only for files rsync delivered.
 from __future__ import annotations
 
 import os
-import shlex
 import time
 from datetime import datetime
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-import sh
 from pydantic import Field
 
 from reconciler.config.model import resolve_path
@@ -25,7 +23,6 @@ from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
-from reconciler.units import format_duration
 from reconciler.kinds.replicas import connections, hashing, inventory, marker, paths, trim
 from reconciler.kinds.replicas.config import OriginConfig, ReplicaConfig, SshSection, unsafe_origin_name
 from reconciler.kinds.replicas.diff import (
@@ -37,7 +34,6 @@ from reconciler.kinds.replicas.diff import (
     diff_replicas,
     enrollable,
     replica_address,
-    scrub_precondition,
 )
 from reconciler.kinds.replicas.listing import Entry, make_matcher, require
 from reconciler.kinds.replicas.local_walk import walk_local
@@ -54,6 +50,7 @@ from reconciler.kinds.replicas.tables import (
     ScanEntry,
     ScannedDir,
 )
+from reconciler.units import format_duration
 
 
 def replica_location(key: str, base_dir: Path) -> Location:
@@ -434,7 +431,8 @@ class ReplicasKind(Kind):
 
             verified, repaired, failed = self._verify(ctx, replica, destination, origin_name, all_copied, expected,
                                                       ssh, again)
-            checked = f"; {verified:,} verified by sha256" + (f" ({repaired:,} after copying again)" if repaired else "")
+            again_text = f" ({repaired:,} after copying again)" if repaired else ""
+            checked = f"; {verified:,} verified by sha256{again_text}"
             if failed:
                 raise ApplyError(f"{action.address}: {len(failed):,} copies differ from the origin (sha256) even "
                                  f"after copying them again (e.g. {', '.join(failed[:3])}): recorded as corrupt; "

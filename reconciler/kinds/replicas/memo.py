@@ -8,7 +8,8 @@ complete at its origin's generation, so the inventory is not queried. The memo h
 exactly those premises: every recorded directory with its mtime, the rows of the state
 that say so, the replicas' roots, rsync on PATH, and the time by which a full scan or a
 verification (or, with checksums, a scrub) falls due, and a removable replica root's mtime (its
-marker removed is never replayed; an unmounted disk is another directory). Anything else (an ssh location, a mutable origin, a directory
+marker removed is never replayed; an unmounted disk is another directory). Anything else (an ssh
+location, a mutable origin, a directory
 still settling, a pair not complete, an enrolment not yet listed) offers no memo.
 """
 
