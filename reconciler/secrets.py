@@ -32,19 +32,24 @@ _remembered: set[str] = set()
 _secret_variables: set[str] = set()
 
 
-def userinfo_span(url: str) -> tuple[int, int] | None:
-    """(start, end) of the password in ``url`` (a URL from its scheme to its end), or None when
-    it has none. The user information is what lies between ``://`` and the last ``@``."""
+def _userinfo(url: str) -> tuple[int, int] | None:
+    """(start, end) of the user information in ``url`` (a URL from its scheme to its end): what
+    lies between ``://`` and the last ``@``; None without one."""
     scheme = _SCHEME.match(url)
     if scheme is None:
         return None
     at = url.rfind("@")
-    if at < scheme.end():
+    return None if at < scheme.end() else (scheme.end(), at)
+
+
+def userinfo_span(url: str) -> tuple[int, int] | None:
+    """(start, end) of the password in ``url`` (a URL from its scheme to its end), or None when
+    it has none."""
+    found = _userinfo(url)
+    if found is None:
         return None
-    colon = url.find(":", scheme.end(), at)
-    if colon < 0:
-        return None
-    return colon + 1, at
+    colon = url.find(":", found[0], found[1])
+    return None if colon < 0 else (colon + 1, found[1])
 
 
 def password_of(url: str) -> str | None:
@@ -56,13 +61,8 @@ def password_of(url: str) -> str | None:
 def user_of(url: str) -> str | None:
     """The user name a connection string carries (percent-decoded), or None."""
     url = url.strip()
-    scheme = _SCHEME.match(url)
-    if scheme is None:
-        return None
-    at = url.rfind("@")
-    if at < scheme.end():
-        return None
-    return unquote(url[scheme.end():at].split(":", 1)[0]) or None
+    found = _userinfo(url)
+    return None if found is None else unquote(url[found[0]:found[1]].split(":", 1)[0]) or None
 
 
 def remember(url: str | None) -> None:

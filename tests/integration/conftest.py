@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,6 +125,16 @@ def mongo() -> Iterator[MongoServer]:
         return
     with running_mongod(_mongod_or_fail()) as uri:
         yield MongoServer(uri, "mongod")
+
+
+@pytest.fixture
+def client(mongo: MongoServer) -> Iterator[Any]:
+    """A pymongo client of the test server, closed afterwards."""
+    import pymongo
+
+    connection: Any = pymongo.MongoClient(mongo.uri)
+    yield connection
+    connection.close()
 
 
 @pytest.fixture(scope="session")

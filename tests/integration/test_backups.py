@@ -48,13 +48,6 @@ def _config(site, mongo, database: str, fmt: str = "archive", compress: bool = T
 
 
 @pytest.fixture
-def client(mongo):
-    connection = pymongo.MongoClient(mongo.uri)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
 def dbname() -> str:
     return f"meteor_{uuid.uuid4().hex[:8]}"
 

@@ -23,13 +23,6 @@ MS = CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_MS)
 
 
 @pytest.fixture
-def client(mongo):
-    connection = pymongo.MongoClient(mongo.uri)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
 def dbname() -> str:
     return f"lab_{uuid.uuid4().hex[:8]}"
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pymongo
 import pytest
 from sqlmodel import select
 
@@ -26,13 +25,6 @@ from tests.conftest import popen_cli
 from tests.integration.conftest import tree
 
 RECORDS = {model.PROJECT_FILE, model.LOCK_FILE}
-
-
-@pytest.fixture
-def client(mongo):
-    connection = pymongo.MongoClient(mongo.uri)
-    yield connection
-    connection.close()
 
 
 @dataclass
