@@ -420,7 +420,7 @@ class ReplicasKind(Kind):
                 all_copied.extend(copied)
 
         result = run_copies(invocation, batches, replica_config.copy_jobs,
-                            lambda done, total: ctx.progress(label, done, total), record)
+                            lambda done, total: ctx.progress(label, done, total), record, ctx.stop)
         ctx.progress(label, result.delivered, len(files))
         with ctx.state.engine.begin() as connection:
             inventory.touch_replica(connection, replica, sync=inventory.now_utc())
@@ -440,6 +440,9 @@ class ReplicasKind(Kind):
         if result.error is not None:
             raise ApplyError(f"{action.address}: {result.error}; {result.delivered:,} of {len(files):,} files "
                              "copied and recorded, the next run retries the rest")
+        if result.interrupted:
+            raise ApplyError(f"{action.address}: stopped as asked after {result.delivered:,} of {len(files):,} "
+                             "files (each copied file is recorded); the next run copies the rest")
         if not result.complete:
             raise ApplyError(f"{action.address}: {result.delivered:,} of {len(files):,} files copied; "
                              f"{result.warning}; the next run retries the rest")

@@ -3,6 +3,7 @@ per-file results parsed from its output."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -121,6 +122,11 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
+    # a process group of its own: a Ctrl-C on the terminal reaches reconciler alone, which lets
+    # the running batch end cleanly and records what it delivered (a second Ctrl-C ends reconciler,
+    # and the death signal above ends rsync)
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
 
 
 def unescape(line: bytes) -> bytes:
@@ -214,11 +220,13 @@ class CopyResult:
     complete: bool = True  # every file of the copy is on the replica
     warning: str | None = None  # why not (rsync exit 23/24 in some batch)
     error: ApplyError | None = None  # a batch failed outright: its files are not counted as delivered
+    interrupted: bool = False  # the run was asked to stop: batches not started then were not run
 
 
 def run_copies(invocation: Invocation, batches: list[list[bytes]], jobs: int = 1,
                progress: Callable[[int, int], None] | None = None,
-               delivered: Callable[[int, list[bytes] | None], None] | None = None) -> CopyResult:
+               delivered: Callable[[int, list[bytes] | None], None] | None = None,
+               interrupt: threading.Event | None = None) -> CopyResult:
     """Run ``invocation`` once per batch, ``jobs`` at a time, and report what arrived.
 
     A batch that exits 0 delivered all its files; exit 23/24 only the files rsync
@@ -226,7 +234,9 @@ def run_copies(invocation: Invocation, batches: list[list[bytes]], jobs: int = 1
     means); no new batch starts after one, and the files of batches that
     finished are still reported, so the caller can record them. ``delivered``
     gets each finished batch's index and the files it delivered (None: the whole
-    batch), in this thread while the other batches go on copying.
+    batch), in this thread while the other batches go on copying. Once ``interrupt`` is set
+    (the run was asked to stop), the running batches end as rsync finishes them and no new one
+    starts (``interrupted``).
     """
     result = CopyResult()
     total = sum(len(batch) for batch in batches)
@@ -236,6 +246,9 @@ def run_copies(invocation: Invocation, batches: list[list[bytes]], jobs: int = 1
     def run_one(index: int) -> tuple[int, list[bytes] | None, int, list[str], ApplyError | None]:
         batch = batches[index]
         if stop.is_set():
+            return index, [], 0, [], None
+        if interrupt is not None and interrupt.is_set():  # asked to stop: running batches end, no new one
+            result.interrupted = True
             return index, [], 0, [], None
         printed: list[bytes] = []
 
@@ -261,6 +274,8 @@ def run_copies(invocation: Invocation, batches: list[list[bytes]], jobs: int = 1
 
     def take(outcome: tuple[int, list[bytes] | None, int, list[str], ApplyError | None]) -> None:
         index, files, code, errors, error = outcome
+        if files == [] and not code and error is None and batches[index]:
+            result.complete = False  # never started (a failure elsewhere, or the run was asked to stop)
         count = len(batches[index]) if files is None else len(files)
         if count:
             result.delivered += count
