@@ -51,12 +51,8 @@ def _records(location: Location, settings: SshSettings, root: str, names: list[b
              error: type[ReconcilerError]) -> Iterator[bytes]:
     run = Streamed(require("ssh", "openssh-client"), [*location.ssh_args(settings)[1:], remote_script(root)],
                    b"".join(name + b"\0" for name in names))
-    buffer = b""
     try:
-        for chunk in run.chunks():
-            buffer += chunk
-            *records, buffer = buffer.split(b"\0")
-            yield from records
+        yield from run.records()
     except KilledBySignal as killed:
         raise error(f"hashing on {location.destination} failed: ssh was {killed}") from None
     code = run.exit_code

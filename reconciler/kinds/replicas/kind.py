@@ -386,14 +386,21 @@ class ReplicasKind(Kind):
 
     # --- apply --------------------------------------------------------------------------------
 
-    @executor("copy")
-    def copy(self, action: Action, ctx: RunContext) -> str:
-        desired = ctx.desired
-        replica = action.address.split(":", 1)[1]
+    @staticmethod
+    def _origin_of(action: Action, desired: Any) -> tuple[str, OriginConfig]:
+        """The origin an action names, with its config. Raises ApplyError when the config no
+        longer has it (the plan is out of date)."""
         origin_name = action.details["origin"]
         origin = desired.origins.get(origin_name)
         if origin is None:
             raise ApplyError(f"{action.address}: origin {origin_name} is no longer in the config; run plan again")
+        return origin_name, origin
+
+    @executor("copy")
+    def copy(self, action: Action, ctx: RunContext) -> str:
+        desired = ctx.desired
+        replica = action.address.split(":", 1)[1]
+        origin_name, origin = self._origin_of(action, desired)
         source = origin.location
         destination = replica_location(replica, ctx.base_dir)
         ssh = connections.shared(desired.ssh.settings(), [source, destination])
@@ -535,10 +542,7 @@ class ReplicasKind(Kind):
         no longer has the file, from another replica whose copy is verified."""
         desired = ctx.desired
         key = action.address.split(":", 1)[1]
-        origin_name = action.details["origin"]
-        origin = desired.origins.get(origin_name)
-        if origin is None:
-            raise ApplyError(f"{action.address}: origin {origin_name} is no longer in the config; run plan again")
+        origin_name, origin = self._origin_of(action, desired)
         files: list[str] = action.details["files"]
         destination = replica_location(key, ctx.base_dir)
         replica_config = desired.replicas.get(key) or ReplicaConfig()

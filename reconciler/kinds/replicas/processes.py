@@ -93,3 +93,12 @@ class Streamed:
         self.exit_code = process.exit_code
         if self.exit_code < 0:
             raise KilledBySignal(-self.exit_code)
+
+    def records(self) -> Iterator[bytes]:
+        """The output as NUL-terminated records (``find -print0``, ``sha256sum -z``), each without
+        its NUL, as they arrive. Raises KilledBySignal as ``chunks`` does."""
+        buffer = b""
+        for chunk in self.chunks():
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\0")
+            yield from complete

@@ -156,12 +156,8 @@ def _remote_records(location: Location, settings: SshSettings, script: str, stdi
     """
     ssh = require("ssh", "openssh-client")
     run = Streamed(ssh, [*location.ssh_args(settings)[1:], script], stdin)
-    buffer = b""
     try:
-        for chunk in run.chunks():
-            buffer += chunk
-            *records, buffer = buffer.split(b"\0")
-            yield from records
+        yield from run.records()
     except KilledBySignal as error:
         raise ObserveError(f"listing {location} failed: ssh was {error}") from None
     exit_code = run.exit_code
