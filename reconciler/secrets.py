@@ -27,7 +27,7 @@ from urllib.parse import unquote, unquote_plus
 MASK = "***"
 MIN_REMEMBERED = 4
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
-_URL_END = frozenset(" \t\r\n\"'<>`")
+_URL_BODY = re.compile(r"[^ \t\r\n\"'<>`]*")  # a URL ends at white space or a quote
 _remembered: set[str] = set()
 _secret_variables: set[str] = set()
 
@@ -83,11 +83,8 @@ def _redact_urls(text: str) -> str:
         start = match.start()
         if start < position:
             continue  # inside a URL already handled
-        end = match.end()
-        while end < len(text) and text[end] not in _URL_END:
-            end += 1
-        url = text[start:end]
-        span = userinfo_span(url)
+        end = _URL_BODY.match(text, match.end()).end()  # type: ignore[union-attr]  # always matches
+        span = userinfo_span(text[start:end])
         if span is None:
             # a password with white space in it: the URL seems to end early; its user
             # information then runs to an '@' later on the same line
@@ -97,8 +94,6 @@ def _redact_urls(text: str) -> str:
             colon = text.find(":", match.end(), end)
             if at > 0 and colon > 0 and not text[colon + 1:end].isdigit():
                 span = (colon + 1 - start, at - start)
-                end = at
-                url = text[start:end]
         if span is None:
             continue
         pieces.append(text[position:start + span[0]])
@@ -117,19 +112,6 @@ def redact(text: str) -> str:
         if secret in result:
             result = result.replace(secret, MASK)
     return result
-
-
-def redact_value(value: object) -> object:
-    """``redact`` applied to every string inside ``value`` (dicts, lists and tuples walked)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {key: redact_value(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [redact_value(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(redact_value(item) for item in value)
-    return value
 
 
 def has_password(url: str) -> bool:
