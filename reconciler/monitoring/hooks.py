@@ -46,8 +46,7 @@ def monitored(section: Any, command: str, declared: list[str],
     between a start ping and the end's metrics, ping and failure command. Whatever ``body``
     raises is re-raised after the end was reported (exit 1; 130 on Ctrl-C)."""
     summary = RunSummary(command=command, started=time.time(), declared=declared)
-    url = _check_url(section) if command in PINGING and (section.healthcheck_url or section.healthcheck_url_env) \
-        else None
+    url = _check_url(section) if command in PINGING else None
     if url:
         from reconciler.monitoring.notify import ping
 
