@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from reconciler.config.model import LocalPath, Section
-from reconciler.kinds.replicas.location import Location, SshSettings
+from reconciler.providers.location import Location, SshSettings
 from reconciler.units import Duration, Size
 
 

@@ -23,7 +23,7 @@ from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
-from reconciler.kinds.replicas import connections, hashing, inventory, marker, paths, trim
+from reconciler.kinds.replicas import hashing, inventory, marker, paths, trim
 from reconciler.kinds.replicas.config import OriginConfig, ReplicaConfig, SshSection, unsafe_origin_name
 from reconciler.kinds.replicas.diff import (
     Offline,
@@ -35,12 +35,10 @@ from reconciler.kinds.replicas.diff import (
     enrollable,
     replica_address,
 )
-from reconciler.kinds.replicas.listing import Entry, make_matcher, require
+from reconciler.kinds.replicas.listing import Entry, make_matcher
 from reconciler.kinds.replicas.local_walk import walk_local
-from reconciler.kinds.replicas.location import Location, SshSettings
 from reconciler.kinds.replicas.memo import replicas_memo
 from reconciler.kinds.replicas.remote_walk import walk_remote
-from reconciler.kinds.replicas.rsync import argument_budget, copy_invocation, plan_batches, run_copies
 from reconciler.kinds.replicas.tables import (
     OriginFile,
     OriginStatus,
@@ -50,6 +48,10 @@ from reconciler.kinds.replicas.tables import (
     ScanEntry,
     ScannedDir,
 )
+from reconciler.providers import ssh as connections
+from reconciler.providers.location import Location, SshSettings
+from reconciler.providers.process import require
+from reconciler.providers.rsync import argument_budget, copy_invocation, plan_batches, run_copies
 from reconciler.units import format_duration
 
 

@@ -23,9 +23,9 @@ from sqlalchemy.engine import Connection
 
 from reconciler.engine.memo import Memo, fact
 from reconciler.kinds.replicas import inventory, paths
-from reconciler.kinds.replicas.listing import require
-from reconciler.kinds.replicas.location import Location
 from reconciler.kinds.replicas.tables import OriginStatus, PairStatus, ReplicaStatus, ScannedDir
+from reconciler.providers.location import Location
+from reconciler.providers.process import require
 
 # The rows a memo's facts read back (plain SQL: the replay runs them with sqlite3).
 ORIGIN_GENERATION = f"SELECT generation FROM {OriginStatus.__tablename__} WHERE origin = :origin"
