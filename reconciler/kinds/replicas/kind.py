@@ -17,14 +17,20 @@ from typing import Any
 
 from pydantic import Field
 
-from reconciler.config.model import resolve_path
 from reconciler.engine import memo
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.kinds.replicas import hashing, inventory, marker, paths, trim
-from reconciler.kinds.replicas.config import OriginConfig, ReplicaConfig, SshSection, unsafe_origin_name
+from reconciler.kinds.replicas.config import (
+    OriginConfig,
+    ReplicaConfig,
+    SshSection,
+    origins_of,
+    replica_location,
+    unsafe_origin_name,
+)
 from reconciler.kinds.replicas.diff import (
     Offline,
     PairFacts,
@@ -53,16 +59,6 @@ from reconciler.providers.location import Location, SshSettings
 from reconciler.providers.process import require
 from reconciler.providers.rsync import argument_budget, copy_invocation, plan_batches, run_copies
 from reconciler.units import format_duration
-
-
-def replica_location(key: str, base_dir: Path) -> Location:
-    """A replica's key as a location; local keys resolve like every path in the config."""
-    location = Location.parse(key)
-    return location if location.is_remote else Location(resolve_path(location.path, base_dir))
-
-
-def _origins_of(desired: Any, replica: ReplicaConfig) -> list[str]:
-    return list(replica.origins) if replica.origins is not None else list(desired.origins)
 
 
 class ReplicasKind(Kind):
@@ -144,7 +140,7 @@ class ReplicasKind(Kind):
         ssh = connections.shared(desired.ssh.settings(), [
             *(origin.location for origin in desired.origins.values()),
             *(replica_location(key, ctx.base_dir) for key in wanted)])
-        needed_origins = {name for rep in wanted.values() for name in _origins_of(desired, rep)}
+        needed_origins = {name for rep in wanted.values() for name in origins_of(desired, rep)}
         with ctx.state.engine.begin() as connection:
             inventory.sweep_old_scans(connection)
         origin_errors: dict[str, str] = {}
@@ -166,14 +162,14 @@ class ReplicasKind(Kind):
                 facts.errors.append(AddressMessage(address=address, message=str(error)))
                 continue
             facts.pairs.extend(pairs)
-            for name in _origins_of(desired, replica):
+            for name in origins_of(desired, replica):
                 if name in origin_errors:
                     facts.errors.append(AddressMessage(address=address,
                                                        message=f"origin {name}: {origin_errors[name]}"))
         self._observe_trims(ctx, desired, facts, origin_errors, wanted)
         no_change_memo = None
         if memo.wanted(ctx.state, ctx.targets) and not origin_errors and not facts.errors:
-            replicas = {key: (replica, replica_location(key, ctx.base_dir), _origins_of(desired, replica))
+            replicas = {key: (replica, replica_location(key, ctx.base_dir), origins_of(desired, replica))
                         for key, replica in wanted.items()}
             with ctx.state.engine.begin() as connection:
                 no_change_memo = replicas_memo(connection, desired, replicas)
@@ -216,7 +212,7 @@ class ReplicasKind(Kind):
         for name, origin in desired.origins.items():
             if origin.trim is None or (ctx.targets and not matches_target(f"origin:{name}", ctx.targets)):
                 continue
-            holders = [key for key, replica in desired.replicas.items() if name in _origins_of(desired, replica)]
+            holders = [key for key, replica in desired.replicas.items() if name in origins_of(desired, replica)]
             counted = {key: now - desired.replicas[key].scrub_every for key in holders
                        if desired.replicas[key].scrub_every is not None}
             found = TrimFacts(name, origin.trim.min_copies, format_duration(origin.trim.older_than), sorted(counted))
@@ -241,7 +237,7 @@ class ReplicasKind(Kind):
         """Whether the replica's root is there and is the replica the state knows (its marker).
         An absent root or an empty mount point is offline for a removable replica (recorded,
         and False), an ObserveError for any other; never taken for an empty replica."""
-        origins = _origins_of(desired, replica)
+        origins = origins_of(desired, replica)
         with ctx.state.engine.begin() as connection:
             status = inventory.replica_status(connection, key)
             holds = inventory.holds_copies(connection, key)
@@ -274,7 +270,7 @@ class ReplicasKind(Kind):
 
     def _observe_replica(self, ctx: RunContext, desired: Any, key: str, replica: ReplicaConfig, location: Location,
                          ssh: SshSettings, full_scan: bool, origin_errors: dict[str, str]) -> list[PairFacts]:
-        origin_names = [name for name in _origins_of(desired, replica) if name not in origin_errors]
+        origin_names = [name for name in origins_of(desired, replica) if name not in origin_errors]
         with ctx.state.engine.begin() as connection:
             status = inventory.replica_status(connection, key)
         last_verify = status.last_verify
@@ -599,7 +595,7 @@ class ReplicasKind(Kind):
         counted: dict[str, datetime] = {}
         for key in action.details["replicas"]:
             replica = desired.replicas.get(key)
-            if replica is not None and replica.scrub_every is not None and name in _origins_of(desired, replica):
+            if replica is not None and replica.scrub_every is not None and name in origins_of(desired, replica):
                 counted[key] = now - replica.scrub_every
         locations = {key: replica_location(key, ctx.base_dir) for key in counted}
         ssh = connections.shared(desired.ssh.settings(), [origin.location, *locations.values()])
