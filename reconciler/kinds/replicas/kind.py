@@ -22,7 +22,7 @@ from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
-from reconciler.kinds.replicas import hashing, inventory, marker, paths, trim
+from reconciler.kinds.replicas import due, hashing, inventory, marker, paths, trim
 from reconciler.kinds.replicas.config import (
     OriginConfig,
     ReplicaConfig,
@@ -144,11 +144,12 @@ class ReplicasKind(Kind):
         with ctx.state.engine.begin() as connection:
             inventory.sweep_old_scans(connection)
         origin_errors: dict[str, str] = {}
+        ledger = due.Ledger()  # what this observation decided, for the no-change memo (due.py)
         for name, origin in desired.origins.items():
             if ctx.targets and name not in needed_origins:
                 continue
             try:
-                self._scan_origin(ctx, name, origin, ssh, now_ns, full_scan)
+                self._scan_origin(ctx, name, origin, ssh, now_ns, full_scan, ledger)
             except ObserveError as error:
                 origin_errors[name] = str(error)
         for key, replica in wanted.items():
@@ -157,7 +158,8 @@ class ReplicasKind(Kind):
             try:
                 if not self._present(ctx, desired, key, replica, location, ssh, facts):
                     continue  # offline (a removable replica): a note or a warning, nothing else
-                pairs = self._observe_replica(ctx, desired, key, replica, location, ssh, full_scan, origin_errors)
+                pairs = self._observe_replica(ctx, desired, key, replica, location, ssh, full_scan, origin_errors,
+                                              ledger)
             except ObserveError as error:
                 facts.errors.append(AddressMessage(address=address, message=str(error)))
                 continue
@@ -166,26 +168,31 @@ class ReplicasKind(Kind):
                 if name in origin_errors:
                     facts.errors.append(AddressMessage(address=address,
                                                        message=f"origin {name}: {origin_errors[name]}"))
-        self._observe_trims(ctx, desired, facts, origin_errors, wanted)
+        self._observe_trims(ctx, desired, facts, origin_errors, wanted, ledger)
         no_change_memo = None
-        if memo.wanted(ctx.state, ctx.targets) and not origin_errors and not facts.errors:
+        if memo.wanted(ctx.state, ctx.targets) and not origin_errors and not facts.errors and not ledger.unsettled:
             replicas = {key: (replica, replica_location(key, ctx.base_dir), origins_of(desired, replica))
                         for key, replica in wanted.items()}
             with ctx.state.engine.begin() as connection:
-                no_change_memo = replicas_memo(connection, desired, replicas)
+                no_change_memo = replicas_memo(connection, desired, replicas, ledger)
         return Observation(facts=facts, errors=[], memo=no_change_memo)
 
     def _scan_origin(self, ctx: RunContext, name: str, origin: OriginConfig, ssh: SshSettings, now_ns: int,
-                     full_scan: bool) -> None:
+                     full_scan: bool, ledger: due.Ledger) -> None:
         location = origin.location
         matcher = make_matcher(origin.include, origin.exclude)
         cutoff = now_ns - int(origin.settle.total_seconds() * 1e9)
         with ctx.state.engine.begin() as connection:
             status = inventory.origin_status(connection, name)
-            due = status.last_full_scan is None or (
-                inventory.now_utc() - inventory.as_utc(status.last_full_scan) >= origin.full_scan_every)
-            fast = origin.immutable and not full_scan and not due
+            last = inventory.as_utc(status.last_full_scan) if status.last_full_scan is not None else None
+            scan_due = ledger.decide(f"full scan of origin {name}",
+                                     due.full_scan(last, origin.full_scan_every, inventory.now_utc()))
+            fast = origin.immutable and not full_scan and not scan_due
             known = inventory.known_dirs(connection, name)
+        if location.is_remote:
+            ledger.unsettle(f"origin {name} is read over ssh")  # a replay reads no remote directory
+        if not origin.immutable:
+            ledger.unsettle(f"origin {name} is not immutable")  # every file is read again each run
 
         if location.is_remote:
             entries = walk_remote(location, ssh, matcher, cutoff, known, fast=fast)
@@ -203,7 +210,7 @@ class ReplicasKind(Kind):
         ctx.log.debug("scanned origin %s (%s)", name, "fast path" if fast else "full")
 
     def _observe_trims(self, ctx: RunContext, desired: Any, facts: ReplicaFacts, origin_errors: dict[str, str],
-                       wanted: dict[str, ReplicaConfig]) -> None:
+                       wanted: dict[str, ReplicaConfig], ledger: due.Ledger) -> None:
         """Which origin files a trim may remove (trim.py); none while a replica of the origin is
         offline, unobserved or not in this run."""
         offline = {item.replica for item in facts.offline}
@@ -212,6 +219,8 @@ class ReplicasKind(Kind):
         for name, origin in desired.origins.items():
             if origin.trim is None or (ctx.targets and not matches_target(f"origin:{name}", ctx.targets)):
                 continue
+            # Files fall old enough to trim as time passes, and each trim rests on a re-check.
+            ledger.unsettle(f"origin {name} trims")
             holders = [key for key, replica in desired.replicas.items() if name in origins_of(desired, replica)]
             counted = {key: now - desired.replicas[key].scrub_every for key in holders
                        if desired.replicas[key].scrub_every is not None}
@@ -269,15 +278,19 @@ class ReplicasKind(Kind):
         return True
 
     def _observe_replica(self, ctx: RunContext, desired: Any, key: str, replica: ReplicaConfig, location: Location,
-                         ssh: SshSettings, full_scan: bool, origin_errors: dict[str, str]) -> list[PairFacts]:
+                         ssh: SshSettings, full_scan: bool, origin_errors: dict[str, str],
+                         ledger: due.Ledger) -> list[PairFacts]:
         origin_names = [name for name in origins_of(desired, replica) if name not in origin_errors]
         with ctx.state.engine.begin() as connection:
             status = inventory.replica_status(connection, key)
-        last_verify = status.last_verify
+        last_verify = inventory.as_utc(status.last_verify) if status.last_verify is not None else None
         now = inventory.now_utc()
-        verify_due = replica.verify_every is not None and (
-            last_verify is None or full_scan or now - inventory.as_utc(last_verify) >= replica.verify_every)
-        enroll_due = replica.import_origins and (last_verify is None or full_scan or verify_due)
+        if location.is_remote:
+            ledger.unsettle(f"replica {key} is over ssh")  # a replay checks local roots only
+        verification = due.verification(last_verify, replica.verify_every, now, full_scan)
+        verify_due = ledger.decide(f"verification of replica {key}", verification)
+        enroll_due = ledger.decide(f"enrolment from replica {key}",
+                                   due.enrolment(replica.import_origins, last_verify, full_scan, verification))
         pairs: dict[str, PairFacts] = {}
         for name in origin_names:
             settle = desired.origins[name].settle
@@ -316,19 +329,26 @@ class ReplicasKind(Kind):
                     pair = pairs[name]
                     pair.scrub = inventory.scrub_due(connection, key, name, due_before, budget)
                     pair.lost = inventory.lost_files(connection, key, name)
+                    if pair.scrub.paths:
+                        ledger.unsettle(f"copies of {name} on replica {key} to verify")
+                    else:
+                        ledger.decide(f"scrub of replica {key}",
+                                      due.scrub(inventory.next_scrub_due(connection, key), replica.scrub_every, now))
                     if budget is not None:
                         budget = max(0, budget - sum(pair.scrub.sizes))
                 for name in origin_names:
                     pair = pairs[name]
                     generation = inventory.origin_status(connection, name).generation
-                    if (not listed and not pair.drift and
-                            inventory.pair_complete_generation(connection, key, name) == generation):
+                    if (not listed and not pair.drift and due.pair_complete(
+                            inventory.pair_complete_generation(connection, key, name), generation)):
                         continue
                     pair.candidates = inventory.candidates(connection, key, name)
                     if not pair.candidates:
                         inventory.set_pair_complete(connection, key, name, generation)
-                    elif pair.drift:
-                        inventory.set_pair_complete(connection, key, name, -1)
+                    else:
+                        ledger.unsettle(f"replica {key} lacks files of {name}")
+                        if pair.drift:
+                            inventory.set_pair_complete(connection, key, name, -1)
         finally:
             if scan_ids:
                 with ctx.state.engine.begin() as connection:
