@@ -67,7 +67,8 @@ class Details(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True)
+        """The fields given when it was made (an optional field left out stays out of the plan)."""
+        return self.model_dump(by_alias=True, exclude_unset=True)
 
     @classmethod
     def of(cls, action: Action) -> Self:
