@@ -24,6 +24,9 @@ class InstanceConfig(Section):
                                         '"/opt/cryosparc/cryosparc_master/bin/cryosparcm".')
     owner_user_id: str | None = Field(
         default=None, description="User id that attached projects belong to when the original owner is unknown here.")
+    prune_lanes: bool = Field(
+        default=False, description="Remove scheduler lanes (and their targets) that no [lanes.*] entry names for this "
+                                   "instance (destructive: needs --allow-destroy).")
 
     @field_validator("instance_id")
     @classmethod

@@ -1,0 +1,206 @@
+"""The instances resource kind: what a CryoSPARC instance's database holds besides projects,
+as code: login users (``[users."<email>"]``) and scheduler lanes and targets
+(``[lanes.<name>]``). observe.py reads, diff.py plans, the executors below write through the
+instance's driver (``mongo``: the database directly; ``cryosparcm``: the installation's own
+commands where they exist, see providers/cryosparc/drivers/cryosparcm.py)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from reconciler.engine.actions import Action
+from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
+from reconciler.engine.memo import Memo
+from reconciler.errors import ApplyError
+from reconciler.kinds.instances.config import LaneConfig, UserConfig, check_instances_kind
+from reconciler.kinds.instances.diff import diff_instance, lane_address, user_address
+from reconciler.kinds.instances.observe import involved_instances, observe_instances
+from reconciler.providers.cryosparc import accounts, scheduler
+from reconciler.providers.cryosparc.config import INSTANCES_SECTION
+from reconciler.providers.cryosparc.drivers import cryosparcm, open_reader
+from reconciler.providers.mongo.config import DATABASES_SECTION
+from reconciler.secrets import remember_secret
+
+
+class InstancesKind(Kind):
+    name = "instances"
+    address_prefix = "instance"
+    other_address_prefixes = ("user", "lane")
+    sections = {
+        **DATABASES_SECTION,
+        **INSTANCES_SECTION,
+        "users": (dict[str, UserConfig],
+                  Field(default_factory=dict, description='CryoSPARC login users, keyed by email: '
+                                                          '[users."alice@example.org"].')),
+        "lanes": (dict[str, LaneConfig],
+                  Field(default_factory=dict, description="CryoSPARC scheduler lanes and their targets.")),
+    }
+
+    def addresses(self, desired: Any) -> list[str]:
+        found = []
+        for instance in desired.instances:
+            found += [user_address(instance, email) for email, user in desired.users.items()
+                      if user.instances is None or instance in user.instances]
+            found += [lane_address(instance, name) for name, lane in desired.lanes.items()
+                      if lane.instances is None or instance in lane.instances]
+        return found
+
+    def check(self, desired: Any, base_dir: Path) -> list[tuple[ConfigPath, str]]:
+        return check_instances_kind(desired)
+
+    def observe(self, desired: Any, ctx: RunContext) -> Observation:
+        if not involved_instances(desired):
+            return Observation(facts=[], memo=Memo())  # nothing declared: nothing a no-change memo need check
+        return observe_instances(desired, ctx)
+
+    def diff(self, desired: Any, observation: Observation) -> Diff:
+        combined = Diff()
+        for facts in observation.facts or []:
+            combined.extend(diff_instance(facts))
+        return combined
+
+    # -- executors -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _major(ctx: RunContext, instance: str) -> int:
+        """The installation's major version (``cryosparcm status``), asked once per run."""
+        cache = ctx.options.setdefault("cryosparc_versions", {})
+        if instance not in cache:
+            config = ctx.desired.instances[instance]
+            output = cryosparcm.run_argv([config.cryosparcm, "status"], f"cryosparcm status on {instance}")
+            try:
+                cache[instance] = cryosparcm.major_version(output)
+            except ValueError as error:
+                raise ApplyError(f"{instance}: {error}") from None
+        return int(cache[instance])
+
+    @executor("create_user")
+    def create_user(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        instance, email, variable = details["instance"], details["email"], details["password_env"]
+        password = os.environ.get(variable)
+        if not password:
+            raise ApplyError(f"the environment variable {variable} (initial_password_env of {email}) is not set; "
+                             "export it and run again")
+        remember_secret(password)
+        config = ctx.desired.instances[instance]
+        with open_reader(ctx.desired, instance) as reader:
+            if accounts.find_user(reader.db, email) is not None:
+                return f"{email} already exists on {instance}"
+            if config.driver == "cryosparcm":
+                argv = cryosparcm.createuser_argv(
+                    config.cryosparcm, self._major(ctx, instance), email=email, password=password,
+                    username=details["username"], first_name=details["first_name"],
+                    last_name=details["last_name"], admin=details["role"] == "admin")
+                cryosparcm.run_argv(argv, f"cryosparcm createuser --email {email} on {instance}", secret=True)
+                found = accounts.find_user(reader.db, email)
+                if found is not None and accounts.role_of(found) != details["role"]:
+                    accounts.update_user(reader.db, found["_id"], {"role": details["role"]})
+                return f"created {email} on {instance} with cryosparcm"
+            document = accounts.user_document(
+                instance_id=config.instance_id, email=email, username=details["username"],
+                first_name=details["first_name"], last_name=details["last_name"], role=details["role"],
+                password_bcrypt=accounts.meteor_password_hash(password))
+            inserted = accounts.insert_user(reader.db, document)
+        return f"created {email} on {instance} as {document['_id']}" if inserted else f"{email} exists on {instance}"
+
+    @executor("update_user")
+    def update_user(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        with open_reader(ctx.desired, details["instance"]) as reader:
+            found = accounts.find_user(reader.db, details["email"])
+            if found is None:
+                raise ApplyError(f"{details['email']} is no longer on {details['instance']}; run plan again")
+            # No documented cryosparcm command sets a name or role: both drivers set the fields.
+            accounts.update_user(reader.db, found["_id"], details["changes"])
+        return "set " + ", ".join(f"{key} = {value}" for key, value in sorted(details["changes"].items()))
+
+    @executor("remove_user")
+    def remove_user(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        with open_reader(ctx.desired, details["instance"]) as reader:
+            found = accounts.find_user(reader.db, details["email"])
+            if found is None:
+                return f"{details['email']} was already gone from {details['instance']}"
+            owned = accounts.owned_projects(reader.db, found["_id"])
+            if owned:
+                raise ApplyError(f"refusing to remove {details['email']}: it now owns {', '.join(owned)}")
+            # No documented cryosparcm command removes a user: both drivers remove the document.
+            accounts.remove_user(reader.db, found["_id"])
+        return f"removed the login {details['email']} from {details['instance']}"
+
+    @executor("put_lane")
+    def put_lane(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        config = ctx.desired.instances[details["instance"]]
+        lane = ctx.desired.lanes[details["lane"]]
+        if config.driver == "cryosparcm" and lane.type == "cluster":
+            return self._cluster_connect(ctx, details["instance"], details["lane"], lane)
+        with open_reader(ctx.desired, details["instance"]) as reader:
+            scheduler.put_lane(reader.db, details["lane_doc"])
+        return f"lane {details['lane']} is in place on {details['instance']}"
+
+    def _cluster_connect(self, ctx: RunContext, instance: str, name: str, lane: LaneConfig) -> str:
+        """``cryosparcm cluster connect`` in a directory holding the lane's two files (the command
+        reads them from its current directory)."""
+        config = ctx.desired.instances[instance]
+        with tempfile.TemporaryDirectory(prefix="reconciler-cluster-") as directory:
+            info = scheduler.read_cluster_info(Path(str(lane.cluster_info)))
+            info["name"] = name
+            import json
+
+            Path(directory, "cluster_info.json").write_text(json.dumps(info, indent=2) + "\n")
+            Path(directory, "cluster_script.sh").write_text(Path(str(lane.cluster_script)).read_text())
+            cryosparcm.run_argv(cryosparcm.cluster_connect_argv(config.cryosparcm, self._major(ctx, instance)),
+                                f"cryosparcm cluster connect ({name}) on {instance}", cwd=directory)
+        return f"cluster lane {name} connected on {instance} with cryosparcm"
+
+    @executor("put_target")
+    def put_target(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        config = ctx.desired.instances[details["instance"]]
+        target = dict(details["target_doc"])
+        if config.driver == "cryosparcm" and target.get("type") == "cluster":
+            return self._cluster_connect(ctx, details["instance"], details["lane"],
+                                         ctx.desired.lanes[details["lane"]])
+        # Node targets: `cryosparcw connect` runs on the worker and detects its GPUs; reconciler
+        # writes the target's managed fields (both drivers) and keeps the detected slots.
+        with open_reader(ctx.desired, details["instance"]) as reader:
+            if not any(lane["name"] == details["lane"] for lane in scheduler.lanes(reader.db)):
+                raise ApplyError(f"lane {details['lane']} is not on {details['instance']}; run plan again")
+            scheduler.put_target(reader.db, target)
+        return f"target {details['target']} of lane {details['lane']} is in place on {details['instance']}"
+
+    @executor("remove_target")
+    def remove_target(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        config = ctx.desired.instances[details["instance"]]
+        if config.driver == "cryosparcm":
+            cryosparcm.run_argv(cryosparcm.remove_target_argv(config.cryosparcm, self._major(ctx, details["instance"]),
+                                                              details["target"]), "remove target")
+        else:
+            with open_reader(ctx.desired, details["instance"]) as reader:
+                scheduler.remove_target(reader.db, details["target"])
+        return f"removed target {details['target']} from lane {details['lane']} on {details['instance']}"
+
+    @executor("remove_lane")
+    def remove_lane(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        config = ctx.desired.instances[details["instance"]]
+        if config.driver == "cryosparcm":
+            cryosparcm.run_argv(cryosparcm.remove_lane_argv(config.cryosparcm, self._major(ctx, details["instance"]),
+                                                            details["lane"]), "remove lane")
+        else:
+            with open_reader(ctx.desired, details["instance"]) as reader:
+                scheduler.remove_lane(reader.db, details["lane"])
+        return f"removed lane {details['lane']} (and its targets) from {details['instance']}"
+
+    def commands(self) -> list[Any]:
+        from reconciler.kinds.instances.commands import lanes_group, users_group
+
+        return [users_group, lanes_group]
