@@ -81,3 +81,35 @@ def list_lanes(app: Any, as_json: bool) -> None:
                        + ("" if row["declared"] else "  [not in the config]"))
     if problems:
         raise SystemExit(1)
+
+
+@click.group("instances")
+def instances_group() -> None:
+    """CryoSPARC instances: whole-instance migrations."""
+
+
+@instances_group.command("migration")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def migration_report(app: Any, as_json: bool) -> None:
+    """What whole-instance migrations moved: old uid -> new uid, path, size, and each step's time."""
+    from sqlmodel import select
+
+    from reconciler.kinds.instances.tables import MigratedProject
+    from reconciler.providers.cryosparc.model import uid_number
+    from reconciler.units import human_bytes
+
+    with app.store.session() as session:
+        rows = [row.model_dump() for row in session.exec(select(MigratedProject))]
+    rows.sort(key=lambda row: (row["target"], row["source"], uid_number(row["source_uid"])))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows:
+        state = "moved" if row["attached_at"] else ("copied" if row["copied_at"] else (
+            "detached" if row["detached_at"] else "started"))
+        size = f"{row['files']:,} files, {human_bytes(row['bytes'] or 0)}" if row["files"] is not None else "-"
+        click.echo(f"{row['source']}/{row['source_uid']} -> {row['target']}/{row['new_uid'] or '?'}  {row['path']}  "
+                   f"({size})  [{state}]")
+    moved = sum(1 for row in rows if row["attached_at"])
+    click.echo(f"{moved} of {len(rows)} project(s) moved.")

@@ -158,6 +158,23 @@ def check_instances_kind(desired: Any) -> list[tuple[tuple[str | int, ...], str]
                 problems.append((("users", email, "instances", index),
                                  f'[users."{email}"] instances names "{name}", which is not an [instances.*] entry '
                                  f"(known: {known})"))
+    for name, config in instances.items():
+        source = config.migrate_from
+        if source is None:
+            continue
+        if source not in instances or source == name:
+            problems.append((("instances", name, "migrate_from"),
+                             f'[instances.{name}] migrate_from = "{source}" must name another [instances.*] entry '
+                             f"(known: {known})"))
+        if config.migration == "database":
+            problems.append((("instances", name, "migration"),
+                             f'[instances.{name}] migration = "database" (alternative A) is not available yet; use '
+                             'migration = "attach" (docs/instances.md)'))
+        for old, new in config.migrate_paths.items():
+            if not old.startswith("/") or not new.startswith("/"):
+                problems.append((("instances", name, "migrate_paths"),
+                                 f'[instances.{name}] migrate_paths maps absolute prefixes, e.g. '
+                                 '{ "/old/storage" = "/new/storage" }'))
     hosts: dict[tuple[str, str], str] = {}
     for lane_name, lane in (getattr(desired, "lanes", {}) or {}).items():
         for index, name in enumerate(lane.instances or []):

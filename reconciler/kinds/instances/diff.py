@@ -62,6 +62,7 @@ class InstanceFacts:
     users: list[UserFacts] = field(default_factory=list)
     lanes: list[LaneFacts] = field(default_factory=list)
     project_addresses: list[str] = field(default_factory=list)  # project actions that wait for these
+    migration: Any = None  # MigrationFacts when the instance has migrate_from
 
 
 def user_address(instance: str, email: str) -> str:
@@ -195,4 +196,8 @@ def diff_instance(facts: InstanceFacts) -> Diff:
         combined.extend(diff_user(user, facts.project_addresses))
     for lane in facts.lanes:
         combined.extend(diff_lane(lane, facts.project_addresses))
+    if facts.migration is not None:
+        from reconciler.kinds.instances.migration import diff_migration
+
+        combined.extend(diff_migration(facts.migration))
     return combined

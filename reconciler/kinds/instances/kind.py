@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +21,25 @@ from reconciler.errors import ApplyError
 from reconciler.kinds.instances.config import LaneConfig, UserConfig, check_instances_kind
 from reconciler.kinds.instances.diff import diff_instance, lane_address, user_address
 from reconciler.kinds.instances.observe import involved_instances, observe_instances
-from reconciler.providers.cryosparc import accounts, scheduler
+from reconciler.kinds.instances.tables import MigratedProject
+from reconciler.providers.cryosparc import accounts, model, scheduler
 from reconciler.providers.cryosparc.config import INSTANCES_SECTION
-from reconciler.providers.cryosparc.drivers import cryosparcm, open_reader
+from reconciler.providers.cryosparc.copy import copy_project
+from reconciler.providers.cryosparc.drivers import cryosparcm, open_driver, open_reader
+from reconciler.providers.cryosparc.readers import find_imported
 from reconciler.providers.mongo.config import DATABASES_SECTION
 from reconciler.secrets import remember_secret
+from reconciler.units import human_bytes
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class InstancesKind(Kind):
     name = "instances"
     address_prefix = "instance"
-    other_address_prefixes = ("user", "lane")
+    other_address_prefixes = ("user", "lane", "migration")
     sections = {
         **DATABASES_SECTION,
         **INSTANCES_SECTION,
@@ -40,6 +49,8 @@ class InstancesKind(Kind):
         "lanes": (dict[str, LaneConfig],
                   Field(default_factory=dict, description="CryoSPARC scheduler lanes and their targets.")),
     }
+
+    tables = [MigratedProject]
 
     def addresses(self, desired: Any) -> list[str]:
         found = []
@@ -200,7 +211,67 @@ class InstancesKind(Kind):
                 scheduler.remove_lane(reader.db, details["lane"])
         return f"removed lane {details['lane']} (and its targets) from {details['instance']}"
 
-    def commands(self) -> list[Any]:
-        from reconciler.kinds.instances.commands import lanes_group, users_group
+    # -- whole-instance migration (alternative B) ------------------------------------------------
 
-        return [users_group, lanes_group]
+    @staticmethod
+    def _checkpoint(ctx: RunContext, details: dict[str, Any], **stamps: Any) -> None:
+        """Create or update the project's checkpoint row (one committed write per step)."""
+        key = (details["target"], details["source"], details["uid"])
+        with ctx.state.session() as session:
+            row = session.get(MigratedProject, key)
+            if row is None:
+                row = MigratedProject(target=details["target"], source=details["source"], source_uid=details["uid"],
+                                      source_path=details["source_path"], path=details["path"],
+                                      files=details.get("files"), bytes=details.get("bytes"), started_at=_now())
+            for name, value in stamps.items():
+                setattr(row, name, value)
+            session.add(row)
+            session.commit()
+
+    @executor("migrate_detach")
+    def migrate_detach(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        self._checkpoint(ctx, details, new_uid=details["new_uid"])
+        with open_driver(ctx.desired, details["source"]) as driver:
+            document = driver.reader.project(details["uid"]) or {}
+            if not document.get("detached"):
+                driver.detach(details["uid"])
+        self._checkpoint(ctx, details, detached_at=_now())
+        return f"detached {details['uid']} from {details['source']}"
+
+    @executor("migrate_copy")
+    def migrate_copy(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        source, destination = Path(details["source_path"]), Path(details["path"])
+        if not source.is_dir():
+            raise ApplyError(f"{source} does not exist any more; run plan again")
+        summary, _ = copy_project(source, destination,
+                                  lambda done, total: ctx.progress(f"copy {details['uid']}", done, total))
+        self._checkpoint(ctx, details, copied_at=_now(), files=summary.files, bytes=summary.bytes)
+        return f"copied and verified {summary.files:,} files, {human_bytes(summary.bytes)}"
+
+    @executor("migrate_attach")
+    def migrate_attach(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        imported = details["imported_from"]
+        if details["path"] != details["source_path"] and Path(details["source_path"]).exists():
+            with ctx.state.session() as session:
+                row = session.get(MigratedProject, (details["target"], details["source"], details["uid"]))
+                if row is None or row.copied_at is None:
+                    raise ApplyError(f"the copy {details['source_path']} -> {details['path']} was never verified; "
+                                     "refusing to attach it")
+        with open_driver(ctx.desired, details["target"]) as driver:
+            found = find_imported(driver.reader, imported["instance_id"], imported["uid"])
+            if found is not None and not found.get(model.ATTACHING):
+                uid, notes = str(found["uid"]), ["it was attached already"]
+            else:
+                uid = str(found["uid"]) if found is not None else details["new_uid"]
+                uid, notes = driver.attach(details["path"], uid, imported)
+        self._checkpoint(ctx, details, new_uid=uid, attached_at=_now())
+        return (f"moved {details['uid']} ({details['source']}) -> {uid} ({details['target']}) at {details['path']}"
+                + "".join(f"; {note}" for note in notes))
+
+    def commands(self) -> list[Any]:
+        from reconciler.kinds.instances.commands import instances_group, lanes_group, users_group
+
+        return [users_group, lanes_group, instances_group]

@@ -149,7 +149,7 @@ def involved_instances(desired: Any) -> list[str]:
     """The instances some [users.*] or [lanes.*] entry applies to, or that prune lanes."""
     names = []
     for instance, config in desired.instances.items():
-        if config.prune_lanes or any(applies_to(item.instances, instance)
+        if config.prune_lanes or config.migrate_from or any(applies_to(item.instances, instance)
                                      for item in [*desired.users.values(), *desired.lanes.values()]):
             names.append(instance)
     return names
@@ -179,6 +179,17 @@ def observe_instances(desired: Any, ctx: RunContext) -> Observation:
                 errors.append(AddressMessage(address=f"instance:{instance}",
                                              message=f"reading {instance} failed: {str(error).splitlines()[0]}"))
                 continue
+            if desired.instances[instance].migrate_from:
+                from reconciler.kinds.instances.diff import lane_address, user_address
+                from reconciler.kinds.instances.migration import observe_migration
+
+                prerequisites = [user_address(instance, user.email) for user in item.users] + [
+                    lane_address(instance, lane.name) for lane in item.lanes]
+                try:
+                    item.migration = observe_migration(desired, instance, readers, ctx, prerequisites)
+                except ObserveError as error:
+                    errors.append(AddressMessage(address=f"instance:{instance}", message=str(error)))
+                    continue
             item.project_addresses = [f"project:{name}" for name, project in
                                       (getattr(desired, "projects", {}) or {}).items()
                                       if instance in (project.instance, getattr(project, "from_", None))]

@@ -24,6 +24,16 @@ class InstanceConfig(Section):
                                         '"/opt/cryosparc/cryosparc_master/bin/cryosparcm".')
     owner_user_id: str | None = Field(
         default=None, description="User id that attached projects belong to when the original owner is unknown here.")
+    migrate_from: str | None = Field(
+        default=None, description="Move the whole facility from this [instances.*] entry: its users and lanes "
+                                  "(as declared) first, then every project not declared in [projects.*].")
+    migration: Literal["attach", "database"] = Field(
+        default="attach", description='How migrate_from moves projects: "attach" (the guide\'s alternative B: '
+                                      'detach there, copy when the path changes, attach here); "database" '
+                                      "(alternative A) is not available yet.")
+    migrate_paths: dict[str, str] = Field(
+        default_factory=dict, description='Where migrated project directories go: old path prefix -> new prefix, '
+                                          'e.g. { "/old/storage" = "/new/storage" } (default: paths stay).')
     prune_lanes: bool = Field(
         default=False, description="Remove scheduler lanes (and their targets) that no [lanes.*] entry names for this "
                                    "instance (destructive: needs --allow-destroy).")
