@@ -31,6 +31,9 @@ def facility(site, mongo_rs, tmp_path) -> Any:
     old_db, new_db = client[f"csold_{tag}"], client[f"csnew_{tag}"]
     old = make_instance(old_db, tmp_path / "old-storage", "id-old", projects=3, jobs=3)
     make_instance(new_db, tmp_path / "new-existing", "id-new", projects=1, jobs=2, seed=2)
+    users = list(new_db.users.find({}))  # the same people, other ids (as on any other instance)
+    new_db.users.delete_many({})
+    new_db.users.insert_many([{**user, "_id": f"new-{user['_id']}"} for user in users])
     site.write(f'[databases.cs-old]\nuri = "{mongo_rs.uri}"\ndatabase = "{old_db.name}"\n\n'
                f'[databases.cs-new]\nuri = "{mongo_rs.uri}"\ndatabase = "{new_db.name}"\n\n'
                '[instances.old]\ndatabase = "cs-old"\ninstance_id = "id-old"\n\n'
@@ -89,6 +92,9 @@ def test_alternative_b_moves_users_first_then_every_project_with_a_uid_map(facil
         assert document["project_dir"] == str(path) and not document["detached"]
         assert model.read_lock(path) == "id-new"
         assert old_db.projects.find_one({"uid": project.uid})["detached"]
+        source_owner = old_db.users.find_one({"_id": old_db.projects.find_one({"uid": project.uid})["owner_user_id"]})
+        assert document["owner_user_id"] == f"new-{source_owner['_id']}", "owners are mapped by email"
+        assert model.read_records(path).project["owner_user_id"] == document["owner_user_id"]
         assert [_without(job, "project_uid") for job in new_db.jobs.find({"project_uid": new_uid})] == \
             before[project.uid]["jobs"]
         sessions = [w for w in new_db.workspaces.find({"project_uid": new_uid}) if w.get("session_uid")]

@@ -267,9 +267,25 @@ class InstancesKind(Kind):
             else:
                 uid = str(found["uid"]) if found is not None else details["new_uid"]
                 uid, notes = driver.attach(details["path"], uid, imported)
+            notes += self._map_owner(driver.reader, uid, details.get("owner_email"), details["target"])
         self._checkpoint(ctx, details, new_uid=uid, attached_at=_now())
         return (f"moved {details['uid']} ({details['source']}) -> {uid} ({details['target']}) at {details['path']}"
                 + "".join(f"; {note}" for note in notes))
+
+    @staticmethod
+    def _map_owner(reader: Any, uid: str, email: str | None, target: str) -> list[str]:
+        """Point the attached project at the target's user with its source owner's email (user ids
+        differ between instances; users are matched by email), and export the records again."""
+        if not email:
+            return []
+        user = accounts.find_user(reader.db, email)
+        if user is None:
+            return [f"its owner {email} is not a user on {target}; declare [users.\"{email}\"] to create it"]
+        project = reader.project(uid) or {}
+        if project.get("owner_user_id") != user["_id"]:
+            reader.db[model.PROJECTS].update_one({"uid": uid}, {"$set": {"owner_user_id": user["_id"]}})
+            reader.export(uid)
+        return []
 
     def commands(self) -> list[Any]:
         from reconciler.kinds.instances.commands import instances_group, lanes_group, users_group

@@ -24,7 +24,7 @@ from sqlmodel import select
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import Diff, RunContext
 from reconciler.kinds.instances.tables import MigratedProject
-from reconciler.providers.cryosparc import model
+from reconciler.providers.cryosparc import accounts, model
 from reconciler.providers.cryosparc.copy import summarize_tree
 from reconciler.providers.cryosparc.readers import Readers, find_imported
 from reconciler.units import human_bytes
@@ -44,6 +44,7 @@ class MigratingProject:
     attaching: bool = False  # that attach was cut short
     checkpoint: dict[str, bool] = field(default_factory=dict)  # detached / copied / attached by a migration
     destination_other: bool = False  # the new path exists and holds something else
+    owner_email: str | None = None  # the owner's email on the source (owners are mapped by email)
 
 
 @dataclass
@@ -97,6 +98,9 @@ def observe_migration(desired: Any, target: str, readers: Readers, ctx: RunConte
         if row is not None:
             item.checkpoint = {"detached": row.detached_at is not None, "copied": row.copied_at is not None,
                                "attached": row.attached_at is not None}
+        owner = source_reader.db[model.USERS].find_one({"_id": document.get("owner_user_id")})
+        if owner is not None and accounts.emails_of(owner):
+            item.owner_email = accounts.emails_of(owner)[0]
         imported = find_imported(target_reader, source_id, uid)
         if imported is not None:
             item.imported_uid, item.attaching = str(imported["uid"]), bool(imported.get(model.ATTACHING))
@@ -145,7 +149,8 @@ def diff_migration(facts: MigrationFacts) -> Diff:
         basis = asdict(project)
         details = {"source": facts.source, "target": facts.target, "uid": project.uid, "new_uid": new_uid,
                    "source_path": project.source_path, "path": project.path, "files": project.files,
-                   "bytes": project.bytes, "imported_from": {"instance_id": facts.source_id, "uid": project.uid}}
+                   "bytes": project.bytes, "owner_email": project.owner_email,
+                   "imported_from": {"instance_id": facts.source_id, "uid": project.uid}}
         steps: list[tuple[str, str]] = []
         if not project.detached:
             steps.append(("migrate_detach", f"detach {project.uid} ({project.title}) from {facts.source}"))

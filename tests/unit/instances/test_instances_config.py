@@ -20,6 +20,10 @@ BASE = ('[databases.cs]\nuri = "mongodb://127.0.0.1:1"\ndatabase = "meteor"\n\n'
     ('[lanes.hpc]\ntype = "cluster"\n', "a cluster lane needs cluster_info"),
     ('[lanes.ws]\ntype = "node"\ntargets = [{ hostname = "g", ssh = "u@g", worker_path = "opt/w" }]\n',
      "worker_path must be absolute"),
+    ('[instances.x]\ndatabase = "cs"\ninstance_id = "id-x"\nmigrate_from = "nowhere"\n',
+     'migrate_from = "nowhere" must name another [instances.*] entry'),
+    ('[instances.x]\ndatabase = "cs"\ninstance_id = "id-x"\nmigrate_from = "new"\nmigration = "database"\n',
+     'migration = "database" (alternative A) is not available yet'),
 ])
 def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys, body, expected):
     config = tmp_path / "reconciler.toml"
