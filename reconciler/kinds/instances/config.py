@@ -166,10 +166,6 @@ def check_instances_kind(desired: Any) -> list[tuple[tuple[str | int, ...], str]
             problems.append((("instances", name, "migrate_from"),
                              f'[instances.{name}] migrate_from = "{source}" must name another [instances.*] entry '
                              f"(known: {known})"))
-        if config.migration == "database":
-            problems.append((("instances", name, "migration"),
-                             f'[instances.{name}] migration = "database" (alternative A) is not available yet; use '
-                             'migration = "attach" (docs/instances.md)'))
         for old, new in config.migrate_paths.items():
             if not old.startswith("/") or not new.startswith("/"):
                 problems.append((("instances", name, "migrate_paths"),

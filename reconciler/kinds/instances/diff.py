@@ -63,6 +63,7 @@ class InstanceFacts:
     lanes: list[LaneFacts] = field(default_factory=list)
     project_addresses: list[str] = field(default_factory=list)  # project actions that wait for these
     migration: Any = None  # MigrationFacts when the instance has migrate_from
+    database_migration: Any = None  # DatabaseMigrationFacts with migration = "database"
 
 
 def user_address(instance: str, email: str) -> str:
@@ -81,7 +82,7 @@ def _changes(facts: UserFacts) -> dict[str, str]:
     return {key: value for key, value in wanted.items() if facts.actual.get(key) != value}
 
 
-def diff_user(facts: UserFacts, before: list[str]) -> Diff:
+def diff_user(facts: UserFacts, before: list[str], after: list[str] | None = None) -> Diff:
     diff = Diff()
     address = user_address(facts.instance, facts.email)
     basis = asdict(facts)
@@ -96,7 +97,8 @@ def diff_user(facts: UserFacts, before: list[str]) -> Diff:
             return diff
         diff.actions.append(Action.create(address=address, kind="remove_user", destructive=True, facts=basis,
                                           reason=f"declared absent: remove the login {facts.email}",
-                                          details={**base, "user_id": facts.user_id}, before=before))
+                                          details={**base, "user_id": facts.user_id}, before=before,
+                                          depends_on=after))
         return diff
     if facts.user_id is None:
         if not facts.password_env:
@@ -115,14 +117,14 @@ def diff_user(facts: UserFacts, before: list[str]) -> Diff:
                    f"${facts.password_env}",
             details={**base, "username": facts.username, "first_name": facts.first_name,
                      "last_name": facts.last_name, "role": facts.role, "password_env": facts.password_env},
-            before=before))
+            before=before, depends_on=after))
         return diff
     changes = _changes(facts)
     if changes:
         said = ", ".join(f"{key} {facts.actual.get(key) or '-'} -> {value}" for key, value in sorted(changes.items()))
         diff.actions.append(Action.create(address=address, kind="update_user", facts=basis, reason=said,
                                           details={**base, "user_id": facts.user_id, "changes": changes},
-                                          before=before))
+                                          before=before, depends_on=after))
     return diff
 
 
@@ -130,7 +132,7 @@ def _differs(declared: dict[str, Any], actual: dict[str, Any] | None) -> bool:
     return actual is None or any(actual.get(key) != value for key, value in declared.items())
 
 
-def diff_lane(facts: LaneFacts, before: list[str]) -> Diff:
+def diff_lane(facts: LaneFacts, before: list[str], after: list[str] | None = None) -> Diff:
     diff = Diff()
     address = lane_address(facts.instance, facts.name)
     basis = asdict(facts)
@@ -141,7 +143,7 @@ def diff_lane(facts: LaneFacts, before: list[str]) -> Diff:
         if facts.prune_lane:
             names = ", ".join(target.name for target in facts.targets) or "no targets"
             diff.actions.append(Action.create(
-                address=address, kind="remove_lane", destructive=True, facts=basis, details=base,
+                address=address, kind="remove_lane", destructive=True, facts=basis, details=base, depends_on=after,
                 reason=f"no [lanes.*] entry names it and prune_lanes = true: remove it ({names})"))
             return diff
         working = [target for target in facts.targets if target.problem is None]
@@ -154,12 +156,13 @@ def diff_lane(facts: LaneFacts, before: list[str]) -> Diff:
     if facts.config_problem:
         diff.errors.append(AddressMessage(address=address, message=facts.config_problem))
         return diff
-    previous: list[str] = []
+    previous: list[str] = list(after or [])
     if _differs(facts.declared, facts.actual):
         action = Action.create(address=address, kind="put_lane", facts=basis, details={**base, "lane_doc":
                                                                                         facts.declared},
                                reason=("create" if facts.actual is None else "update") +
-                               f" the {facts.declared['type']} lane {facts.name}", before=before)
+                               f" the {facts.declared['type']} lane {facts.name}", before=before,
+                               depends_on=previous)
         diff.actions.append(action)
         previous = [action.id]
     remaining: list[TargetFacts] = []
@@ -192,10 +195,16 @@ def diff_lane(facts: LaneFacts, before: list[str]) -> Diff:
 
 def diff_instance(facts: InstanceFacts) -> Diff:
     combined = Diff()
+    after: list[str] = []
+    if facts.database_migration is not None:  # users and lanes are reconciled on the copied database
+        from reconciler.kinds.instances.database_migration import database_address, diff_database_migration
+
+        combined.extend(diff_database_migration(facts.database_migration))
+        after = [database_address(facts.instance)]
     for user in facts.users:
-        combined.extend(diff_user(user, facts.project_addresses))
+        combined.extend(diff_user(user, facts.project_addresses, after))
     for lane in facts.lanes:
-        combined.extend(diff_lane(lane, facts.project_addresses))
+        combined.extend(diff_lane(lane, facts.project_addresses, after))
     if facts.migration is not None:
         from reconciler.kinds.instances.migration import diff_migration
 

@@ -21,7 +21,7 @@ from reconciler.errors import ApplyError
 from reconciler.kinds.instances.config import LaneConfig, UserConfig, check_instances_kind
 from reconciler.kinds.instances.diff import diff_instance, lane_address, user_address
 from reconciler.kinds.instances.observe import involved_instances, observe_instances
-from reconciler.kinds.instances.tables import MigratedProject
+from reconciler.kinds.instances.tables import CopiedDatabase, MigratedProject
 from reconciler.providers.cryosparc import accounts, model, scheduler
 from reconciler.providers.cryosparc.config import INSTANCES_SECTION
 from reconciler.providers.cryosparc.copy import copy_project
@@ -50,7 +50,7 @@ class InstancesKind(Kind):
                   Field(default_factory=dict, description="CryoSPARC scheduler lanes and their targets.")),
     }
 
-    tables = [MigratedProject]
+    tables = [MigratedProject, CopiedDatabase]
 
     def addresses(self, desired: Any) -> list[str]:
         found = []
@@ -271,6 +271,84 @@ class InstancesKind(Kind):
         self._checkpoint(ctx, details, new_uid=uid, attached_at=_now())
         return (f"moved {details['uid']} ({details['source']}) -> {uid} ({details['target']}) at {details['path']}"
                 + "".join(f"; {note}" for note in notes))
+
+    # -- whole-instance migration (alternative A) ------------------------------------------------
+
+    @executor("migrate_archive")
+    def migrate_archive(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        self._checkpoint(ctx, details, new_uid=details["uid"])
+        with open_driver(ctx.desired, details["source"]) as driver:
+            if not (driver.reader.project(details["uid"]) or {}).get("archived"):
+                self._checkpoint(ctx, details, archived_at=_now())  # before: a kill in between still unarchives
+                driver.archive(details["uid"])
+        return f"archived {details['uid']} on {details['source']} (its path changes)"
+
+    @executor("copy_database")
+    def copy_database(self, action: Action, ctx: RunContext) -> str:
+        from reconciler.kinds.instances.database_migration import copy_database
+
+        details = action.details
+        key = (details["target"], details["source"])
+        with ctx.state.session() as session:
+            row = session.get(CopiedDatabase, key)
+            if row is not None and row.copied_at is not None:
+                return "the database was copied already"
+        with open_reader(ctx.desired, details["source"]) as source, \
+                open_reader(ctx.desired, details["target"]) as target:
+            if row is not None:  # a copy cut short: drop what it inserted, copy again
+                for name in source.db.list_collection_names():
+                    if not name.startswith("system."):
+                        target.db.drop_collection(name)
+            elif target.db[model.PROJECTS].count_documents({}):
+                raise ApplyError(f"{details['target']}'s database holds projects now; run plan again")
+            started = _now()
+            with ctx.state.session() as session:
+                current = session.get(CopiedDatabase, key)
+                if current is None:
+                    current = CopiedDatabase(target=key[0], source=key[1], started_at=started)
+                current.started_at = started
+                session.add(current)
+                session.commit()
+            count = copy_database(source.db, target.db)
+        with ctx.state.session() as session:
+            done = session.get(CopiedDatabase, key)
+            assert done is not None
+            done.copied_at, done.documents = _now(), count
+            session.add(done)
+            session.commit()
+        return f"copied {count:,} documents from {details['source']} into {details['target']}"
+
+    @executor("repoint")
+    def repoint(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        with ctx.state.session() as session:
+            row = session.get(MigratedProject, (details["target"], details["source"], details["uid"]))
+        if Path(details["source_path"]).exists() and (row is None or row.copied_at is None):
+            raise ApplyError(f"the copy {details['source_path']} -> {details['path']} was never verified; refusing "
+                             "to point the project at it")
+        with open_driver(ctx.desired, details["target"]) as driver:
+            driver.update_path(details["uid"], details["path"])
+        model.write_lock(Path(details["path"]), ctx.desired.instances[details["target"]].instance_id)
+        return f"{details['uid']} on {details['target']} now lives in {details['path']}"
+
+    @executor("migrate_unarchive")
+    def migrate_unarchive(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        with open_driver(ctx.desired, details["target"]) as driver:
+            if (driver.reader.project(details["uid"]) or {}).get("archived"):
+                driver.unarchive(details["uid"], details["path"])
+        return f"unarchived {details['uid']} on {details['target']}"
+
+    @executor("relock")
+    def relock(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        directory = Path(details["path"])
+        ids = {ctx.desired.instances[name].instance_id for name in (details["source"], details["target"])}
+        if model.read_lock(directory) not in (None, *ids):
+            raise ApplyError(f"{directory}/cs.lock names another instance; refusing to take it over")
+        model.write_lock(directory, ctx.desired.instances[details["target"]].instance_id)
+        return f"{directory}/cs.lock now names {details['target']}"
 
     @staticmethod
     def _map_owner(reader: Any, uid: str, email: str | None, target: str) -> list[str]:

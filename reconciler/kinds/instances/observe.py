@@ -145,6 +145,15 @@ def _plain(document: dict[str, Any] | None) -> dict[str, Any] | None:
     return {key: value for key, value in document.items() if key not in ("resource_slots", "gpus", "_id")}
 
 
+def _copied(ctx: RunContext, instance: str, config: Any) -> bool:
+    """True when a database migration to ``instance`` has copied the source's database."""
+    from reconciler.kinds.instances.tables import CopiedDatabase
+
+    with ctx.state.session() as session:
+        row = session.get(CopiedDatabase, (instance, str(config.migrate_from)))
+    return row is not None and row.copied_at is not None
+
+
 def involved_instances(desired: Any) -> list[str]:
     """The instances some [users.*] or [lanes.*] entry applies to, or that prune lanes."""
     names = []
@@ -166,9 +175,13 @@ def observe_instances(desired: Any, ctx: RunContext) -> Observation:
             try:
                 db = readers.get(instance).db
                 item = InstanceFacts(instance=instance)
+                config = desired.instances[instance]
+                users_db = db
+                if config.migrate_from and config.migration == "database" and not _copied(ctx, instance, config):
+                    users_db = readers.get(config.migrate_from).db  # the users the target will hold after the copy
                 for email, user in desired.users.items():
                     if applies_to(user.instances, instance):
-                        item.users.append(_user_facts(instance, email, user, db))
+                        item.users.append(_user_facts(instance, email, user, users_db))
                 if desired.instances[instance].prune_lanes or any(applies_to(lane.instances, instance)
                                                                   for lane in desired.lanes.values()):
                     item.lanes = _lane_facts(desired, instance, db, ssh, cache)  # lanes managed here
@@ -180,13 +193,17 @@ def observe_instances(desired: Any, ctx: RunContext) -> Observation:
                                              message=f"reading {instance} failed: {str(error).splitlines()[0]}"))
                 continue
             if desired.instances[instance].migrate_from:
+                from reconciler.kinds.instances.database_migration import observe_database_migration
                 from reconciler.kinds.instances.diff import lane_address, user_address
                 from reconciler.kinds.instances.migration import observe_migration
 
                 prerequisites = [user_address(instance, user.email) for user in item.users] + [
                     lane_address(instance, lane.name) for lane in item.lanes]
                 try:
-                    item.migration = observe_migration(desired, instance, readers, ctx, prerequisites)
+                    if desired.instances[instance].migration == "database":
+                        item.database_migration = observe_database_migration(desired, instance, readers, ctx)
+                    else:
+                        item.migration = observe_migration(desired, instance, readers, ctx, prerequisites)
                 except ObserveError as error:
                     errors.append(AddressMessage(address=f"instance:{instance}", message=str(error)))
                     continue

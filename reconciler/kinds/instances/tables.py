@@ -24,3 +24,16 @@ class MigratedProject(SQLModel, table=True):
     detached_at: datetime | None = None
     copied_at: datetime | None = None  # copy verified (or none needed)
     attached_at: datetime | None = None
+    archived_at: datetime | None = None  # a database migration archived it (and unarchives it at the target)
+
+
+class CopiedDatabase(SQLModel, table=True):
+    """A database migration's copy of the source database into the target's (alternative A)."""
+
+    __tablename__ = "instance_database_copies"
+
+    target: str = Field(primary_key=True)
+    source: str = Field(primary_key=True)
+    started_at: datetime  # the snapshot's time: project records changed after it refuse the migration
+    copied_at: datetime | None = None
+    documents: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))

@@ -30,7 +30,8 @@ class InstanceConfig(Section):
     migration: Literal["attach", "database"] = Field(
         default="attach", description='How migrate_from moves projects: "attach" (the guide\'s alternative B: '
                                       'detach there, copy when the path changes, attach here); "database" '
-                                      "(alternative A) is not available yet.")
+                                      "(alternative A: archive what moves, copy the database, move the "
+                                      "directories, unarchive).")
     migrate_paths: dict[str, str] = Field(
         default_factory=dict, description='Where migrated project directories go: old path prefix -> new prefix, '
                                           'e.g. { "/old/storage" = "/new/storage" } (default: paths stay).')

@@ -22,8 +22,8 @@ BASE = ('[databases.cs]\nuri = "mongodb://127.0.0.1:1"\ndatabase = "meteor"\n\n'
      "worker_path must be absolute"),
     ('[instances.x]\ndatabase = "cs"\ninstance_id = "id-x"\nmigrate_from = "nowhere"\n',
      'migrate_from = "nowhere" must name another [instances.*] entry'),
-    ('[instances.x]\ndatabase = "cs"\ninstance_id = "id-x"\nmigrate_from = "new"\nmigration = "database"\n',
-     'migration = "database" (alternative A) is not available yet'),
+    ('[instances.x]\ndatabase = "cs"\ninstance_id = "id-x"\nmigrate_from = "new"\nmigration = "copy"\n',
+     "migration"),
 ])
 def test_bad_config_is_one_line_naming_the_key(tmp_path, capsys, body, expected):
     config = tmp_path / "reconciler.toml"
