@@ -238,3 +238,50 @@ def test_users_and_lanes_come_before_the_projects_attached_to_their_instance(ins
     assert all(create in action["depends_on"] for action in plan["actions"][1:] if action["address"] == "project:p"
                and action["kind"] == "archive")
     assert os.environ["NEW_PW"] not in json.dumps(plan)
+
+
+@pytest.mark.parametrize("version", ["4.6.2", "5.0.0"])
+def test_the_cryosparcm_driver_runs_the_installations_own_commands(instance, monkeypatch, tmp_path, version):
+    """Through the stand-in (tests/integration/cryosparcm_standin.py: no CryoSPARC runs here)."""
+    import sys
+
+    program = tmp_path / "cryosparcm"
+    program.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).parent / 'cryosparcm_standin.py'} "
+                       '"$@"\n')
+    program.chmod(0o755)
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("CRYOSPARCM_STANDIN_URI", instance.mongo.uri)
+    monkeypatch.setenv("CRYOSPARCM_STANDIN_DB", instance.database)
+    monkeypatch.setenv("CRYOSPARCM_STANDIN_VERSION", version)
+    monkeypatch.setenv("CRYOSPARCM_STANDIN_LOG", str(log))
+    monkeypatch.setenv("HEDY_PW", PASSWORD)
+    scheduler.put_target(instance.db, scheduler.node_target(lane="default", hostname="retired", ssh_str="u@retired",
+                                                             worker_path="/w", ssd_path=None, ssd_quota_mb=None))
+    lanes_dir = instance.site.root / "lanes"
+    lanes_dir.mkdir()
+    (lanes_dir / "cluster_info.json").write_text(json.dumps({
+        "name": "x", "worker_bin_path": "/w/bin/cryosparcw", "send_cmd_tpl": "{{ command }}",
+        "qsub_cmd_tpl": "sbatch {{ script_path_abs }}", "qstat_cmd_tpl": "squeue", "qdel_cmd_tpl": "scancel",
+        "qinfo_cmd_tpl": "true"}))
+    (lanes_dir / "cluster_script.sh").write_text("#!/bin/bash\n")
+    instance.configure('[users."hedy@example.org"]\nname = "Hedy Lamarr"\nrole = "admin"\n'
+                       'initial_password_env = "HEDY_PW"\n\n[lanes.hpc]\ntype = "cluster"\n'
+                       'cluster_info = "lanes/cluster_info.json"\ncluster_script = "lanes/cluster_script.sh"\n',
+                       extra=f'driver = "cryosparcm"\ncryosparcm = "{program}"\nprune_lanes = true\n')
+    applied = instance.site.cli("apply", "--auto-approve", "--allow-destroy")
+    assert applied.code == 0, applied.out + applied.err
+    assert PASSWORD not in applied.out + applied.err
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    commands = [" ".join(call["argv"][:2]) for call in calls]
+    create = "createuser --email" if version.startswith("4") else "user create"
+    assert create in commands and "cluster connect" in commands, commands
+    assert (["cli", "remove_scheduler_lane('default')"] if version.startswith("4") else
+            ["cluster", "remove", "default"]) in [call["argv"] for call in calls]
+    connect = next(call for call in calls if call["argv"][:2] == ["cluster", "connect"])
+    assert connect["cwd_files"] == ["cluster_info.json", "cluster_script.sh"]
+    user = instance.users()["hedy@example.org"]
+    assert user["role"] == "admin"
+    assert accounts.meteor_password_matches(PASSWORD, user["services"]["password"]["bcrypt"])
+    assert [lane["name"] for lane in scheduler.lanes(instance.db)] == ["hpc"]
+    assert [target["name"] for target in scheduler.targets(instance.db)] == ["hpc"]
+    assert instance.site.cli("plan", "--detailed-exitcode").code == 0

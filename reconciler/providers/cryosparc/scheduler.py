@@ -81,13 +81,11 @@ def read_cluster_info(path: Path) -> dict[str, Any]:
 def cluster_target(lane: str, info: dict[str, Any], script: str) -> dict[str, Any]:
     """The target `cryosparcm cluster connect` makes from ``info`` and the script; its name is ``lane``."""
     target: dict[str, Any] = {"type": "cluster", "name": lane, "hostname": lane, "lane": lane,
-                              "title": info.get("title") or lane, "desc": info.get("desc"),
-                              "cache_reserve_mb": DEFAULT_CACHE_RESERVE_MB, "script_tpl": script}
+                              "title": info.get("title") or lane, "script_tpl": script}
     for key in (*CLUSTER_REQUIRED, *CLUSTER_OPTIONAL):
-        if key in info and key not in ("name", "title", "desc"):
+        if key in info and key not in ("name", "title"):
             target[key] = info[key]
-    target.setdefault("send_cmd_tpl", "{{ command }}")
-    return target
+    return target  # only what the files say: defaults are the installation's (put_target adds them)
 
 
 def render(template: str, **values: str) -> str:
@@ -143,9 +141,11 @@ def put_target(db: Any, target: dict[str, Any]) -> None:
         _put(db, TARGETS_ID, "targets", target, merge=True)
         return
     new = dict(target)
+    new.setdefault("desc", None)
+    new.setdefault("cache_reserve_mb", DEFAULT_CACHE_RESERVE_MB)
+    if new.get("type") == "cluster":
+        new.setdefault("send_cmd_tpl", "{{ command }}")
     if new.get("type") == "node":
-        new.setdefault("desc", None)
-        new.setdefault("cache_reserve_mb", DEFAULT_CACHE_RESERVE_MB)
         new.setdefault("resource_slots", {"CPU": [], "GPU": [], "RAM": []})
         new.setdefault("gpus", [])
     _put(db, TARGETS_ID, "targets", new)
