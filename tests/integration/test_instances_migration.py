@@ -34,6 +34,8 @@ def facility(site, mongo_rs, tmp_path) -> Any:
     users = list(new_db.users.find({}))  # the same people, other ids (as on any other instance)
     new_db.users.delete_many({})
     new_db.users.insert_many([{**user, "_id": f"new-{user['_id']}"} for user in users])
+    for user in users:
+        new_db.projects.update_many({"owner_user_id": user["_id"]}, {"$set": {"owner_user_id": f"new-{user['_id']}"}})
     site.write(f'[databases.cs-old]\nuri = "{mongo_rs.uri}"\ndatabase = "{old_db.name}"\n\n'
                f'[databases.cs-new]\nuri = "{mongo_rs.uri}"\ndatabase = "{new_db.name}"\n\n'
                '[instances.old]\ndatabase = "cs-old"\ninstance_id = "id-old"\n\n'
@@ -141,3 +143,50 @@ def test_kill_9_in_the_middle_of_a_migration_then_rerun_converges(facility, monk
     assert sorted((row.source_uid, row.new_uid) for row in rows if row.attached_at) == [
         ("P1", "P2"), ("P2", "P3"), ("P3", "P4")]
     assert site.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_merge_into_an_instance_with_projects_and_users(facility, monkeypatch):
+    """oSPARC's option 3 applied to CryoSPARC: users matched by email (conflicts listed, the
+    target's kept), source-only users and lanes carried over first, every project attached
+    under the next free uids with its owner mapped, integrity checked after each attach."""
+    site, old_db, new_db, old, root = facility
+    monkeypatch.setenv("GRACE_PW", "a long enough password")
+    bcrypt_hash = "$2b$10$abcdefghijklmnopqrstuuJkF3zq6s3Gk0pQ1m6m8bX0oJ3y9dW2e"
+    old_db.users.insert_one({"_id": "user-zoe", "emails": [{"address": "Zoe@Example.org", "verified": True}],
+                             "name": "Zoe Zed", "role": "user", "services": {"password": {"bcrypt": bcrypt_hash}}})
+    old_db.projects.update_one({"uid": "P2"}, {"$set": {"owner_user_id": "user-zoe"}})
+    model.write_records(old[1].project_dir, model.Records(
+        {k: v for k, v in old_db.projects.find_one({"uid": "P2"}).items() if k != "_id"},
+        [{k: v for k, v in w.items() if k != "_id"} for w in old_db.workspaces.find({"project_uid": "P2"})],
+        [{k: v for k, v in j.items() if k != "_id"} for j in old_db.jobs.find({"project_uid": "P2"})]))
+    new_db.users.update_one({"emails.address": "alice@example.org"}, {"$set": {"name": "Alice L."}})
+    old_db.sched_config.update_one({"_id": "lanes"}, {"$push": {"lanes": {"name": "gpus", "type": "node"}}})
+    old_db.sched_config.update_one({"_id": "targets"}, {"$push": {"targets": {
+        "name": "gpu9", "hostname": "gpu9", "lane": "gpus", "type": "node", "ssh_str": "cs@gpu9",
+        "worker_bin_path": "/opt/w/bin/cryosparcw"}}}, upsert=True)
+    projects_before = new_db.projects.count_documents({})
+
+    plan = json.loads(site.cli("plan", "--format", "json").out)
+    kinds = [(action["address"], action["kind"]) for action in plan["actions"]]
+    assert ("user:new/zoe@example.org", "merge_user") in kinds and ("lane:new/gpus", "merge_lane") in kinds
+    merge = next(action["id"] for action in plan["actions"] if action["kind"] == "merge_user")
+    first_detach = next(action for action in plan["actions"] if action["kind"] == "migrate_detach")
+    assert merge in first_detach["depends_on"], "users are in place before any project moves"
+    notes = " ".join(note["message"] for note in plan["notes"])
+    assert "alice@example.org (here: Alice L." in notes
+
+    applied = site.cli("apply", "--auto-approve")
+    assert applied.code == 0, applied.out + applied.err
+    zoe = new_db.users.find_one({"emails.address": "Zoe@Example.org"})
+    assert zoe["services"]["password"]["bcrypt"] == bcrypt_hash and zoe["_id"] != "user-zoe"
+    assert new_db.users.find_one({"emails.address": "alice@example.org"})["name"] == "Alice L."
+    moved = new_db.projects.find_one({"imported_from.uid": "P2"})
+    assert moved["owner_user_id"] == zoe["_id"]
+    assert new_db.projects.count_documents({}) == projects_before + 3
+    assert [lane["name"] for lane in new_db.sched_config.find_one({"_id": "lanes"})["lanes"]].count("gpus") == 1
+    assert any(t["name"] == "gpu9" for t in new_db.sched_config.find_one({"_id": "targets"})["targets"])
+    users = {user["_id"] for user in new_db.users.find({})}
+    assert {doc["owner_user_id"] for doc in new_db.projects.find({})} <= users, "no dangling owner"
+    _no_orphans(new_db)
+    again = json.loads(site.cli("plan", "--format", "json").out)
+    assert again["actions"] == [] and again["errors"] == []

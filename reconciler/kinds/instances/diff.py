@@ -34,6 +34,7 @@ class UserFacts:
     user_id: str | None = None  # None: no such user on the instance
     actual: dict[str, str] = field(default_factory=dict)  # name, first_name, last_name, role
     owned: list[str] = field(default_factory=list)  # uids of projects the user owns
+    from_source: bool = False  # found on the migration's source: merge_user carries it over first
 
 
 @dataclass
@@ -120,6 +121,8 @@ def diff_user(facts: UserFacts, before: list[str], after: list[str] | None = Non
             before=before, depends_on=after))
         return diff
     changes = _changes(facts)
+    if facts.from_source:
+        after = [*(after or []), address]  # after the merge_user at this address
     if changes:
         said = ", ".join(f"{key} {facts.actual.get(key) or '-'} -> {value}" for key, value in sorted(changes.items()))
         diff.actions.append(Action.create(address=address, kind="update_user", facts=basis, reason=said,

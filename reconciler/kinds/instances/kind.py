@@ -268,6 +268,12 @@ class InstancesKind(Kind):
                 uid = str(found["uid"]) if found is not None else details["new_uid"]
                 uid, notes = driver.attach(details["path"], uid, imported)
             notes += self._map_owner(driver.reader, uid, details.get("owner_email"), details["target"])
+            problems = self._check_attached(driver.reader, uid, details["path"])
+            if problems:  # this stage's rollback: the attach is undone, the next run attaches again
+                driver.reader._remove_documents(uid)
+                model.remove_lock(Path(details["path"]))
+                raise ApplyError(f"integrity check after attaching {details['uid']} as {uid} failed "
+                                 f"({'; '.join(problems)}); the attach was rolled back")
         self._checkpoint(ctx, details, new_uid=uid, attached_at=_now())
         return (f"moved {details['uid']} ({details['source']}) -> {uid} ({details['target']}) at {details['path']}"
                 + "".join(f"; {note}" for note in notes))
@@ -349,6 +355,59 @@ class InstancesKind(Kind):
             raise ApplyError(f"{directory}/cs.lock names another instance; refusing to take it over")
         model.write_lock(directory, ctx.desired.instances[details["target"]].instance_id)
         return f"{directory}/cs.lock now names {details['target']}"
+
+    @executor("merge_user")
+    def merge_user(self, action: Action, ctx: RunContext) -> str:
+        """Copy a source user to the target: same emails, names, role and password hash (Meteor's
+        bcrypt(SHA-256) has no per-instance secret, so the password keeps working), a new id."""
+        details = action.details
+        with open_reader(ctx.desired, details["source"]) as source, \
+                open_reader(ctx.desired, details["target"]) as target:
+            if accounts.find_user(target.db, details["email"]) is not None:
+                return f"{details['email']} is on {details['target']} already"
+            found = accounts.find_user(source.db, details["email"])
+            if found is None:
+                raise ApplyError(f"{details['email']} is no longer on {details['source']}; run plan again")
+            document = source.db[model.USERS].find_one({"_id": found["_id"]}) or {}
+            copy = {key: value for key, value in document.items()
+                    if key not in ("_id", "services")}
+            bcrypt_hash = ((document.get("services") or {}).get("password") or {}).get("bcrypt")
+            copy["_id"] = accounts.meteor_id(f"{target.instance_id}\0{details['email']}")
+            copy["services"] = {"password": {"bcrypt": bcrypt_hash}} if bcrypt_hash else {}
+            copy["merged_from"] = {"instance_id": source.instance_id, "user_id": document.get("_id")}
+            accounts.insert_user(target.db, copy)
+        return f"carried {details['email']} over from {details['source']}"
+
+    @executor("merge_lane")
+    def merge_lane(self, action: Action, ctx: RunContext) -> str:
+        details = action.details
+        with open_reader(ctx.desired, details["source"]) as source, \
+                open_reader(ctx.desired, details["target"]) as target:
+            lane = next((item for item in scheduler.lanes(source.db) if item["name"] == details["lane"]), None)
+            if lane is None:
+                raise ApplyError(f"lane {details['lane']} is no longer on {details['source']}; run plan again")
+            targets = [item for item in scheduler.targets(source.db) if item.get("lane") == details["lane"]]
+            for item in targets:  # targets first: a lane never appears without them
+                scheduler.put_target(target.db, item)
+            scheduler.put_lane(target.db, lane)
+        return f"carried lane {details['lane']} ({len(targets)} target(s)) over from {details['source']}"
+
+    @staticmethod
+    def _check_attached(reader: Any, uid: str, path: str) -> list[str]:
+        """Integrity after an attach: the documents match the exported records (workspace and job
+        uids), nothing refers to another project, and the owner is a user here."""
+        problems = []
+        records = model.read_records(Path(path))
+        for collection, exported in ((model.WORKSPACES, records.workspaces), (model.JOBS, records.jobs)):
+            stored = sorted(str(doc["uid"]) for doc in reader.db[collection].find({"project_uid": uid}, {"uid": 1}))
+            if stored != sorted(str(item["uid"]) for item in exported):
+                problems.append(f"{collection} of {uid} differ from the exported records")
+            if any(item.get("project_uid") != uid for item in exported):
+                problems.append(f"exported {collection} of {uid} name another project")
+        owner = (reader.project(uid) or {}).get("owner_user_id")
+        if owner and reader.db[model.USERS].find_one({"_id": owner}) is None:
+            problems.append(f"its owner {owner} is not a user here")
+        return problems
 
     @staticmethod
     def _map_owner(reader: Any, uid: str, email: str | None, target: str) -> list[str]:

@@ -24,7 +24,7 @@ from sqlmodel import select
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import Diff, RunContext
 from reconciler.kinds.instances.tables import MigratedProject
-from reconciler.providers.cryosparc import accounts, model
+from reconciler.providers.cryosparc import accounts, model, scheduler
 from reconciler.providers.cryosparc.copy import summarize_tree
 from reconciler.providers.cryosparc.readers import Readers, find_imported
 from reconciler.units import human_bytes
@@ -55,6 +55,9 @@ class MigrationFacts:
     next_number: int  # the target's next free project number
     prerequisites: list[str] = field(default_factory=list)  # user and lane addresses on the target
     projects: list[MigratingProject] = field(default_factory=list)
+    users_to_merge: list[str] = field(default_factory=list)  # emails on the source only
+    user_conflicts: list[str] = field(default_factory=list)  # on both, with another name or role
+    lanes_to_merge: list[str] = field(default_factory=list)  # lanes on the source only (not declared)
 
 
 def migration_address(target: str, uid: str) -> str:
@@ -86,6 +89,7 @@ def observe_migration(desired: Any, target: str, readers: Readers, ctx: RunConte
                for doc in target_reader.db[model.PROJECTS].find({}, {"uid": 1, "uid_num": 1})]
     facts = MigrationFacts(target=target, source=source, source_id=source_id,
                            next_number=max(numbers, default=0) + 1, prerequisites=prerequisites)
+    _observe_merge(desired, facts, source_reader.db, target_reader.db)
     documents = [doc for doc in source_reader.db[model.PROJECTS].find({"deleted": {"$ne": True}})
                  if doc.get("uid") not in declared]
     for document in sorted(documents, key=lambda doc: model.uid_number(doc["uid"])):
@@ -115,9 +119,62 @@ def observe_migration(desired: Any, target: str, readers: Readers, ctx: RunConte
     return facts
 
 
+def _observe_merge(desired: Any, facts: MigrationFacts, source_db: Any, target_db: Any) -> None:
+    """Users (by email) and lanes of the source that the target lacks; users on both whose
+    name or role differ (the target's are kept unless [users.*] says otherwise)."""
+    from reconciler.kinds.instances.config import applies_to, normalise_email
+
+    absent = {normalise_email(email) for email, user in (getattr(desired, "users", {}) or {}).items()
+              if user.absent and applies_to(user.instances, facts.target)}
+    target_users = {}
+    for user in accounts.list_users(target_db):
+        for email in accounts.emails_of(user):
+            target_users[email] = user
+    for user in accounts.list_users(source_db):
+        emails = accounts.emails_of(user)
+        if not emails or emails[0] in absent:
+            continue
+        other = next((target_users[email] for email in emails if email in target_users), None)
+        if other is None:
+            facts.users_to_merge.append(emails[0])
+        elif (other.get("name"), accounts.role_of(other)) != (user.get("name"), accounts.role_of(user)):
+            facts.user_conflicts.append(f"{emails[0]} (here: {other.get('name')}, {accounts.role_of(other)}; "
+                                        f"{facts.source}: {user.get('name')}, {accounts.role_of(user)})")
+    declared = set(getattr(desired, "lanes", {}) or {})
+    on_target = {lane["name"] for lane in scheduler.lanes(target_db)}
+    facts.lanes_to_merge = [lane["name"] for lane in scheduler.lanes(source_db)
+                            if lane["name"] not in on_target and lane["name"] not in declared]
+
+
+def _diff_merge(facts: MigrationFacts) -> tuple[Diff, list[str]]:
+    """merge_user / merge_lane actions, and the addresses the projects' steps wait for."""
+    diff = Diff()
+    waits: list[str] = []
+    basis = {"users": facts.users_to_merge, "lanes": facts.lanes_to_merge}
+    base = {"source": facts.source, "target": facts.target}
+    for email in facts.users_to_merge:
+        address = f"user:{facts.target}/{email}"
+        diff.actions.append(Action.create(address=address, kind="merge_user", facts=basis,
+                                          details={**base, "email": email},
+                                          reason=f"carry the login {email} over from {facts.source} (same id "
+                                                 "scheme, same password hash)"))
+        waits.append(address)
+    for lane in facts.lanes_to_merge:
+        address = f"lane:{facts.target}/{lane}"
+        diff.actions.append(Action.create(address=address, kind="merge_lane", facts=basis,
+                                          details={**base, "lane": lane},
+                                          reason=f"carry the lane {lane} and its targets over from {facts.source}"))
+        waits.append(address)
+    if facts.user_conflicts:
+        diff.notes.append(AddressMessage(address=f"instance:{facts.target}", message=(
+            "users on both instances with another name or role; the target's are kept (declare [users.\"<email>\"] "
+            "to choose): " + "; ".join(facts.user_conflicts))))
+    return diff, waits
+
+
 def diff_migration(facts: MigrationFacts) -> Diff:
     """The steps that bring every remaining project of the source to the target (pure)."""
-    diff = Diff()
+    diff, waits = _diff_merge(facts)
     number = facts.next_number
     mapping: list[str] = []
     for project in facts.projects:
@@ -161,7 +218,7 @@ def diff_migration(facts: MigrationFacts) -> Diff:
         chain: list[Action] = []
         for kind, reason in steps:
             chain.append(Action.create(address=address, kind=kind, reason=reason, facts=basis, details=details,
-                                       depends_on=[chain[-1].id] if chain else list(facts.prerequisites)))
+                                       depends_on=[chain[-1].id] if chain else [*facts.prerequisites, *waits]))
         diff.actions.extend(chain)
     if mapping:
         diff.notes.append(AddressMessage(address=f"instance:{facts.target}", message=(

@@ -66,13 +66,16 @@ def cluster_problem(target: dict[str, Any]) -> str | None:
     return None
 
 
-def _user_facts(instance: str, email: str, user: UserConfig, db: Any) -> UserFacts:
+def _user_facts(instance: str, email: str, user: UserConfig, db: Any, source_db: Any = None) -> UserFacts:
     first, last = user.first_last()
     facts = UserFacts(instance=instance, email=email, absent=user.absent,
                       username=user.username or email.split("@", 1)[0], first_name=first, last_name=last,
                       name_declared=user.name is not None, role=user.role, password_env=user.initial_password_env,
                       password_set=bool(user.initial_password_env and os.environ.get(user.initial_password_env)))
     found = accounts.find_user(db, email)
+    if found is None and source_db is not None and not user.absent:
+        found = accounts.find_user(source_db, email)  # carried over by the migration (merge_user) first
+        facts.from_source = found is not None
     if found is not None:
         facts.user_id = str(found["_id"])
         facts.actual = {"name": str(found.get("name") or ""), "first_name": str(found.get("first_name") or ""),
@@ -179,9 +182,12 @@ def observe_instances(desired: Any, ctx: RunContext) -> Observation:
                 users_db = db
                 if config.migrate_from and config.migration == "database" and not _copied(ctx, instance, config):
                     users_db = readers.get(config.migrate_from).db  # the users the target will hold after the copy
+                source_db = None
+                if config.migrate_from and config.migration == "attach":
+                    source_db = readers.get(config.migrate_from).db
                 for email, user in desired.users.items():
                     if applies_to(user.instances, instance):
-                        item.users.append(_user_facts(instance, email, user, users_db))
+                        item.users.append(_user_facts(instance, email, user, users_db, source_db))
                 if desired.instances[instance].prune_lanes or any(applies_to(lane.instances, instance)
                                                                   for lane in desired.lanes.values()):
                     item.lanes = _lane_facts(desired, instance, db, ssh, cache)  # lanes managed here
