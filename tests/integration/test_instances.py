@@ -80,6 +80,11 @@ def test_users_are_created_with_a_meteor_password_and_the_password_is_never_show
     assert accounts.meteor_password_matches(PASSWORD, stored)
     assert not accounts.meteor_password_matches(PASSWORD + "x", stored)
 
+    history = instance.site.cli("history")
+    assert history.code == 0 and "create_user" in history.out and PASSWORD not in history.out + history.err
+    if instance.site.state_url.startswith("sqlite:///"):
+        assert PASSWORD.encode() not in Path(instance.site.state_url[len("sqlite:///"):]).read_bytes()
+
     again = instance.site.cli("plan", "--detailed-exitcode")
     assert again.code == 0, again.out + again.err  # converged: the email matched whatever its case
 
