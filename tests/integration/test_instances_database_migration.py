@@ -123,3 +123,38 @@ def test_a_migration_stopped_after_the_copy_resumes_from_its_checkpoints(facilit
     assert new_db.projects.count_documents({}) == 3 and new_db.users.count_documents({}) == \
         old_db.users.count_documents({}) + 1
     assert site.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_kill_9_during_a_database_migration_then_rerun_converges(facility, monkeypatch):
+    import signal
+
+    from tests.conftest import popen_cli
+
+    site, old_db, new_db, old, root = facility
+    big = old[0].project_dir / "J2" / "big"
+    big.mkdir()
+    for index in range(3000):  # the first project's copy takes a while: the kill lands inside it
+        (big / f"particle_{index:05d}.mrc").write_bytes(b"y" * 4096)
+    env = {"GRACE_PW": "a long enough password"}
+    process = popen_cli(site.args("apply", "--auto-approve"), env=env)
+    target = root / "new-storage" / old[0].project_dir.name / "J2" / "big"
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if target.is_dir() and len(os.listdir(target)) >= 50:
+            break
+        time.sleep(0.005)
+    assert process.poll() is None, "the migration finished before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    time.sleep(1)  # rsync learns (PR_SET_PDEATHSIG) that its parent died
+    assert new_db.projects.count_documents({}) == 3, "the database was copied before the directories"
+
+    monkeypatch.setenv("GRACE_PW", env["GRACE_PW"])
+    again = site.run("apply", "--auto-approve", env=env)
+    assert again.code == 0, again.out + again.err
+    assert len(os.listdir(target)) == 3000
+    assert sorted(doc["uid"] for doc in new_db.projects.find({})) == ["P1", "P2", "P3"]
+    assert not any(doc["archived"] for doc in new_db.projects.find({}))
+    assert all(doc["project_dir"].startswith(str(root / "new-storage")) for doc in new_db.projects.find({}))
+    assert new_db.users.count_documents({}) == old_db.users.count_documents({}) + 1
+    assert site.cli("plan", "--detailed-exitcode").code == 0

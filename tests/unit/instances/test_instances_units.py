@@ -120,3 +120,66 @@ def test_cluster_target_from_cluster_info():
     assert (target["name"], target["lane"], target["type"], target["script_tpl"]) == ("hpc", "hpc", "cluster",
                                                                                       "#!/bin/bash\n")
     assert scheduler.status_command(target) == "ssh login sinfo"
+
+
+def test_migrate_paths_move_the_longest_matching_prefix():
+    from reconciler.kinds.instances.migration import new_path
+
+    prefixes = {"/old": "/new", "/old/fast/": "/nvme"}
+    assert new_path("/old/CS-a", prefixes) == "/new/CS-a"
+    assert new_path("/old/fast/CS-b", prefixes) == "/nvme/CS-b"
+    assert new_path("/older/CS-c", prefixes) == "/older/CS-c"
+    assert new_path("/elsewhere/CS-d", {}) == "/elsewhere/CS-d"
+
+
+def test_attach_migration_planner_assigns_next_free_uids_and_waits_for_busy_projects():
+    from reconciler.kinds.instances.migration import MigratingProject, MigrationFacts, diff_migration
+
+    facts = MigrationFacts(target="new", source="old", source_id="id-old", next_number=5,
+                           prerequisites=["user:new/a@x.org"], users_to_merge=["z@x.org"], projects=[
+                               MigratingProject(uid="P1", title="a", source_path="/o/a", path="/n/a", detached=False),
+                               MigratingProject(uid="P2", title="b", source_path="/s/b", path="/s/b", detached=False,
+                                                busy_jobs=["J3"]),
+                               MigratingProject(uid="P3", title="c", source_path="/o/c", path="/n/c", detached=True,
+                                                checkpoint={"detached": True, "copied": True}),
+                               MigratingProject(uid="P4", title="d", source_path="/o/d", path="/n/d", detached=True),
+                               MigratingProject(uid="P6", title="e", source_path="/o/e", path="/n/e", detached=False,
+                                                imported_uid="P9")])
+    diff = diff_migration(facts)
+    steps = [(action.address, action.kind, action.details.get("new_uid")) for action in diff.actions]
+    assert steps == [("user:new/z@x.org", "merge_user", None),
+                     ("migration:new/P1", "migrate_detach", "P5"), ("migration:new/P1", "migrate_copy", "P5"),
+                     ("migration:new/P1", "migrate_attach", "P5"), ("migration:new/P3", "migrate_attach", "P6")]
+    assert set(diff.actions[1].depends_on) == {"user:new/a@x.org", "user:new/z@x.org"}
+    notes = " ".join(note.message for note in diff.notes)
+    assert "waiting: jobs J3 of P2" in notes and "P4 was detached from old before the migration" in notes
+    assert "P1 -> P5 (/n/a" in notes and "P3 -> P6" in notes
+
+
+def test_database_migration_planner_refuses_a_clash_and_an_outdated_copy():
+    from reconciler.kinds.instances.database_migration import (
+        DatabaseMigrationFacts,
+        DatabaseProject,
+        diff_database_migration,
+    )
+
+    projects = [DatabaseProject(uid="P1", source_path="/o/a", path="/n/a", archived=False, detached=False),
+                DatabaseProject(uid="P2", source_path="/s/b", path="/s/b", archived=False, detached=False,
+                                lock="id-old")]
+    fresh = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
+                                   projects=projects)
+    kinds = [(action.address, action.kind) for action in diff_database_migration(fresh).actions]
+    assert kinds == [("migration:new/P1", "migrate_archive"), ("migration:new/database", "copy_database"),
+                     ("migration:new/P1", "migrate_copy"), ("migration:new/P1", "repoint"),
+                     ("migration:new/P1", "migrate_unarchive"), ("migration:new/P2", "relock")]
+    clash = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
+                                   target_uids=["P1"], projects=projects)
+    assert "uid clash" in diff_database_migration(clash).errors[0].message
+    busy = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
+                                  busy=["P1/J2"], projects=projects)
+    assert diff_database_migration(busy).actions == []
+    outdated = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
+                                      copy_started="2026-01-01T00:00:00+00:00", copy_done=True,
+                                      newer="P2 (/s/b, records changed 2026-01-02 00:00:00Z)", projects=projects)
+    refused = diff_database_migration(outdated)
+    assert refused.actions == [] and "refusing to go on" in refused.errors[0].message
