@@ -41,7 +41,9 @@ class UserConfig(Section):
     name: str | None = Field(default=None, description='Full name, e.g. "Alice Liddell" (first word: first name).')
     username: str | None = Field(default=None,
                                  description="Login name (default: the email's part before '@').")
-    role: Literal["user", "admin"] = Field(default="user", description='"user" or "admin".')
+    role: Literal["user", "admin"] | None = Field(
+        default=None, description='"user" or "admin". Omitted: a new account is a "user" and an existing '
+                                  "account's role is left as it is.")
     initial_password_env: str | None = Field(
         default=None,
         description="Environment variable holding the password, used only when the account is created; "

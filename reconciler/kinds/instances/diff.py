@@ -28,7 +28,7 @@ class UserFacts:
     first_name: str
     last_name: str
     name_declared: bool
-    role: str
+    role: str | None  # None: not declared (new accounts are "user"; existing ones keep theirs)
     password_env: str | None
     password_set: bool  # the environment variable is set (its value is never read here)
     user_id: str | None = None  # None: no such user on the instance
@@ -76,7 +76,7 @@ def lane_address(instance: str, lane: str) -> str:
 
 
 def _changes(facts: UserFacts) -> dict[str, str]:
-    wanted = {"role": facts.role}
+    wanted = {"role": facts.role} if facts.role else {}
     if facts.name_declared:
         wanted.update(first_name=facts.first_name, last_name=facts.last_name,
                       name=" ".join(part for part in (facts.first_name, facts.last_name) if part))
@@ -114,10 +114,10 @@ def diff_user(facts: UserFacts, before: list[str], after: list[str] | None = Non
             return diff
         diff.actions.append(Action.create(
             address=address, kind="create_user", facts=basis,
-            reason=f"create the login {facts.email} ({facts.username}, {facts.role}) with the password from "
+            reason=f"create the login {facts.email} ({facts.username}, {facts.role or 'user'}) with the password from "
                    f"${facts.password_env}",
             details={**base, "username": facts.username, "first_name": facts.first_name,
-                     "last_name": facts.last_name, "role": facts.role, "password_env": facts.password_env},
+                     "last_name": facts.last_name, "role": facts.role or "user", "password_env": facts.password_env},
             before=before, depends_on=after))
         return diff
     changes = _changes(facts)

@@ -242,7 +242,7 @@ def user_rows(desired: Any) -> tuple[list[dict[str, Any]], list[str]]:
                 entry = next((declared[item] for item in emails if item in declared), None)
                 want = entry[1] if entry and applies_to(entry[1].instances, instance) else None
                 status = "undeclared" if want is None else ("to remove" if want.absent else (
-                    "ok" if want.role == accounts.role_of(document) and (
+                    "ok" if want.role in (None, accounts.role_of(document)) and (
                         want.name is None or want.name == document.get("name")) else "differs"))
                 rows.append({"instance": instance, "email": email, "id": str(document["_id"]),
                              "username": document.get("username"), "name": document.get("name"),
@@ -251,6 +251,7 @@ def user_rows(desired: Any) -> tuple[list[dict[str, Any]], list[str]]:
             for normal, (email, user) in declared.items():
                 if normal not in seen and applies_to(user.instances, instance) and not user.absent:
                     rows.append({"instance": instance, "email": email, "id": None, "username": user.username,
-                                 "name": user.name, "role": user.role, "declared": email, "status": "missing",
+                                 "name": user.name, "role": user.role or "user", "declared": email,
+                                 "status": "missing",
                                  "owns": []})
     return rows, problems

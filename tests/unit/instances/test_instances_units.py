@@ -80,6 +80,10 @@ def test_user_planner():
     assert diff_user(same, []).actions == []
     promoted = diff_user(_user(user_id="u1", role="admin", actual=same.actual), []).actions
     assert [(a.kind, a.details["changes"]) for a in promoted] == [("update_user", {"role": "admin"})]
+    admin = {**same.actual, "role": "admin"}
+    assert diff_user(_user(user_id="u1", role=None, actual=admin), []).actions == [], "no role: left as it is"
+    created = diff_user(_user(role=None), []).actions[0]
+    assert created.details["role"] == "user"
     owner = diff_user(_user(absent=True, user_id="u1", owned=["P1", "P3"]), [])
     assert owner.actions == [] and "P1, P3" in owner.errors[0].message
     removal = diff_user(_user(absent=True, user_id="u1"), []).actions
