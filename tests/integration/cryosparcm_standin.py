@@ -15,7 +15,9 @@ Commands: `status`; v4 `createuser --email E --password P --username U --firstna
 --lastname L [--admin]`, v5 `user create` with the same flags; `cluster connect` (reads
 cluster_info.json and cluster_script.sh from the current directory); v4 `cli
 "remove_scheduler_target_node('H')"` and `cli "remove_scheduler_lane('L')"`, v5 `worker
-disconnect H` and `cluster remove L`.
+disconnect H` and `cluster remove L`. Run as a worker's `bin/cryosparcw` (CRYOSPARCW_STANDIN_SELF
+set to that path): `connect --worker H --master M --port N --ssdpath D|--nossd [--ssdquota Q]
+--lane L [--newlane] --sshstr S [--update]`.
 """
 
 from __future__ import annotations
@@ -85,6 +87,35 @@ def cluster_connect() -> None:
     print(f"Successfully added cluster lane {info['name']}")
 
 
+def worker_connect(arguments: list[str]) -> None:
+    """`cryosparcw connect` as run on a worker: registers (or with --update, updates) the node."""
+    parser = argparse.ArgumentParser(prog="cryosparcw connect")
+    for flag in ("--worker", "--master", "--port", "--lane", "--sshstr"):
+        parser.add_argument(flag, required=True)
+    parser.add_argument("--ssdpath")
+    parser.add_argument("--ssdquota", type=int)
+    for flag in ("--nossd", "--newlane", "--update"):
+        parser.add_argument(flag, action="store_true")
+    options = parser.parse_args(arguments)
+    if bool(options.ssdpath) == options.nossd:
+        fail("give exactly one of --ssdpath and --nossd")
+    db = database()
+    lanes = (db.sched_config.find_one({"_id": "lanes"}) or {}).get("lanes", [])
+    if options.newlane:
+        upsert(db, "lanes", "lanes", {"name": options.lane, "title": options.lane, "desc": None, "type": "node"})
+    elif not any(lane.get("name") == options.lane for lane in lanes):
+        fail(f"lane {options.lane} does not exist; use --newlane")
+    self_path = os.environ["CRYOSPARCW_STANDIN_SELF"]
+    upsert(db, "targets", "targets", {
+        "type": "node", "name": options.worker, "hostname": options.worker, "lane": options.lane,
+        "title": f"Worker node {options.worker}", "desc": None, "ssh_str": options.sshstr,
+        "worker_bin_path": os.path.abspath(self_path), "cache_path": options.ssdpath,
+        "cache_quota_mb": options.ssdquota, "cache_reserve_mb": 10000,
+        "resource_fixed": {"SSD": options.ssdpath is not None},
+        "resource_slots": {"CPU": [0, 1], "GPU": [0], "RAM": [0, 1]}, "gpus": [{"id": 0, "name": "stand-in"}]})
+    print(f"Successfully connected worker {options.worker} to master {options.master}:{options.port}")
+
+
 def remove_target(name: str) -> None:
     database().sched_config.update_one({"_id": "targets"}, {"$pull": {"targets": {"name": name}}})
 
@@ -102,7 +133,9 @@ def main(argv: list[str]) -> None:
             stream.write(json.dumps({"argv": argv, "cwd_files": sorted(os.listdir("."))}) + "\n")
     version = os.environ.get("CRYOSPARCM_STANDIN_VERSION", "4.6.2")
     major = int(version.split(".")[0])
-    if argv[:1] == ["status"]:
+    if os.environ.get("CRYOSPARCW_STANDIN_SELF") and argv[:1] == ["connect"]:
+        worker_connect(argv[1:])
+    elif argv[:1] == ["status"]:
         print(f"----\nCurrent cryoSPARC version: v{version}\n----")
     elif major < 5 and argv[:1] == ["createuser"]:
         create_user(argv[1:])

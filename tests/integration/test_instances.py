@@ -290,3 +290,40 @@ def test_the_cryosparcm_driver_runs_the_installations_own_commands(instance, mon
     assert [lane["name"] for lane in scheduler.lanes(instance.db)] == ["hpc"]
     assert [target["name"] for target in scheduler.targets(instance.db)] == ["hpc"]
     assert instance.site.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_cryosparcm_driver_connects_a_node_with_cryosparcw_connect_over_ssh(instance, sshd, monkeypatch, tmp_path):
+    """v4: `cryosparcw connect` runs on the worker over the real sshd; the worker's bin/cryosparcw is
+    the stand-in (tests/integration/cryosparcm_standin.py: no CryoSPARC runs here)."""
+    import shlex
+    import sys
+
+    standin = Path(__file__).parent / "cryosparcm_standin.py"
+    log = tmp_path / "calls.jsonl"
+    env = {"CRYOSPARCM_STANDIN_URI": instance.mongo.uri, "CRYOSPARCM_STANDIN_DB": instance.database,
+           "CRYOSPARCM_STANDIN_VERSION": "4.6.2", "CRYOSPARCM_STANDIN_LOG": str(log)}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    program = tmp_path / "cryosparcm"
+    program.write_text(f'#!/bin/sh\nexec {sys.executable} {standin} "$@"\n')
+    program.chmod(0o755)
+    worker = tmp_path / "cryosparc_worker"
+    (worker / "bin").mkdir(parents=True)
+    exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
+    (worker / "bin" / "cryosparcw").write_text(
+        f'#!/bin/sh\n{exports} CRYOSPARCW_STANDIN_SELF="$0" exec {sys.executable} {standin} "$@"\n')
+    (worker / "bin" / "cryosparcw").chmod(0o755)
+    target = f'{{ hostname = "gpu1", ssh = "{sshd.user}@127.0.0.1", worker_path = "{worker}" }}'
+    instance.configure(f'{_ssh_toml(sshd)}\n[lanes.ws]\ntype = "node"\ntargets = [{target}]\n',
+                       extra=f'driver = "cryosparcm"\ncryosparcm = "{program}"\nmaster_hostname = "csmaster"\n')
+    applied = instance.site.cli("apply", "--auto-approve")
+    assert applied.code == 0, applied.out + applied.err
+    calls = [json.loads(line)["argv"] for line in log.read_text().splitlines()]
+    assert ["connect", "--worker", "gpu1", "--master", "csmaster", "--port", "39000", "--nossd", "--lane", "ws",
+            "--newlane", "--sshstr", f"{sshd.user}@127.0.0.1"] in calls, calls
+    [stored] = [item for item in scheduler.targets(instance.db) if item["lane"] == "ws"]
+    assert stored["worker_bin_path"] == f"{worker}/bin/cryosparcw" and stored["gpus"], "slots the worker detected"
+    assert [lane for lane in scheduler.lanes(instance.db) if lane["name"] == "ws"] == [
+        {"name": "ws", "title": "ws", "desc": None, "type": "node"}]
+    again = json.loads(instance.site.cli("plan", "--format", "json").out)
+    assert again["actions"] == [], again["actions"]

@@ -153,6 +153,9 @@ class InstancesKind(Kind):
         if config.driver == "cryosparcm" and lane.type == "cluster":
             return self._cluster_connect(ctx, details["instance"], details["lane"], lane)
         with open_reader(ctx.desired, details["instance"]) as reader:
+            exists = any(item["name"] == details["lane"] for item in scheduler.lanes(reader.db))
+            if config.driver == "cryosparcm" and config.master_hostname and not exists:
+                return f"lane {details['lane']} is created by its first worker's `cryosparcw connect --newlane`"
             scheduler.put_lane(reader.db, details["lane_doc"])
         return f"lane {details['lane']} is in place on {details['instance']}"
 
@@ -179,13 +182,40 @@ class InstancesKind(Kind):
         if config.driver == "cryosparcm" and target.get("type") == "cluster":
             return self._cluster_connect(ctx, details["instance"], details["lane"],
                                          ctx.desired.lanes[details["lane"]])
-        # Node targets: `cryosparcw connect` runs on the worker and detects its GPUs; reconciler
-        # writes the target's managed fields (both drivers) and keeps the detected slots.
+        if config.driver == "cryosparcm" and target.get("type") == "node" and config.master_hostname:
+            return self._worker_connect(ctx, details, target)
+        # Node targets otherwise: reconciler writes the target's managed fields and keeps the slots
+        # `cryosparcw connect --update` detected on the worker.
         with open_reader(ctx.desired, details["instance"]) as reader:
             if not any(lane["name"] == details["lane"] for lane in scheduler.lanes(reader.db)):
                 raise ApplyError(f"lane {details['lane']} is not on {details['instance']}; run plan again")
             scheduler.put_target(reader.db, target)
         return f"target {details['target']} of lane {details['lane']} is in place on {details['instance']}"
+
+    def _worker_connect(self, ctx: RunContext, details: dict[str, Any], target: dict[str, Any]) -> str:
+        """`cryosparcw connect` on the worker over ssh (v4), or `cryosparcm worker connect` (v5)."""
+        import shlex
+
+        from reconciler.kinds.instances.observe import ssh_settings
+
+        instance = details["instance"]
+        config = ctx.desired.instances[instance]
+        major = self._major(ctx, instance)
+        with open_reader(ctx.desired, instance) as reader:
+            known = {item["name"] for item in scheduler.targets(reader.db)}
+            new_lane = not any(item["name"] == details["lane"] for item in scheduler.lanes(reader.db))
+        worker_path = str(target["worker_bin_path"]).rsplit("/bin/cryosparcw", 1)[0]
+        argv = cryosparcm.worker_connect_argv(
+            worker_path, major, config.cryosparcm, hostname=target["hostname"], master=str(config.master_hostname),
+            port=config.base_port, lane=details["lane"], new_lane=new_lane, ssh_str=target["ssh_str"],
+            ssd_path=target.get("cache_path"), ssd_quota_mb=target.get("cache_quota_mb"))
+        if target["name"] in known:
+            argv.append("--update")
+        if major < 5:
+            ssh = ssh_settings(ctx.desired)
+            argv = ["ssh", *ssh.base_args(), "--", target["ssh_str"], shlex.join(argv)]
+        cryosparcm.run_argv(argv, f"connect worker {target['hostname']} to {instance}")
+        return f"worker {target['hostname']} connected to lane {details['lane']} on {instance}"
 
     @executor("remove_target")
     def remove_target(self, action: Action, ctx: RunContext) -> str:

@@ -35,6 +35,11 @@ class InstanceConfig(Section):
     migrate_paths: dict[str, str] = Field(
         default_factory=dict, description='Where migrated project directories go: old path prefix -> new prefix, '
                                           'e.g. { "/old/storage" = "/new/storage" } (default: paths stay).')
+    master_hostname: str | None = Field(
+        default=None, description='The master\'s hostname as workers reach it: with driver = "cryosparcm", node '
+                                  "targets are connected by running `cryosparcw connect --master <this>` on the "
+                                  "worker over ssh (v5: `cryosparcm worker connect`); unset: written to the database.")
+    base_port: int = Field(default=39000, description="The master's base port (cryosparcw connect --port).")
     prune_lanes: bool = Field(
         default=False, description="Remove scheduler lanes (and their targets) that no [lanes.*] entry names for this "
                                    "instance (destructive: needs --allow-destroy).")
