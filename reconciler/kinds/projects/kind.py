@@ -17,7 +17,6 @@ from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunConte
 from reconciler.engine.memo import Memo
 from reconciler.errors import ApplyError
 from reconciler.kinds.projects.config import ProjectConfig, check_projects
-from reconciler.kinds.projects.copy import copy_project
 from reconciler.kinds.projects.diff import (
     AttachDetails,
     CopyDetails,
@@ -29,11 +28,13 @@ from reconciler.kinds.projects.diff import (
     diff_project,
     project_address,
 )
-from reconciler.kinds.projects.observe import find_imported, observe_projects
+from reconciler.kinds.projects.observe import observe_projects
 from reconciler.kinds.projects.tables import BundleImport, ProjectCopy
 from reconciler.providers.cryosparc import model
 from reconciler.providers.cryosparc.config import INSTANCES_SECTION
+from reconciler.providers.cryosparc.copy import copy_project
 from reconciler.providers.cryosparc.drivers import open_driver, open_reader
+from reconciler.providers.cryosparc.readers import find_imported
 from reconciler.providers.mongo.config import DATABASES_SECTION
 from reconciler.units import human_bytes
 
