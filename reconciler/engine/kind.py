@@ -18,7 +18,9 @@ point group. It declares:
   next run can tell without observing (engine/memo.py);
 - optionally ``check`` (cross-reference checks on the config), ``commands``
   (extra CLI commands), ``tables`` (the SQLModel tables the state store creates for
-  it), ``schema_version`` and ``migrations``.
+  it), ``schema_version`` and ``migrations``;
+- optionally ``report_section`` (its part of ``report --html``: data and a template fragment)
+  and ``measure`` (figures each run records for the report's history); engine/report.py.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from sqlalchemy.engine import Connection
 
+    from reconciler.engine.report import Measure, ReportContext, ReportSection
     from reconciler.state.store import StateStore
 
 ConfigPath = tuple[str | int, ...]
@@ -187,4 +190,16 @@ class Kind(ABC):
         """This kind's own figures for the metrics file, as ``reconciler.monitoring.metrics.Sample``
         values (e.g. files missing per replica, the newest backup's age), read from the state
         after a run of the whole config. Raises ReconcilerError or OSError when they cannot be read."""
+        return []
+
+    def report_section(self, desired: BaseModel, ctx: ReportContext) -> ReportSection | None:
+        """This kind's section of the report (engine/report.py), or None (the default) for none.
+        Reads only: the report has just observed (``ctx.errors``). Raises ReconcilerError or
+        OSError when the section cannot be made; the report then names the kind as a problem."""
+        return None
+
+    def measure(self, desired: BaseModel, ctx: RunContext) -> list[Measure]:
+        """Figures worth keeping as history (bytes and files held, free space...), read cheaply
+        after a run of the whole config, each with the time it was measured (engine/report.py).
+        The default records none. Raises ReconcilerError or OSError when they cannot be read."""
         return []

@@ -22,6 +22,7 @@ from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.engine.memo import Memo
 from reconciler.engine.planner import matches_target
+from reconciler.engine.report import Measure, ReportContext, ReportSection
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, TEMP_PREFIX, backup_id_for, read_catalog
 from reconciler.kinds.backups.config import DatabaseConfig
@@ -188,6 +189,16 @@ class BackupsKind(Kind):
         from reconciler.kinds.backups.commands import backups_group
 
         return [backups_group]
+
+    def report_section(self, desired: Any, ctx: ReportContext) -> ReportSection:
+        from reconciler.kinds.backups import report
+
+        return report.section(desired, ctx)
+
+    def measure(self, desired: Any, ctx: RunContext) -> list[Measure]:
+        from reconciler.kinds.backups import report
+
+        return report.measure(desired)
 
 
 def _is_replica_set(client: Any, uri: str) -> bool:

@@ -22,6 +22,7 @@ from reconciler.engine import memo
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.engine.planner import matches_target
+from reconciler.engine.report import Measure, ReportContext, ReportSection
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.kinds.replicas import connections, hashing, inventory, marker, paths, trim
 from reconciler.kinds.replicas.config import OriginConfig, ReplicaConfig, SshSection, unsafe_origin_name
@@ -692,5 +693,15 @@ class ReplicasKind(Kind):
         from reconciler.kinds.replicas.commands import inventory_group, replicas_group
 
         return [replicas_group, inventory_group]
+
+    def report_section(self, desired: Any, ctx: ReportContext) -> ReportSection:
+        from reconciler.kinds.replicas import report
+
+        return report.section(desired, ctx)
+
+    def measure(self, desired: Any, ctx: RunContext) -> list[Measure]:
+        from reconciler.kinds.replicas import report
+
+        return report.measure(desired, ctx.state, ctx.base_dir)
 
 

@@ -1,0 +1,135 @@
+"""The projects' part of the report (each project on each instance with its Live sessions' sizes
+and states per datatype, declared against actual) and the figures each run records for it: the
+Live session data each instance holds, as CryoSPARC records it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from reconciler.engine.report import Measure, ReportContext, ReportSection, fragment
+from reconciler.errors import ObserveError
+
+ORDER = 30
+
+
+@dataclass
+class SessionRow:
+    uid: str
+    title: str
+    status: str
+    datatypes: dict[str, dict[str, Any]]  # name -> {status, bytes}
+
+    @property
+    def bytes(self) -> int:
+        return sum(int(item.get("bytes") or 0) for item in self.datatypes.values())
+
+
+@dataclass
+class ProjectRow:
+    instance: str
+    uid: str
+    title: str
+    path: str
+    state: str
+    declared: str | None
+    in_sync: bool | None
+    datatype_names: tuple[str, ...] = ()
+    sessions: list[SessionRow] = field(default_factory=list)
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return {name: sum(int(s.datatypes[name].get("bytes") or 0) for s in self.sessions)
+                for name in self.datatype_names}
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.totals.values())
+
+
+def _datatypes() -> dict[str, bool]:
+    """The Live session datatypes, each with whether it has states (a CryoSPARC fact kept in
+    kinds/sessions/datatypes.py today; it belongs with the CryoSPARC model)."""
+    from reconciler.kinds.sessions.datatypes import DATATYPES
+
+    return {name: item.stateful for name, item in DATATYPES.items()}
+
+
+def _sessions(reader: Any, project_uid: str, datatypes: dict[str, bool]) -> list[SessionRow]:
+    from reconciler.kinds.projects.model import WORKSPACES, uid_number
+
+    rows = []
+    for document in reader.db[WORKSPACES].find({"project_uid": project_uid}):
+        if not document.get("session_uid"):
+            continue
+        management = document.get("data_management") or {}
+        rows.append(SessionRow(
+            uid=str(document["session_uid"]), title=str(document.get("title", "")),
+            status=str(document.get("status", "")),
+            datatypes={name: {"status": (management.get(name) or {}).get("status", "active") if stateful else None,
+                              "bytes": int((management.get(name) or {}).get("size") or 0)}
+                       for name, stateful in datatypes.items()}))
+    return sorted(rows, key=lambda row: uid_number(row.uid))
+
+
+def section(desired: Any, ctx: ReportContext) -> ReportSection:
+    """Every project of every configured instance with its Live sessions (sizes as CryoSPARC
+    records them; directories are not measured), then each instance's Live data over time."""
+    from reconciler.kinds.projects.commands import project_rows
+    from reconciler.kinds.projects.drivers import open_reader
+    from reconciler.kinds.projects.model import uid_number
+
+    datatypes = _datatypes()
+    projects: list[ProjectRow] = []
+    problems: list[str] = []
+    if desired.instances:
+        rows, problems = project_rows(desired, measure=False)
+        by_instance: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_instance.setdefault(row["instance"], []).append(row)
+        for instance, items in by_instance.items():
+            try:
+                with open_reader(desired, instance) as reader:
+                    for row in items:
+                        want = row["desired"]
+                        projects.append(ProjectRow(
+                            instance=instance, uid=str(row["uid"]), title=str(row["title"]), path=row["path"],
+                            state=row["state"], in_sync=row["in_sync"], datatype_names=tuple(datatypes),
+                            declared=f"{want['state']} on {want['instance']} at {want['path']}" if want else None,
+                            sessions=_sessions(reader, str(row["uid"]), datatypes)))
+            except ObserveError as error:
+                problems.append(f"instance {instance}: {error}")
+    projects.sort(key=lambda row: (row.instance, uid_number(row.uid)))
+    data = {"projects": projects, "datatypes": list(datatypes), "configured": bool(desired.instances),
+            "growth": ctx.history("instance", "bytes")}
+    return ReportSection(key="projects", title="Projects and Live sessions", template=fragment(__package__),
+                         data=data, order=ORDER,
+                         count=f"{len(projects)} {'project' if len(projects) == 1 else 'projects'}",
+                         problems=problems)
+
+
+def measure(desired: Any) -> list[Measure]:
+    """Per configured instance (``instance:<key>``): the bytes of Live session data and the number
+    of projects, as the instance's database records them now (one query each; no directory is
+    walked). An instance that cannot be reached is left out (its plan says so)."""
+    from reconciler.kinds.projects.drivers import open_reader
+    from reconciler.kinds.projects.model import PROJECTS, WORKSPACES
+
+    found: list[Measure] = []
+    for instance in desired.instances:
+        try:
+            with open_reader(desired, instance) as reader:
+                total = 0
+                for document in reader.db[WORKSPACES].find({"session_uid": {"$exists": True}},
+                                                           {"data_management": 1}):
+                    for item in (document.get("data_management") or {}).values():
+                        if isinstance(item, dict):
+                            total += int(item.get("size") or 0)
+                projects = reader.db[PROJECTS].count_documents({"deleted": {"$ne": True}})
+        except ObserveError:
+            continue
+        now = datetime.now(UTC)
+        found += [Measure(f"instance:{instance}", "bytes", total, now),
+                  Measure(f"instance:{instance}", "projects", projects, now)]
+    return found
