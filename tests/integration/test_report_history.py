@@ -109,3 +109,33 @@ def test_runs_record_history_and_the_report_draws_it_in_chromium(site, mongo, tm
         assert 0 < count(store) < 100  # a handful of figures per run, no more
     finally:
         store.dispose()
+
+
+def test_each_instance_live_data_is_recorded_and_drawn_and_an_empty_history_says_so(site, mongo):
+    from reconciler.kinds.projects.generator import make_instance
+    from tests.dom import parse_html
+
+    client = pymongo.MongoClient(mongo.uri)
+    database = f"history_{uuid.uuid4().hex[:8]}"
+    try:
+        make_instance(client[database], site.root / "cs", "id-cs", projects=2, jobs=1, sessions=1, movies=1)
+        site.write(f'[databases.cs]\nuri = "{mongo.uri}"\ndatabase = "{database}"\n\n'
+                   '[instances.cs]\ndatabase = "cs"\ninstance_id = "id-cs"\n')
+        output = site.root / "report.html"
+        assert site.cli("report", "--html", str(output)).code == 0  # no run yet: nothing recorded
+        before = parse_html(output.read_text())
+        assert before.find("p", data_chart="instance-growth")[0]["data-empty"] == "true"
+        assert "No run has measured the instances yet." in " ".join(before.text)
+        assert site.cli("plan").code == 0
+        client[database].workspaces.update_many({"session_uid": {"$exists": True}},
+                                                {"$inc": {"data_management.raw.size": 10 ** 9}})
+        assert site.cli("plan").code == 0
+        assert site.cli("report", "--html", str(output)).code == 0
+    finally:
+        client.drop_database(database)
+        client.close()
+    dom = parse_html(output.read_text())
+    points = _series(dom, "instance-growth")["instance:cs"]
+    values = [int(point["data-value"] or 0) for point in points]
+    assert len(values) == 2 and values[1] - values[0] == 2 * 10 ** 9  # two sessions, each a GB more
+    assert "2 projects" in " ".join(" ".join(dom.text).split())
