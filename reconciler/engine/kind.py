@@ -31,7 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.memo import Memo
@@ -77,6 +77,19 @@ class Diff:
         return self
 
 
+class Progress(Protocol):
+    """``progress(label, done, total)``: ``total < 0`` for work of unknown size (a scan), ended
+    by a call with ``total == done``; ``bytes_done``/``bytes_total`` when bytes are known."""
+
+    def __call__(self, label: str, done: int, total: int, bytes_done: int | None = None,
+                 bytes_total: int | None = None) -> None: ...
+
+
+def _no_progress(label: str, done: int, total: int, bytes_done: int | None = None,
+                 bytes_total: int | None = None) -> None:
+    return None
+
+
 @dataclass
 class RunContext:
     """Everything observers and executors may use besides the config.
@@ -85,8 +98,8 @@ class RunContext:
     ``options`` carries kind-specific flags from the CLI (e.g. ``full_scan``).
     ``stop`` is set when the operator asked the run to stop (SIGTERM/SIGINT);
     long executors should check it between units of work. ``progress(label,
-    done, total)`` reports long work; the CLI shows a bar on a terminal and
-    periodic log lines otherwise, and throttles calls itself.
+    done, total)`` reports long work (``Progress``); the CLI shows a bar or a
+    spinner on a terminal and periodic log lines otherwise, and throttles calls itself.
     """
 
     base_dir: Path
@@ -95,7 +108,7 @@ class RunContext:
     targets: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
-    progress: Callable[[str, int, int], None] = lambda label, done, total: None
+    progress: Progress = field(default_factory=lambda: _no_progress)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("reconciler"))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from itertools import accumulate
 from pathlib import Path
@@ -20,7 +21,7 @@ from pydantic import Field
 from reconciler.config.model import resolve_path
 from reconciler.engine import memo
 from reconciler.engine.actions import Action, AddressMessage
-from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
+from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, Progress, RunContext, executor
 from reconciler.engine.planner import matches_target
 from reconciler.engine.report import Measure, ReportContext, ReportSection
 from reconciler.errors import ApplyError, ObserveError
@@ -62,6 +63,21 @@ def replica_location(key: str, base_dir: Path) -> Location:
 
 def _origins_of(desired: Any, replica: ReplicaConfig) -> list[str]:
     return list(replica.origins) if replica.origins is not None else list(desired.origins)
+
+
+def _counted(entries: Iterable[Entry], label: str, progress: Progress, every: int = 1000) -> Iterator[Entry]:
+    """``entries`` as they come, with the files among them counted to ``progress`` (of unknown
+    total: a spinner on a terminal) every ``every`` files, and the end reported however it ends."""
+    files = 0
+    try:
+        for entry in entries:
+            if entry.entry_type == "f":
+                files += 1
+                if files % every == 0:
+                    progress(label, files, -1)
+            yield entry
+    finally:
+        progress(label, files, files)
 
 
 class ReplicasKind(Kind):
@@ -194,6 +210,7 @@ class ReplicasKind(Kind):
             entries = walk_remote(location, ssh, matcher, cutoff, known, fast=fast)
         else:
             entries = walk_local(location.path, matcher, cutoff, known, fast=fast, jobs=origin.scan_jobs)
+        entries = _counted(entries, f"scan origin:{name}", ctx.progress)
         scan_id = inventory.new_scan_id()
         dirs: list[Entry] = []
         try:
