@@ -65,10 +65,22 @@ def _origins_of(desired: Any, replica: ReplicaConfig) -> list[str]:
     return list(replica.origins) if replica.origins is not None else list(desired.origins)
 
 
+def _bytes_of(connection: Any, origin: str, names: list[str], chunk: int = 10_000) -> int:
+    """The bytes the inventory records for the files ``names`` of ``origin`` (by the unique
+    (origin, path) index, ``chunk`` names a statement)."""
+    from sqlalchemy import bindparam, text
+
+    query = text("SELECT COALESCE(SUM(size), 0) FROM origin_files WHERE origin = :origin AND path IN :names"
+                 ).bindparams(bindparam("names", expanding=True))
+    return sum(int(connection.execute(query, {"origin": origin, "names": names[start:start + chunk]}).scalar_one())
+               for start in range(0, len(names), chunk))
+
+
 def _counted(entries: Iterable[Entry], label: str, progress: Progress, every: int = 1000) -> Iterator[Entry]:
     """``entries`` as they come, with the files among them counted to ``progress`` (of unknown
     total: a spinner on a terminal) every ``every`` files, and the end reported however it ends."""
     files = 0
+    progress(label, 0, -1)  # a spinner from the start (and no log line for a short scan)
     try:
         for entry in entries:
             if entry.entry_type == "f":
@@ -435,18 +447,25 @@ class ReplicasKind(Kind):
         expected = self._origin_hashes(ctx, origin_name, origin, files, ssh) if checksums else {}
         all_copied: list[str] = []
 
+        bytes_total = action.details.get("bytes")
+        bytes_done = [0]  # of the batches finished so far (rsync reports names, not sizes)
+
         def record(index: int, delivered: list[bytes] | None) -> None:
             # A whole batch is recorded by the plan's own paths (batches are slices of them).
             copied = (files[starts[index]:starts[index + 1]] if delivered is None
                       else [paths.to_text(name) for name in delivered])
             with ctx.state.engine.begin() as connection:
                 inventory.record_copied(connection, replica, origin_name, copied)
+                bytes_done[0] += _bytes_of(connection, origin_name, copied)
             if checksums:
                 all_copied.extend(copied)
 
-        result = run_copies(invocation, batches, replica_config.copy_jobs,
-                            lambda done, total: ctx.progress(label, done, total), record, ctx.stop)
-        ctx.progress(label, result.delivered, len(files))
+        def progress(done: int, total: int) -> None:  # the end is told once every batch is recorded
+            ctx.progress(label, min(done, total - 1) if total else done, total, bytes_done=bytes_done[0],
+                         bytes_total=bytes_total)
+
+        result = run_copies(invocation, batches, replica_config.copy_jobs, progress, record, ctx.stop)
+        ctx.progress(label, result.delivered, len(files), bytes_done=bytes_done[0], bytes_total=bytes_total)
         with ctx.state.engine.begin() as connection:
             inventory.touch_replica(connection, replica, sync=inventory.now_utc())
         checked = ""
