@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 from typing import Any
 
 import click
@@ -28,14 +29,18 @@ def _iso(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
 
-def held_and_missing(connection: Any, key: str, origins: list[str]) -> tuple[int, int, int, int]:
+def held_and_missing(connection: Any, key: str, origins: list[str],
+                     complete: Collection[str] = ()) -> tuple[int, int, int, int]:
     """Files and bytes replica ``key`` holds, and those of its ``origins`` it lacks (absent, or of
-    another size or time), as the inventory knows them: two set-based queries per origin."""
+    another size or time), as the inventory knows them: one query, and one join per origin not
+    known ``complete`` (origins the caller knows lack nothing are not queried)."""
     held_files, held_bytes = connection.execute(
         text("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM replica_copies WHERE replica = :r"), {"r": key}
     ).one()
     missing_files = missing_bytes = 0
     for origin in origins:
+        if origin in complete:
+            continue
         missing = connection.execute(
             text("SELECT COUNT(*), COALESCE(SUM(f.size), 0) FROM origin_files f "
                  "LEFT JOIN replica_copies c ON c.file_id = f.id AND c.replica = :r "

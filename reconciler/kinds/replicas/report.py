@@ -47,11 +47,13 @@ def measure(desired: Any, state: Any, base_dir: Any) -> list[Measure]:
     """Files and bytes per origin as of its last scan; per replica what it holds and lacks as the
     inventory knows it after this run, and the free space of a local replica's file system now.
     Replicas offline (removable, absent) are left out. Cheap: a few set-based queries per replica
-    and one statvfs; a remote replica's free space is not measured (it would take a connection)."""
+    (what a replica lacks of an origin is not queried when the observer recorded the pair complete
+    at the origin's current inventory generation) and one statvfs; a remote replica's free space is
+    not measured (it would take a connection)."""
     from reconciler.kinds.replicas.commands import held_and_missing
     from reconciler.kinds.replicas.diff import replica_address
     from reconciler.kinds.replicas.kind import _origins_of, replica_location
-    from reconciler.kinds.replicas.tables import OriginStatus, ReplicaStatus
+    from reconciler.kinds.replicas.tables import OriginStatus, PairStatus, ReplicaStatus
 
     if not desired.origins and not desired.replicas:
         return []
@@ -74,12 +76,19 @@ def measure(desired: Any, state: Any, base_dir: Any) -> list[Measure]:
                       Measure(f"origin:{name}", "bytes", size, scanned)]
         offline = {key for key, since in connection.execute(
             select(replica_status.c.replica, replica_status.c.offline_since)) if since is not None}
+        generations = {origin: generation for origin, generation in
+                       connection.execute(select(origin_status.c.origin, origin_status.c.generation))}
+        pair_status = PairStatus.__table__  # type: ignore[attr-defined]
+        complete = {(replica, origin) for replica, origin, generation in connection.execute(
+            select(pair_status.c.replica, pair_status.c.origin, pair_status.c.complete_generation))
+            if generation >= 0 and generations.get(origin) == generation}
         for key, replica in desired.replicas.items():
             if key in offline:
                 continue
             address = replica_address(key)
+            origins = _origins_of(desired, replica)
             held_files, held_bytes, missing_files, missing_bytes = held_and_missing(
-                connection, key, _origins_of(desired, replica))
+                connection, key, origins, {origin for origin in origins if (key, origin) in complete})
             found += [Measure(address, "files", held_files, now), Measure(address, "bytes", held_bytes, now),
                       Measure(address, "missing_files", missing_files, now),
                       Measure(address, "missing_bytes", missing_bytes, now)]
