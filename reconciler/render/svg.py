@@ -145,21 +145,24 @@ def line_chart(series: dict[str, list[tuple[datetime, float]]], unit: str, key: 
     return Markup("").join(parts) + Markup('<ul class="legend">{}</ul>').format(Markup("").join(legend))
 
 
-def timeline_chart(points: list[dict[str, Any]], key: str, empty: str, now: datetime) -> Markup:
-    """Backups on a time axis: ``points`` with ``time``, ``name``, ``kept`` and ``why`` (the
-    rules keeping it, or why it goes); kept ones filled, those the next prune removes hollow."""
+def timeline_chart(points: list[dict[str, Any]], key: str, empty: str, now: datetime,
+                   labels: tuple[str, str] = ("kept", "dropped")) -> Markup:
+    """Things a policy keeps or drops, on a time axis (e.g. backups and their retention):
+    ``points`` with ``time``, ``name``, ``kept`` and ``why`` (the rules keeping it, or why it
+    goes); kept ones filled on the upper line, the others hollow on the lower one (``labels``)."""
     if not points:
         return _empty(key, empty)
     height = 64
     times = [point["time"] for point in points]
     start, span = _x_scale(times)
     inner_width = WIDTH - LEFT - RIGHT
-    parts = [Markup('<svg class="chart timeline" data-chart="{}" data-backups="{}" viewBox="0 0 {} {}" width="{}" '
+    parts = [Markup('<svg class="chart timeline" data-chart="{}" data-points="{}" viewBox="0 0 {} {}" width="{}" '
                     'height="{}" role="img" aria-label="{}">').format(key, len(points), WIDTH, height, WIDTH, height,
                                                                       key),
              Markup('<line class="grid" x1="{}" x2="{}" y1="24" y2="24"/>').format(LEFT, WIDTH - RIGHT),
-             Markup('<text class="axis" x="{}" y="28" text-anchor="end">kept</text>'
-                    '<text class="axis" x="{}" y="50" text-anchor="end">to prune</text>').format(LEFT - 6, LEFT - 6)]
+             Markup('<text class="axis" x="{}" y="28" text-anchor="end">{}</text>'
+                    '<text class="axis" x="{}" y="50" text-anchor="end">{}</text>').format(
+                 LEFT - 6, labels[0], LEFT - 6, labels[1])]
     for point in points:
         moment = point["time"]
         cx = LEFT + inner_width * (moment - start).total_seconds() / span

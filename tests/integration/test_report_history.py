@@ -88,7 +88,7 @@ def test_runs_record_history_and_the_report_draws_it_in_chromium(site, mongo, tm
     assert [attrs["data-kept"] for attrs in timeline] == ["no", "yes", "yes"]
     assert timeline[0]["data-why"] == "no rule of the policy keeps it: the next prune removes it"
     assert timeline[1]["data-why"] == timeline[2]["data-why"] == "last"
-    assert dom.find("svg", data_chart="backup-timeline-cs")[0]["data-backups"] == "3"
+    assert dom.find("svg", data_chart="backup-timeline-cs")[0]["data-points"] == "3"
 
     times = dom.find("time")
     assert times and all(EXACT.match(attrs.get("title") or "") for attrs in times)
