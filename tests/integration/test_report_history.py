@@ -111,16 +111,17 @@ def test_runs_record_history_and_the_report_draws_it_in_chromium(site, mongo, tm
         store.dispose()
 
 
-def test_each_instance_live_data_is_recorded_and_drawn_and_an_empty_history_says_so(site, mongo):
+def test_each_instance_and_declared_project_live_data_is_recorded_and_drawn_and_an_empty_history_says_so(site, mongo):
     from reconciler.kinds.projects.generator import make_instance
     from tests.dom import parse_html
 
     client = pymongo.MongoClient(mongo.uri)
     database = f"history_{uuid.uuid4().hex[:8]}"
     try:
-        make_instance(client[database], site.root / "cs", "id-cs", projects=2, jobs=1, sessions=1, movies=1)
+        made = make_instance(client[database], site.root / "cs", "id-cs", projects=2, jobs=1, sessions=1, movies=1)
         site.write(f'[databases.cs]\nuri = "{mongo.uri}"\ndatabase = "{database}"\n\n'
-                   '[instances.cs]\ndatabase = "cs"\ninstance_id = "id-cs"\n')
+                   '[instances.cs]\ndatabase = "cs"\ninstance_id = "id-cs"\n\n'
+                   f'[projects.headline]\nuid = "P1"\ninstance = "cs"\npath = "{made[0].project_dir}"\n')
         output = site.root / "report.html"
         assert site.cli("report", "--html", str(output)).code == 0  # no run yet: nothing recorded
         before = parse_html(output.read_text())
@@ -138,4 +139,8 @@ def test_each_instance_live_data_is_recorded_and_drawn_and_an_empty_history_says
     points = _series(dom, "instance-growth")["instance:cs"]
     values = [int(point["data-value"] or 0) for point in points]
     assert len(values) == 2 and values[1] - values[0] == 2 * 10 ** 9  # two sessions, each a GB more
+    declared = _series(dom, "project-growth")
+    assert list(declared) == ["project:headline"]  # the declared one, named as the CLI names it
+    grown = [int(point["data-value"] or 0) for point in declared["project:headline"]]
+    assert len(grown) == 2 and grown[1] - grown[0] == 10 ** 9
     assert "2 projects" in " ".join(" ".join(dom.text).split())

@@ -1,6 +1,6 @@
 """The projects' part of the report (each project on each instance with its Live sessions' sizes
 and states per datatype, declared against actual) and the figures each run records for it: the
-Live session data each instance holds, as CryoSPARC records it."""
+Live session data each instance and each declared project holds, as CryoSPARC records it."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def section(desired: Any, ctx: ReportContext) -> ReportSection:
                 problems.append(f"instance {instance}: {error}")
     projects.sort(key=lambda row: (row.instance, uid_number(row.uid)))
     data = {"projects": projects, "datatypes": list(datatypes), "configured": bool(desired.instances),
-            "growth": ctx.history("instance", "bytes")}
+            "growth": ctx.history("instance", "bytes"), "declared": ctx.history("project", "bytes")}
     return ReportSection(key="projects", title="Projects and Live sessions", template=fragment(__package__),
                          data=data, order=ORDER,
                          count=f"{len(projects)} {'project' if len(projects) == 1 else 'projects'}",
@@ -111,25 +111,35 @@ def section(desired: Any, ctx: ReportContext) -> ReportSection:
 
 def measure(desired: Any) -> list[Measure]:
     """Per configured instance (``instance:<key>``): the bytes of Live session data and the number
-    of projects, as the instance's database records them now (one query each; no directory is
+    of projects; per declared project (``project:<name>``, where it is now) its Live session data;
+    as the instance's database records them now (two queries per instance; no directory is
     walked). An instance that cannot be reached is left out (its plan says so)."""
+    from reconciler.kinds.projects.commands import _declared
+    from reconciler.kinds.projects.diff import project_address
     from reconciler.kinds.projects.drivers import open_reader
     from reconciler.kinds.projects.model import PROJECTS, WORKSPACES
 
     found: list[Measure] = []
     for instance in desired.instances:
+        per_project: dict[str, int] = {}
         try:
             with open_reader(desired, instance) as reader:
-                total = 0
                 for document in reader.db[WORKSPACES].find({"session_uid": {"$exists": True}},
-                                                           {"data_management": 1}):
-                    for item in (document.get("data_management") or {}).values():
-                        if isinstance(item, dict):
-                            total += int(item.get("size") or 0)
-                projects = reader.db[PROJECTS].count_documents({"deleted": {"$ne": True}})
+                                                           {"project_uid": 1, "data_management": 1}):
+                    size = sum(int(item.get("size") or 0) for item in (document.get("data_management") or {}).values()
+                               if isinstance(item, dict))
+                    uid = str(document.get("project_uid"))
+                    per_project[uid] = per_project.get(uid, 0) + size
+                projects = [dict(document) for document in reader.db[PROJECTS].find(
+                    {"deleted": {"$ne": True}}, {"uid": 1, "imported_from": 1})]
         except ObserveError:
             continue
         now = datetime.now(UTC)
-        found += [Measure(f"instance:{instance}", "bytes", total, now),
-                  Measure(f"instance:{instance}", "projects", projects, now)]
+        found += [Measure(f"instance:{instance}", "bytes", sum(per_project.values()), now),
+                  Measure(f"instance:{instance}", "projects", len(projects), now)]
+        for document in projects:
+            declared = _declared(desired, instance, document) if desired.projects else None
+            if declared is not None and declared[1].instance == instance:  # where it is meant to be
+                found.append(Measure(project_address(declared[0]), "bytes",
+                                     per_project.get(str(document.get("uid")), 0), now))
     return found
