@@ -34,6 +34,8 @@ def measure_all(kinds: list[Any], desired: Any, ctx: Any, failed: Iterable[str] 
     observation failed in this run: their figures would be old ones shown as new; ``kind:*``
     drops a whole kind). A kind whose figures cannot be read is skipped with a warning."""
     failed = set(failed)
+    if ctx is not None:
+        ctx.unobserved = frozenset(failed)
     found: list[Measure] = []
     for kind in kinds:
         if f"{kind.address_prefix}:*" in failed:

@@ -109,6 +109,9 @@ class RunContext:
     options: dict[str, Any] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Progress = field(default_factory=lambda: _no_progress)
+    # For ``Kind.measure``: addresses whose observation failed in this run (``kind:*`` for a whole
+    # kind), so that a kind does not wait again on what the run already found unreachable.
+    unobserved: frozenset[str] = frozenset()
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("reconciler"))
 
 

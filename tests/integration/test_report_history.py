@@ -144,3 +144,26 @@ def test_each_instance_and_declared_project_live_data_is_recorded_and_drawn_and_
     grown = [int(point["data-value"] or 0) for point in declared["project:headline"]]
     assert len(grown) == 2 and grown[1] - grown[0] == 10 ** 9
     assert "2 projects" in " ".join(" ".join(dom.text).split())
+
+
+def test_an_instance_the_run_could_not_observe_is_not_asked_again_for_figures(site, mongo):
+    from reconciler.config.loader import load_config
+    from reconciler.engine.registry import load_kinds
+    from reconciler.kinds.projects import report
+    from reconciler.kinds.projects.generator import make_instance
+
+    client = pymongo.MongoClient(mongo.uri)
+    database = f"history_{uuid.uuid4().hex[:8]}"
+    try:
+        made = make_instance(client[database], site.root / "cs", "id-cs", projects=1, jobs=1, sessions=1, movies=1)
+        site.write(f'[databases.cs]\nuri = "{mongo.uri}"\ndatabase = "{database}"\n\n'
+                   '[instances.cs]\ndatabase = "cs"\ninstance_id = "id-cs"\n\n'
+                   f'[projects.headline]\nuid = "P1"\ninstance = "cs"\npath = "{made[0].project_dir}"\n')
+        desired = load_config(site.config, load_kinds()).model
+        assert {item.address for item in report.measure(desired)} == {"instance:cs", "project:headline"}
+        assert report.measure(desired, {"project:headline"}) == []  # its observation failed in this run
+        assert report.measure(desired, {"database:cs"}) == []
+        assert report.measure(desired, {"project:other"}) != []
+    finally:
+        client.drop_database(database)
+        client.close()

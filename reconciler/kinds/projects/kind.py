@@ -196,5 +196,5 @@ class ProjectsKind(Kind):
     def measure(self, desired: Any, ctx: RunContext) -> list[Measure]:
         from reconciler.kinds.projects import report
 
-        return report.measure(desired)
+        return report.measure(desired, ctx.unobserved)
 

@@ -4,6 +4,7 @@ Live session data each instance and each declared project holds, as CryoSPARC re
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -109,18 +110,23 @@ def section(desired: Any, ctx: ReportContext) -> ReportSection:
                          problems=problems)
 
 
-def measure(desired: Any) -> list[Measure]:
+def measure(desired: Any, unobserved: Collection[str] = ()) -> list[Measure]:
     """Per configured instance (``instance:<key>``): the bytes of Live session data and the number
     of projects; per declared project (``project:<name>``, where it is now) its Live session data;
     as the instance's database records them now (two queries per instance; no directory is
-    walked). An instance that cannot be reached is left out (its plan says so)."""
+    walked). An instance that cannot be reached is left out (its plan says so), and one the run
+    could not observe (``unobserved``: its database, or a project declared on it) is not asked again."""
     from reconciler.kinds.projects.commands import _declared
     from reconciler.kinds.projects.diff import project_address
     from reconciler.kinds.projects.drivers import open_reader
     from reconciler.kinds.projects.model import PROJECTS, WORKSPACES
 
     found: list[Measure] = []
-    for instance in desired.instances:
+    for instance, config in desired.instances.items():
+        on_it = [project_address(name) for name, project in desired.projects.items()
+                 if instance in (project.instance, project.source_instance)]
+        if any(address in unobserved for address in (f"database:{config.database}", "project:*", *on_it)):
+            continue
         per_project: dict[str, int] = {}
         try:
             with open_reader(desired, instance) as reader:
