@@ -161,11 +161,28 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(entry, ensure_ascii=False))
 
 
+class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record to ``sys.stderr`` as it is *now*: while a progress bar or spinner is
+    shown, rich has put a proxy there that prints above the display, so a log line (an error)
+    is never drawn over (reconciler/cli/progress.py)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 def setup_logging(verbosity: int, timestamps: bool, log_format: str = "text") -> None:
     """Logs and progress to stderr: warnings by default, info for apply/reconcile, debug with -v;
     ``log_format`` "json": one JSON object per line."""
     level = logging.DEBUG if verbosity > 0 else logging.INFO if timestamps else logging.WARNING
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderrHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:

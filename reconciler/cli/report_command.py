@@ -17,7 +17,7 @@ from reconciler.fsutil import atomic_write_text
 @click.pass_obj
 def report_command(app: Any, html_path: Path) -> None:
     """Projects and Live sessions (sizes and states per datatype), replica completeness,
-    backup freshness and retention, as one HTML page."""
+    backup freshness and retention, and their history as charts, as one HTML page."""
     from reconciler.render.report import render_report
     from reconciler.report.collect import collect
 
@@ -27,8 +27,7 @@ def report_command(app: Any, html_path: Path) -> None:
     except OSError as error:
         raise ApplyError(f"cannot write {html_path}: {error.strerror}; does its directory exist and is it "
                          "writable?") from None
-    click.echo(f"wrote {html_path} ({len(report.projects)} projects, {len(report.replicas)} replicas, "
-               f"{len(report.backups)} databases)", err=True)
+    click.echo(f"wrote {html_path} ({', '.join(report.counts) or 'nothing configured'})", err=True)
     for problem in report.problems:
         click.echo(f"warning: {problem}", err=True)
 

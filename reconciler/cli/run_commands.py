@@ -118,6 +118,22 @@ def _keep_memo(app: App, planned: Planned, text: str | None = None) -> None:
                 allowed=not configured(app.config.model.monitoring))  # type: ignore[attr-defined]
 
 
+def _record_history(app: App, planned: Planned, command: str) -> None:
+    """Record every kind's figures for the report's history (engine/history.py) after a run of
+    the whole config; figures of addresses this run could not observe are left out. Never fails
+    the run: a state that cannot take them, or a kind's failing figures, is a warning."""
+    if planned.plan.targets:
+        return
+    from reconciler.engine.history import measure_all, record
+
+    try:
+        failed = {error.address for error in planned.plan.errors}
+        record(app.store, measure_all(app.kinds, app.config.model, app.run_context(), failed), command)
+    except Exception as error:  # the history is a nicety: it never fails a run that did its work
+        log.warning("the report's history was not recorded: %s", error)
+        log.debug("recording the history failed", exc_info=True)
+
+
 def _monitored(app: App, command: str, body: Callable[[RunSummary], int]) -> int:
     """``body`` run with ``[monitoring]``'s start and end (metrics file, health-check pings,
     failure command); see reconciler/monitoring/hooks.py."""
@@ -161,6 +177,7 @@ def _plan(app: App, summary: RunSummary, out: Path | None, output_format: str, d
     rendered = render_plan(planned.plan, output_format)
     click.echo(rendered, nl=False)
     _keep_memo(app, planned, rendered if output_format == "text" else None)
+    _record_history(app, planned, "plan")
     if planned.plan.errors:
         return EXIT_ERROR
     if detailed_exitcode and (planned.plan.actions or planned.plan.warnings):
@@ -238,6 +255,7 @@ def _apply(app: App, summary: RunSummary, planfile: Path | None, auto_approve: b
             summary.plan, summary.report = planned.plan, outcome.report if outcome is not None else None
             text = None if planned.plan.actions else render_plan(planned.plan, "text")
             _keep_memo(app, planned, text)
+            _record_history(app, planned, "apply")
             if outcome is None:
                 if text is not None:
                     click.echo(text, nl=False)
@@ -266,6 +284,7 @@ def _reconcile_body(app: App, summary: RunSummary, allow_destroy: bool, targets:
     planned, outcome = apply_fresh(config, app.kinds, ctx, allow_destroy, timeout, "reconcile", lambda planned: True)
     summary.plan, summary.report = planned.plan, outcome.report if outcome is not None else None
     _keep_memo(app, planned)
+    _record_history(app, planned, "reconcile")
     for error in planned.plan.errors:
         log.error("%s: %s", error.address, error.message, extra={"address": error.address})
     for warning in planned.plan.warnings:

@@ -18,7 +18,9 @@ point group. It declares:
   next run can tell without observing (engine/memo.py);
 - optionally ``check`` (cross-reference checks on the config), ``commands``
   (extra CLI commands), ``tables`` (the SQLModel tables the state store creates for
-  it), ``schema_version`` and ``migrations``.
+  it), ``schema_version`` and ``migrations``;
+- optionally ``report_section`` (its part of ``report --html``: data and a template fragment)
+  and ``measure`` (figures each run records for the report's history); engine/report.py.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.memo import Memo
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from sqlalchemy.engine import Connection
 
+    from reconciler.engine.report import Measure, ReportContext, ReportSection
     from reconciler.state.store import StateStore
 
 ConfigPath = tuple[str | int, ...]
@@ -74,6 +77,19 @@ class Diff:
         return self
 
 
+class Progress(Protocol):
+    """``progress(label, done, total)``: ``total < 0`` for work of unknown size (a scan), ended
+    by a call with ``total == done``; ``bytes_done``/``bytes_total`` when bytes are known."""
+
+    def __call__(self, label: str, done: int, total: int, bytes_done: int | None = None,
+                 bytes_total: int | None = None) -> None: ...
+
+
+def _no_progress(label: str, done: int, total: int, bytes_done: int | None = None,
+                 bytes_total: int | None = None) -> None:
+    return None
+
+
 @dataclass
 class RunContext:
     """Everything observers and executors may use besides the config.
@@ -82,8 +98,8 @@ class RunContext:
     ``options`` carries kind-specific flags from the CLI (e.g. ``full_scan``).
     ``stop`` is set when the operator asked the run to stop (SIGTERM/SIGINT);
     long executors should check it between units of work. ``progress(label,
-    done, total)`` reports long work; the CLI shows a bar on a terminal and
-    periodic log lines otherwise, and throttles calls itself.
+    done, total)`` reports long work (``Progress``); the CLI shows a bar or a
+    spinner on a terminal and periodic log lines otherwise, and throttles calls itself.
     """
 
     base_dir: Path
@@ -92,7 +108,10 @@ class RunContext:
     targets: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
-    progress: Callable[[str, int, int], None] = lambda label, done, total: None
+    progress: Progress = field(default_factory=lambda: _no_progress)
+    # For ``Kind.measure``: addresses whose observation failed in this run (``kind:*`` for a whole
+    # kind), so that a kind does not wait again on what the run already found unreachable.
+    unobserved: frozenset[str] = frozenset()
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("reconciler"))
 
 
@@ -187,4 +206,16 @@ class Kind(ABC):
         """This kind's own figures for the metrics file, as ``reconciler.monitoring.metrics.Sample``
         values (e.g. files missing per replica, the newest backup's age), read from the state
         after a run of the whole config. Raises ReconcilerError or OSError when they cannot be read."""
+        return []
+
+    def report_section(self, desired: BaseModel, ctx: ReportContext) -> ReportSection | None:
+        """This kind's section of the report (engine/report.py), or None (the default) for none.
+        Reads only: the report has just observed (``ctx.errors``). Raises ReconcilerError or
+        OSError when the section cannot be made; the report then names the kind as a problem."""
+        return None
+
+    def measure(self, desired: BaseModel, ctx: RunContext) -> list[Measure]:
+        """Figures worth keeping as history (bytes and files held, free space...), read cheaply
+        after a run of the whole config, each with the time it was measured (engine/report.py).
+        The default records none. Raises ReconcilerError or OSError when they cannot be read."""
         return []

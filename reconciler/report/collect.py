@@ -1,50 +1,19 @@
-"""What the report shows, read from the world and the state store (no changes made):
-projects with their Live sessions' datatype sizes and states, replica completeness,
-backup freshness and retention."""
+"""What the report shows, read from the world and the state store (no changes made): the status
+of a plan made now and of the last run, then each resource kind's own section
+(``Kind.report_section``: replica completeness, backup freshness, projects...), with the
+measurements runs recorded (engine/history.py) for its history charts."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from reconciler.errors import ObserveError
-from reconciler.kinds.sessions.datatypes import DATATYPES
-from reconciler.providers.cryosparc.model import uid_number
-from reconciler.units import format_duration
+from reconciler.engine.report import ReportContext, ReportSection
+from reconciler.errors import ReconcilerError
 
-
-@dataclass
-class SessionRow:
-    uid: str
-    title: str
-    status: str
-    datatypes: dict[str, dict[str, Any]]  # name -> {status, bytes}
-
-    @property
-    def bytes(self) -> int:
-        return sum(int(item.get("bytes") or 0) for item in self.datatypes.values())
-
-
-@dataclass
-class ProjectRow:
-    instance: str
-    uid: str
-    title: str
-    path: str
-    state: str
-    declared: str | None
-    in_sync: bool | None
-    sessions: list[SessionRow] = field(default_factory=list)
-
-    @property
-    def totals(self) -> dict[str, int]:
-        return {name: sum(int(s.datatypes[name].get("bytes") or 0) for s in self.sessions) for name in DATATYPES}
-
-    @property
-    def bytes(self) -> int:
-        return sum(self.totals.values())
+log = logging.getLogger("reconciler.report")
 
 
 @dataclass
@@ -71,91 +40,15 @@ class Status:
 @dataclass
 class Report:
     generated_at: datetime
-    projects: list[ProjectRow] = field(default_factory=list)
-    replicas: list[dict[str, Any]] = field(default_factory=list)
-    backups: list[dict[str, Any]] = field(default_factory=list)
+    sections: list[ReportSection] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     status: Status = field(default_factory=Status)
+    context: ReportContext | None = None
 
-
-def _sessions(reader: Any, project_uid: str) -> list[SessionRow]:
-    from reconciler.providers.cryosparc.model import WORKSPACES
-
-    rows = []
-    for document in reader.db[WORKSPACES].find({"project_uid": project_uid}):
-        if not document.get("session_uid"):
-            continue
-        management = document.get("data_management") or {}
-        rows.append(SessionRow(
-            uid=str(document["session_uid"]), title=str(document.get("title", "")),
-            status=str(document.get("status", "")),
-            datatypes={name: {"status": (management.get(name) or {}).get("status", "active")
-                              if DATATYPES[name].stateful else None,
-                              "bytes": int((management.get(name) or {}).get("size") or 0)} for name in DATATYPES}))
-    return sorted(rows, key=lambda row: uid_number(row.uid))
-
-
-def collect_projects(desired: Any, report: Report) -> None:
-    from reconciler.kinds.projects.commands import project_rows
-    from reconciler.providers.cryosparc.drivers import open_reader
-
-    rows, problems = project_rows(desired, measure=False)
-    report.problems.extend(problems)
-    by_instance: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_instance.setdefault(row["instance"], []).append(row)
-    for instance, items in by_instance.items():
-        try:
-            with open_reader(desired, instance) as reader:
-                for row in items:
-                    want = row["desired"]
-                    report.projects.append(ProjectRow(
-                        instance=instance, uid=str(row["uid"]), title=str(row["title"]), path=row["path"],
-                        state=row["state"], in_sync=row["in_sync"],
-                        declared=f"{want['state']} on {want['instance']} at {want['path']}" if want else None,
-                        sessions=_sessions(reader, str(row["uid"]))))
-        except ObserveError as error:
-            report.problems.append(f"instance {instance}: {error}")
-
-
-def collect_backups(desired: Any, report: Report) -> None:
-    from reconciler.kinds.backups.catalog import read_catalog
-    from reconciler.kinds.backups.diff import age_text
-    from reconciler.kinds.backups.kind import policy_text
-    from reconciler.kinds.backups.retention import decide, policy_of
-
-    now = datetime.now(UTC)
-    for key, database in desired.databases.items():
-        backup = database.backup
-        if backup is None:
-            continue
-        entry: dict[str, Any] = {"key": key, "database": database.database, "to": backup.to,
-                                 "every": format_duration(backup.every), "policy": policy_text(backup.retention),
-                                 "count": 0, "bytes": 0, "newest": None, "age": None, "fresh": False,
-                                 "keep": 0, "remove": 0, "problem": None}
-        try:
-            catalog = read_catalog(Path(backup.to), key)
-        except OSError as error:
-            entry["problem"] = f"{backup.to}: {error.strerror}"
-            report.backups.append(entry)
-            continue
-        backups = catalog.backups
-        entry["count"] = len(backups)
-        entry["bytes"] = sum(item.manifest.bytes for item in backups)
-        if backups:
-            newest = backups[-1].time
-            entry["newest"] = newest.isoformat(timespec="minutes")
-            entry["age"] = age_text(now - newest)
-            entry["fresh"] = now - newest < backup.every
-            decision = decide([item.time for item in backups], policy_of(backup.retention))
-            entry["keep"], entry["remove"] = len(decision.keep), len(decision.remove)
-        if catalog.unreadable:
-            entry["problem"] = "; ".join(catalog.unreadable[:3])
-        observed = report.status.error_of(f"database:{key}")
-        if observed:
-            entry["problem"] = "; ".join(filter(None, [entry["problem"], f"could not be observed: {observed}"]))
-            entry["fresh"] = False
-        report.backups.append(entry)
+    @property
+    def counts(self) -> list[str]:
+        """The sections' short counts ("3 replicas"), in page order."""
+        return [section.count for section in self.sections if section.count]
 
 
 def collect_status(app: Any, report: Report) -> None:
@@ -188,26 +81,32 @@ def collect_status(app: Any, report: Report) -> None:
                           for entry in entries(app.read_store, run.run_id)[-10:]]
 
 
+def collect_sections(app: Any, report: Report) -> None:
+    """Every kind's section (``Kind.report_section``), in their order. A kind whose section
+    cannot be made is named among the problems; the others are still shown."""
+    from reconciler.engine.history import read_history
+
+    store = app.read_store
+    context = ReportContext(desired=app.config.model, base_dir=app.config.base_dir, state=store,
+                            generated_at=report.generated_at, errors=report.status.errors,
+                            read_history=lambda prefix, metric: read_history(store, prefix, metric))
+    report.context = context
+    for kind in app.kinds:
+        try:
+            section = kind.report_section(app.config.model, context)
+        except (ReconcilerError, OSError) as error:
+            log.debug("report section of %s failed", kind.name, exc_info=True)
+            report.problems.append(f"{kind.name}: the report section could not be made: {error}")
+            continue
+        if section is not None:
+            report.sections.append(section)
+            report.problems.extend(section.problems)
+    report.sections.sort(key=lambda section: section.order)
+
+
 def collect(app: Any) -> Report:
-    desired = app.config.model
+    """The whole report: observe now, read the journal, then each kind's section."""
     report = Report(generated_at=datetime.now(UTC).replace(microsecond=0))
     collect_status(app, report)
-    if getattr(desired, "instances", None):
-        collect_projects(desired, report)
-    if getattr(desired, "replicas", None):
-        from reconciler.kinds.replicas.commands import replica_rows
-
-        report.replicas = replica_rows(app)
-        for row in report.replicas:
-            row["error"] = report.status.error_of(row["address"])
-        for row in report.replicas:  # never a quiet "all good" about copies not observed or not sound
-            if row.get("offline_since"):
-                report.problems.append(f"{row['address']}: offline since {row['offline_since']}")
-            if row.get("lost"):
-                report.problems.append(f"{row['address']}: {row['lost']:,} files lost (no good copy anywhere)")
-            if row.get("corrupt"):
-                report.problems.append(f"{row['address']}: {row['corrupt']:,} corrupt copies")
-    if getattr(desired, "databases", None):
-        collect_backups(desired, report)
-    report.projects.sort(key=lambda row: (row.instance, uid_number(row.uid)))
+    collect_sections(app, report)
     return report

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import text
+from sqlalchemy import Index, text
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
 from reconciler.state.names import LOCK_TABLE, MEMO_TABLE
 
-ENGINE_SCHEMA_VERSION = 2  # 2: runs.lock_id
+# 2: runs.lock_id. A new table needs no new version: the store creates missing tables on every
+# open (store.py); versions and migrations are for changes to tables that exist.
+ENGINE_SCHEMA_VERSION = 2
 
 
 class SchemaVersion(SQLModel, table=True):
@@ -92,6 +94,25 @@ class MemoRecord(SQLModel, table=True):
     output: str  # the plan as text
 
 
+class MeasurementRecord(SQLModel, table=True):
+    """One figure a run recorded for the report's history (engine/history.py): ``metric``
+    (``bytes``, ``files``, ``free_bytes``...) of ``address``, as measured at ``measured_at``
+    (UTC), recorded by the run started at ``recorded_at``. ``day`` (``YYYY-MM-DD`` of
+    ``measured_at``) lets the thinning keep one figure per day once they are old."""
+
+    __tablename__ = "measurements"
+    __table_args__ = (Index("ix_measurements_address_metric", "address", "metric", "measured_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    address: str
+    metric: str
+    value: float
+    measured_at: datetime
+    recorded_at: datetime = Field(index=True)
+    command: str
+    day: str
+
+
 def _add_runs_lock_id(connection: Connection) -> None:
     connection.execute(text("ALTER TABLE runs ADD COLUMN lock_id VARCHAR"))
 
@@ -99,4 +120,5 @@ def _add_runs_lock_id(connection: Connection) -> None:
 # Engine migrations: from schema version N to N + 1 (store.py runs them in order).
 ENGINE_MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_runs_lock_id}
 
-ENGINE_TABLES: list[type[SQLModel]] = [SchemaVersion, RunRecord, JournalEntry, LockRecord, MemoRecord]
+ENGINE_TABLES: list[type[SQLModel]] = [SchemaVersion, RunRecord, JournalEntry, LockRecord, MemoRecord,
+                                       MeasurementRecord]

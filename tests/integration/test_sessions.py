@@ -17,7 +17,7 @@ import pymongo
 import pytest
 
 from reconciler.kinds.projects.generator import make_instance
-from reconciler.kinds.sessions.datatypes import collect, total
+from reconciler.providers.cryosparc.datatypes import collect, total
 from reconciler.state import lock
 from reconciler.state.store import StateStore
 from tests.conftest import popen_cli

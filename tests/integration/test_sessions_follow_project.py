@@ -13,7 +13,7 @@ import pymongo
 import pytest
 
 from reconciler.kinds.projects.generator import make_instance
-from reconciler.kinds.sessions.datatypes import collect
+from reconciler.providers.cryosparc.datatypes import collect
 
 
 def _files(directory: Path, datatype: str) -> list[str]:

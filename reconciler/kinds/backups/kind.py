@@ -21,6 +21,7 @@ from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.engine.memo import Memo
 from reconciler.engine.planner import matches_target
+from reconciler.engine.report import Measure, ReportContext, ReportSection
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, TEMP_PREFIX, backup_id_for, read_catalog
 from reconciler.kinds.backups.diff import (
@@ -31,17 +32,11 @@ from reconciler.kinds.backups.diff import (
     database_address,
     diff_database,
 )
-from reconciler.kinds.backups.retention import policy_of
+from reconciler.kinds.backups.retention import policy_of, policy_text
 from reconciler.kinds.backups.tables import BackupRecord, RestoreCheckpoint
 from reconciler.providers.mongo.config import DATABASES_SECTION
 from reconciler.providers.mongo.connection import connect, describe_server_error, redact
 from reconciler.secrets import has_password
-
-
-def policy_text(retention: Any) -> str:
-    """``keep_daily=7, keep_within=2d`` (durations serialise as they are written)."""
-    parts = [f"{name}={value}" for name, value in retention.model_dump(exclude_none=True).items()]
-    return ", ".join(parts) or "keep everything"
 
 
 class BackupsKind(Kind):
@@ -195,6 +190,16 @@ class BackupsKind(Kind):
         from reconciler.kinds.backups.commands import backups_group
 
         return [backups_group]
+
+    def report_section(self, desired: Any, ctx: ReportContext) -> ReportSection:
+        from reconciler.kinds.backups import report
+
+        return report.section(desired, ctx)
+
+    def measure(self, desired: Any, ctx: RunContext) -> list[Measure]:
+        from reconciler.kinds.backups import report
+
+        return report.measure(desired)
 
 
 def _is_replica_set(client: Any, uri: str) -> bool:

@@ -138,3 +138,9 @@ def policy_of(retention: Any) -> Policy:
     return Policy(last=retention.keep_last, hourly=retention.keep_hourly, daily=retention.keep_daily,
                   weekly=retention.keep_weekly, monthly=retention.keep_monthly, yearly=retention.keep_yearly,
                   within=retention.keep_within)
+
+
+def policy_text(retention: Any) -> str:
+    """``keep_daily=7, keep_within=2d`` (durations serialise as they are written)."""
+    parts = [f"{name}={value}" for name, value in retention.model_dump(exclude_none=True).items()]
+    return ", ".join(parts) or "keep everything"

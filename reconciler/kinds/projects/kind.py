@@ -15,6 +15,7 @@ from pydantic import Field
 from reconciler.engine.actions import Action
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.engine.memo import Memo
+from reconciler.engine.report import Measure, ReportContext, ReportSection
 from reconciler.errors import ApplyError
 from reconciler.kinds.projects.config import ProjectConfig, check_projects
 from reconciler.kinds.projects.diff import (
@@ -202,4 +203,14 @@ class ProjectsKind(Kind):
         from reconciler.kinds.projects.commands import dev_group, projects_group
 
         return [projects_group, dev_group]
+
+    def report_section(self, desired: Any, ctx: ReportContext) -> ReportSection:
+        from reconciler.kinds.projects import report
+
+        return report.section(desired, ctx)
+
+    def measure(self, desired: Any, ctx: RunContext) -> list[Measure]:
+        from reconciler.kinds.projects import report
+
+        return report.measure(desired, ctx.unobserved)
 

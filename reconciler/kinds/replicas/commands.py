@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 from typing import Any
 
 import click
@@ -28,28 +29,43 @@ def _iso(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
 
+def held_and_missing(connection: Any, key: str, origins: list[str],
+                     complete: Collection[str] = ()) -> tuple[int, int, int, int]:
+    """Files and bytes replica ``key`` holds, and those of its ``origins`` it lacks (absent, or of
+    another size or time), as the inventory knows them: one query, and one join per origin not
+    known ``complete`` (origins the caller knows lack nothing are not queried)."""
+    held_files, held_bytes = connection.execute(
+        text("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM replica_copies WHERE replica = :r"), {"r": key}
+    ).one()
+    missing_files = missing_bytes = 0
+    for origin in origins:
+        if origin in complete:
+            continue
+        missing = connection.execute(
+            text("SELECT COUNT(*), COALESCE(SUM(f.size), 0) FROM origin_files f "
+                 "LEFT JOIN replica_copies c ON c.file_id = f.id AND c.replica = :r "
+                 "WHERE f.origin = :o AND f.gone_since IS NULL AND f.from_replica = :false "
+                 "AND f.trimmed_at IS NULL "
+                 "AND (c.file_id IS NULL OR c.size <> f.size OR c.mtime_ns <> f.mtime_ns)"),
+            {"r": key, "o": origin, "false": False},
+        ).one()
+        missing_files += int(missing[0])
+        missing_bytes += int(missing[1])
+    return int(held_files), int(held_bytes), missing_files, missing_bytes
+
+
 def replica_rows(app: Any) -> list[dict[str, Any]]:
     """Per configured replica: what it holds and misses, and when it was synced and verified."""
-    desired = app.config.model
+    return replica_rows_of(app.config.model, app.read_store, app.config.base_dir)
+
+
+def replica_rows_of(desired: Any, store: Any, base_dir: Any) -> list[dict[str, Any]]:
+    """``replica_rows`` from the config model, an open state store and the config's directory."""
     rows = []
-    with app.read_store.engine.connect() as connection:
+    with store.engine.connect() as connection:
         for key, replica in desired.replicas.items():
             origins = origins_of(desired, replica)
-            held_files, held_bytes = connection.execute(
-                text("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM replica_copies WHERE replica = :r"), {"r": key}
-            ).one()
-            missing_files = missing_bytes = 0
-            for origin in origins:
-                missing = connection.execute(
-                    text("SELECT COUNT(*), COALESCE(SUM(f.size), 0) FROM origin_files f "
-                         "LEFT JOIN replica_copies c ON c.file_id = f.id AND c.replica = :r "
-                         "WHERE f.origin = :o AND f.gone_since IS NULL AND f.from_replica = :false "
-                         "AND f.trimmed_at IS NULL "
-                         "AND (c.file_id IS NULL OR c.size <> f.size OR c.mtime_ns <> f.mtime_ns)"),
-                    {"r": key, "o": origin, "false": False},
-                ).one()
-                missing_files += missing[0]
-                missing_bytes += int(missing[1])
+            held_files, held_bytes, missing_files, missing_bytes = held_and_missing(connection, key, origins)
             status = connection.execute(
                 select(STATUS.c.last_sync, STATUS.c.last_verify, STATUS.c.offline_since)
                 .where(STATUS.c.replica == key)
@@ -62,7 +78,7 @@ def replica_rows(app: Any) -> list[dict[str, Any]]:
             lost = sum(inventory.lost_files(connection, key, origin)[0] for origin in origins)
             rows.append({
                 "address": replica_address(key),
-                "url": str(replica_location(key, app.config.base_dir)),
+                "url": str(replica_location(key, base_dir)),
                 "origins": origins,
                 "files": int(held_files),
                 "bytes": int(held_bytes),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from itertools import accumulate
 from pathlib import Path
@@ -19,8 +20,9 @@ from pydantic import Field
 
 from reconciler.engine import memo
 from reconciler.engine.actions import Action, AddressMessage
-from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
+from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, Progress, RunContext, executor
 from reconciler.engine.planner import matches_target
+from reconciler.engine.report import Measure, ReportContext, ReportSection
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.kinds.replicas import due, hashing, inventory, marker, paths, trim
 from reconciler.kinds.replicas.config import (
@@ -59,6 +61,33 @@ from reconciler.providers.location import Location, SshSettings
 from reconciler.providers.process import require
 from reconciler.providers.rsync import argument_budget, copy_invocation, plan_batches, run_copies
 from reconciler.units import format_duration
+
+
+def _bytes_of(connection: Any, origin: str, names: list[str], chunk: int = 10_000) -> int:
+    """The bytes the inventory records for the files ``names`` of ``origin`` (by the unique
+    (origin, path) index, ``chunk`` names a statement)."""
+    from sqlalchemy import bindparam, text
+
+    query = text("SELECT COALESCE(SUM(size), 0) FROM origin_files WHERE origin = :origin AND path IN :names"
+                 ).bindparams(bindparam("names", expanding=True))
+    return sum(int(connection.execute(query, {"origin": origin, "names": names[start:start + chunk]}).scalar_one())
+               for start in range(0, len(names), chunk))
+
+
+def _counted(entries: Iterable[Entry], label: str, progress: Progress, every: int = 1000) -> Iterator[Entry]:
+    """``entries`` as they come, with the files among them counted to ``progress`` (of unknown
+    total: a spinner on a terminal) every ``every`` files, and the end reported however it ends."""
+    files = 0
+    progress(label, 0, -1)  # a spinner from the start (and no log line for a short scan)
+    try:
+        for entry in entries:
+            if entry.entry_type == "f":
+                files += 1
+                if files % every == 0:
+                    progress(label, files, -1)
+            yield entry
+    finally:
+        progress(label, files, files)
 
 
 class ReplicasKind(Kind):
@@ -198,6 +227,7 @@ class ReplicasKind(Kind):
             entries = walk_remote(location, ssh, matcher, cutoff, known, fast=fast)
         else:
             entries = walk_local(location.path, matcher, cutoff, known, fast=fast, jobs=origin.scan_jobs)
+        entries = _counted(entries, f"scan origin:{name}", ctx.progress)
         scan_id = inventory.new_scan_id()
         dirs: list[Entry] = []
         try:
@@ -435,18 +465,25 @@ class ReplicasKind(Kind):
         expected = self._origin_hashes(ctx, origin_name, origin, files, ssh) if checksums else {}
         all_copied: list[str] = []
 
+        bytes_total = action.details.get("bytes")
+        bytes_done = [0]  # of the batches finished so far (rsync reports names, not sizes)
+
         def record(index: int, delivered: list[bytes] | None) -> None:
             # A whole batch is recorded by the plan's own paths (batches are slices of them).
             copied = (files[starts[index]:starts[index + 1]] if delivered is None
                       else [paths.to_text(name) for name in delivered])
             with ctx.state.engine.begin() as connection:
                 inventory.record_copied(connection, replica, origin_name, copied)
+                bytes_done[0] += _bytes_of(connection, origin_name, copied)
             if checksums:
                 all_copied.extend(copied)
 
-        result = run_copies(invocation, batches, replica_config.copy_jobs,
-                            lambda done, total: ctx.progress(label, done, total), record, ctx.stop)
-        ctx.progress(label, result.delivered, len(files))
+        def progress(done: int, total: int) -> None:  # the end is told once every batch is recorded
+            ctx.progress(label, min(done, total - 1) if total else done, total, bytes_done=bytes_done[0],
+                         bytes_total=bytes_total)
+
+        result = run_copies(invocation, batches, replica_config.copy_jobs, progress, record, ctx.stop)
+        ctx.progress(label, result.delivered, len(files), bytes_done=bytes_done[0], bytes_total=bytes_total)
         with ctx.state.engine.begin() as connection:
             inventory.touch_replica(connection, replica, sync=inventory.now_utc())
         checked = ""
@@ -710,5 +747,15 @@ class ReplicasKind(Kind):
         from reconciler.kinds.replicas.commands import inventory_group, replicas_group
 
         return [replicas_group, inventory_group]
+
+    def report_section(self, desired: Any, ctx: ReportContext) -> ReportSection:
+        from reconciler.kinds.replicas import report
+
+        return report.section(desired, ctx)
+
+    def measure(self, desired: Any, ctx: RunContext) -> list[Measure]:
+        from reconciler.kinds.replicas import report
+
+        return report.measure(desired, ctx.state, ctx.base_dir)
 
 

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from reconciler.engine.actions import Action, AddressMessage, Details
 from reconciler.engine.kind import Diff
-from reconciler.kinds.sessions.datatypes import DATATYPES
+from reconciler.providers.cryosparc.datatypes import DATATYPES
 from reconciler.units import human_bytes
 
 

@@ -17,12 +17,12 @@ from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunConte
 from reconciler.engine.memo import Memo
 from reconciler.errors import ApplyError
 from reconciler.kinds.sessions.config import AccessSection, HooksSection, SessionConfig, check_sessions
-from reconciler.kinds.sessions.datatypes import DATATYPES, collect, total
 from reconciler.kinds.sessions.diff import ChangeDetails, DeleteDetails, HookDetails, diff_session, session_address
 from reconciler.kinds.sessions.hook import HookCall, run_hook
 from reconciler.kinds.sessions.observe import observe_sessions, session_dir_of
 from reconciler.kinds.sessions.tables import PendingHook, SessionDatatype
 from reconciler.providers.cryosparc.config import INSTANCES_SECTION
+from reconciler.providers.cryosparc.datatypes import DATATYPES, collect, total
 from reconciler.providers.cryosparc.drivers import open_reader
 from reconciler.providers.cryosparc.model import WORKSPACES
 from reconciler.providers.mongo.config import DATABASES_SECTION

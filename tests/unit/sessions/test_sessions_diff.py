@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from reconciler.kinds.sessions.datatypes import DATATYPES, STATEFUL
 from reconciler.kinds.sessions.diff import DatatypeFacts, SessionFacts
+from reconciler.providers.cryosparc.datatypes import DATATYPES, STATEFUL
 
 
 def facts(declared: dict[str, str], **changes: object) -> SessionFacts:
