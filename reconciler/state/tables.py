@@ -11,7 +11,7 @@ from sqlmodel import Field, SQLModel
 
 from reconciler.engine.memo import TABLE
 
-ENGINE_SCHEMA_VERSION = 2  # 2: runs.lock_id
+ENGINE_SCHEMA_VERSION = 3  # 2: runs.lock_id; 3: locks.lock_id not unique (one run, many rows)
 
 
 class SchemaVersion(SQLModel, table=True):
@@ -58,15 +58,18 @@ class JournalEntry(SQLModel, table=True):
 
 
 class LockRecord(SQLModel, table=True):
-    """Who holds a lock of the state database (primary key ``name``: "apply" for runs).
+    """Who holds a lock of the state database (primary key ``name``: "apply" for a run that
+    holds the whole state; on PostgreSQL also an address, e.g. "replica:/mnt/backup", or
+    ``<name>#shared#<lock id>`` for each holder of a shared lock).
 
     The row only names the holder; the lock itself is an OS file lock (SQLite) or an
-    advisory lock (PostgreSQL) that dies with the holder's process (lock.py)."""
+    advisory lock (PostgreSQL) that dies with the holder's process (lock.py). All the rows
+    of one run's locks share its ``lock_id``."""
 
     __tablename__ = "locks"
 
     name: str = Field(primary_key=True)
-    lock_id: str = Field(index=True, unique=True)
+    lock_id: str = Field(index=True)
     who: str
     host: str
     pid: int
@@ -96,7 +99,12 @@ def _add_runs_lock_id(connection: Connection) -> None:
     connection.execute(text("ALTER TABLE runs ADD COLUMN lock_id VARCHAR"))
 
 
+def _lock_ids_not_unique(connection: Connection) -> None:
+    connection.execute(text("DROP INDEX IF EXISTS ix_locks_lock_id"))
+    connection.execute(text("CREATE INDEX IF NOT EXISTS ix_locks_lock_id ON locks (lock_id)"))
+
+
 # Engine migrations: from schema version N to N + 1 (store.py runs them in order).
-ENGINE_MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_runs_lock_id}
+ENGINE_MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_runs_lock_id, 2: _lock_ids_not_unique}
 
 ENGINE_TABLES: list[type[SQLModel]] = [SchemaVersion, RunRecord, JournalEntry, LockRecord, MemoRecord]

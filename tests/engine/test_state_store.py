@@ -138,5 +138,5 @@ def test_an_engine_state_of_schema_1_gains_the_lock_of_each_run(state_url):
         rows = connection.execute(text("SELECT run_id, status, lock_id FROM runs")).all()
         version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'engine'")).scalar()
     store.dispose()
-    assert version == ENGINE_SCHEMA_VERSION == 2
+    assert version == ENGINE_SCHEMA_VERSION == 3
     assert [tuple(row) for row in rows] == [("r1", "succeeded", None)]
