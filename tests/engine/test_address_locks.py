@@ -90,3 +90,15 @@ def test_on_postgresql_a_run_after_another_acted_on_its_address_plans_again(stor
             journal.close("succeeded")
         assert waiting.cover({"replica:a": True}) is True  # what it saw may be stale: plan again
         assert waiting.cover({"replica:a": True}) is False  # held now: the new plan stands
+
+
+def test_on_postgresql_a_run_lock_session_asks_the_server_to_notice_a_vanished_host(store):
+    if store.is_sqlite:
+        pytest.skip("the PostgreSQL variant")
+    from sqlalchemy import text
+
+    with lock.run_locks(store, "reconcile") as run:
+        assert run.session is not None and run.session.connection is not None
+        settings = [run.session.connection.execute(text(f"SHOW {name}")).scalar()
+                    for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")]
+    assert settings == ["60", "10", "6"]  # docs/locks.md: a vanished host's locks are free within ~2 minutes
