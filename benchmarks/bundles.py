@@ -35,7 +35,7 @@ def run(argv: list[str]) -> tuple[float, float, int]:
 MAKE_PROJECT = """
 import os, sys
 from pathlib import Path
-from reconciler.kinds.projects import model
+from reconciler.providers.cryosparc import model
 project, size = Path(sys.argv[1]), int(sys.argv[2])
 project.mkdir()
 jobs = [{"uid": f"J{index}", "project_uid": "P1", "job_type": "extract", "status": "completed",
@@ -71,7 +71,7 @@ def main() -> None:
         bundle = work / f"P1.bundle{suffix}"
         export = textwrap.dedent(f"""
             from pathlib import Path
-            from reconciler.kinds.projects import model
+            from reconciler.providers.cryosparc import model
             from reconciler.kinds.projects.bundle import export_bundle
             records = model.read_records(Path({str(project)!r}))
             export_bundle(Path({str(bundle)!r}), records, [], {{"name": "bench", "instance_id": "bench"}},

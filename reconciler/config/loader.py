@@ -10,15 +10,17 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from pydantic import BaseModel, ValidationError
 from tomlkit.exceptions import TOMLKitError
 
 from reconciler.config.model import build_config_model
 from reconciler.config.tomlpos import PositionedDocument, parse_with_positions
-from reconciler.engine.kind import Kind
 from reconciler.errors import ConfigError, ConfigIssue
+
+if TYPE_CHECKING:  # the engine is a layer above config: only its type is named here
+    from reconciler.engine.kind import Kind
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -19,9 +19,11 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from reconciler.engine.kind import Kind
 from reconciler.errors import ConfigError
 from reconciler.units import Duration
+
+if TYPE_CHECKING:  # the engine is a layer above config: only its type is named here
+    from reconciler.engine.kind import Kind
 
 
 class Section(BaseModel):

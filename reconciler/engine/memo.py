@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler.config.discovery import discover_config_path
 from reconciler.errors import ConfigError
 from reconciler.state.location import STATE_VARIABLE, chosen_state_url, plain_sqlite_file
+from reconciler.state.names import LOCK_TABLE, MEMO_TABLE
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -50,8 +51,7 @@ if TYPE_CHECKING:
     from reconciler.state.store import StateStore
 
 PLUGINS_VARIABLE = "RECONCILER_PLUGINS"  # more resource kinds (registry.py): a memo is of the same kinds
-TABLE = "memos"  # MemoRecord's (state/tables.py)
-LOCK_TABLE = "locks"  # LockRecord's: a replayed reconcile must not pass a lock by
+TABLE, LOCK_TABLE = MEMO_TABLE, LOCK_TABLE
 
 # The command lines a replay understands: per command, its flags and its options with the
 # values they may take (None: any). Global options come before the command. Anything else

@@ -8,12 +8,12 @@ import os
 import pkgutil
 from importlib.metadata import entry_points
 
-import reconciler.kinds
 from reconciler.engine.kind import Kind
 from reconciler.engine.memo import PLUGINS_VARIABLE
 from reconciler.errors import ConfigError
 
 ENTRY_POINT_GROUP = "reconciler.kinds"
+BUILT_IN_PACKAGE = "reconciler.kinds"
 
 
 def _import_object(reference: str) -> object:
@@ -44,8 +44,10 @@ def _discover(include_plugins: bool, plugins: str) -> tuple[type[Kind], ...]:
     entry points takes tens of milliseconds, and the CLI needs the kinds twice (their
     commands, then the run)."""
     found: list[type[Kind]] = []
-    for module_info in sorted(pkgutil.iter_modules(reconciler.kinds.__path__), key=lambda info: info.name):
-        module = importlib.import_module(f"reconciler.kinds.{module_info.name}")
+    # The built-in kinds are found by name (the engine is a layer below them and names none).
+    package = importlib.import_module(BUILT_IN_PACKAGE)
+    for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda info: info.name):
+        module = importlib.import_module(f"{BUILT_IN_PACKAGE}.{module_info.name}")
         kind = getattr(module, "KIND", None)
         if kind is not None:
             found.append(kind)

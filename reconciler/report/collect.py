@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import ObserveError
-from reconciler.kinds.projects.model import uid_number
 from reconciler.kinds.sessions.datatypes import DATATYPES
+from reconciler.providers.cryosparc.model import uid_number
 from reconciler.units import format_duration
 
 
@@ -79,7 +79,7 @@ class Report:
 
 
 def _sessions(reader: Any, project_uid: str) -> list[SessionRow]:
-    from reconciler.kinds.projects.model import WORKSPACES
+    from reconciler.providers.cryosparc.model import WORKSPACES
 
     rows = []
     for document in reader.db[WORKSPACES].find({"project_uid": project_uid}):
@@ -97,7 +97,7 @@ def _sessions(reader: Any, project_uid: str) -> list[SessionRow]:
 
 def collect_projects(desired: Any, report: Report) -> None:
     from reconciler.kinds.projects.commands import project_rows
-    from reconciler.kinds.projects.drivers import open_reader
+    from reconciler.providers.cryosparc.drivers import open_reader
 
     rows, problems = project_rows(desired, measure=False)
     report.problems.extend(problems)
@@ -122,7 +122,7 @@ def collect_backups(desired: Any, report: Report) -> None:
     from reconciler.kinds.backups.catalog import read_catalog
     from reconciler.kinds.backups.diff import age_text
     from reconciler.kinds.backups.kind import policy_text
-    from reconciler.kinds.backups.retention import decide
+    from reconciler.kinds.backups.retention import decide, policy_of
 
     now = datetime.now(UTC)
     for key, database in desired.databases.items():
@@ -147,7 +147,7 @@ def collect_backups(desired: Any, report: Report) -> None:
             entry["newest"] = newest.isoformat(timespec="minutes")
             entry["age"] = age_text(now - newest)
             entry["fresh"] = now - newest < backup.every
-            decision = decide([item.time for item in backups], backup.retention.policy())
+            decision = decide([item.time for item in backups], policy_of(backup.retention))
             entry["keep"], entry["remove"] = len(decision.keep), len(decision.remove)
         if catalog.unreadable:
             entry["problem"] = "; ".join(catalog.unreadable[:3])

@@ -250,10 +250,10 @@ def _try_advisory(store: StateStore, name: str) -> AdvisoryGuard | None:
     try:
         connection = store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     except OperationalError as error:
-        from reconciler.state.store import redact_url
+        from reconciler.secrets import redact
 
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        raise StateError(f"cannot open the state database {redact_url(store.url)}: {reason}") from None
+        raise StateError(f"cannot open the state database {redact(store.url)}: {reason}") from None
     try:
         taken = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
         if taken:  # a client host that vanishes (power cut, network gone) frees it within ~2 minutes
@@ -278,10 +278,10 @@ def open_session(store: StateStore) -> AdvisorySession:
     try:
         connection = store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     except OperationalError as error:
-        from reconciler.state.store import redact_url
+        from reconciler.secrets import redact
 
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        raise StateError(f"cannot open the state database {redact_url(store.url)}: {reason}") from None
+        raise StateError(f"cannot open the state database {redact(store.url)}: {reason}") from None
     try:
         connection.execute(text(KEEPALIVES))
     except BaseException:

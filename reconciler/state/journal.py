@@ -5,14 +5,17 @@ from __future__ import annotations
 import getpass
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlmodel import select
 
-from reconciler.engine.actions import Action
 from reconciler.hosts import this_host
 from reconciler.secrets import redact
 from reconciler.state.store import StateStore
 from reconciler.state.tables import JournalEntry, RunRecord
+
+if TYPE_CHECKING:  # the engine is a layer above the state: only its type is named here
+    from reconciler.engine.actions import Action
 
 
 def _now() -> datetime:

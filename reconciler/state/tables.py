@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
-from reconciler.engine.memo import TABLE
+from reconciler.state.names import LOCK_TABLE, MEMO_TABLE
 
 ENGINE_SCHEMA_VERSION = 3  # 2: runs.lock_id; 3: locks.lock_id not unique (one run, many rows)
 
@@ -66,7 +66,7 @@ class LockRecord(SQLModel, table=True):
     advisory lock (PostgreSQL) that dies with the holder's process (lock.py). All the rows
     of one run's locks share its ``lock_id``."""
 
-    __tablename__ = "locks"
+    __tablename__ = LOCK_TABLE
 
     name: str = Field(primary_key=True)
     lock_id: str = Field(index=True)
@@ -82,7 +82,7 @@ class MemoRecord(SQLModel, table=True):
     nothing to do, rested on, and the plan it printed. Read without SQLAlchemy by the
     replay, so its columns hold plain values (times as seconds since the epoch)."""
 
-    __tablename__ = TABLE
+    __tablename__ = MEMO_TABLE
 
     config_path: str = Field(primary_key=True)
     config_sha256: str

@@ -18,8 +18,8 @@ from typing import Any
 import pymongo
 import pytest
 
-from reconciler.kinds.projects import model
 from reconciler.kinds.projects.generator import make_instance
+from reconciler.providers.cryosparc import model
 from reconciler.state import lock
 from reconciler.state.store import StateStore
 from tests.conftest import popen_cli

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from reconciler.kinds.projects import model
 from reconciler.kinds.projects.generator import GeneratedProject, make_instance
+from reconciler.providers.cryosparc import model
 from reconciler.state import lock
 from reconciler.state.store import StateStore
 from tests.conftest import popen_cli

@@ -13,8 +13,8 @@ from reconciler.errors import ObserveError
 from reconciler.kinds.replicas import local_walk, remote_walk
 from reconciler.kinds.replicas.listing import Entry, KnownDir, make_matcher
 from reconciler.kinds.replicas.local_walk import walk_local
-from reconciler.kinds.replicas.location import Location, SshSettings
 from reconciler.kinds.replicas.remote_walk import walk_remote
+from reconciler.providers.location import Location, SshSettings
 from tests.integration.conftest import make_tree, rewrite_in_place, tree
 
 FILES = {"telem/a.bin": "alpha", "rawimages/b b.fits": b"\x01" * 5000, "odd\nname": "x",

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from reconciler.hosts import same_host, this_host
 from reconciler.kinds.replicas.config import OriginConfig
-from reconciler.kinds.replicas.location import Location
+from reconciler.providers.location import Location
 
 
 def test_host_names_compare_without_case_and_a_short_name_matches_its_full_one():

@@ -8,9 +8,9 @@ import tempfile
 
 import pytest
 
-from reconciler.kinds.replicas import connections
-from reconciler.kinds.replicas.location import Location, SshSettings
-from reconciler.kinds.replicas.rsync import copy_invocation
+from reconciler.providers import ssh as connections
+from reconciler.providers.location import Location, SshSettings
+from reconciler.providers.rsync import copy_invocation
 
 
 @pytest.fixture(autouse=True)

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from reconciler.kinds.replicas import paths
 from reconciler.kinds.replicas.config import ReplicaConfig
-from reconciler.kinds.replicas.listing import exact_args
-from reconciler.kinds.replicas.location import Location, SshSettings
-from reconciler.kinds.replicas.rsync import Invocation, copy_invocation, last_words, plan_batches, run_copies, unescape
+from reconciler.providers.location import Location, SshSettings
+from reconciler.providers.process import exact_args
+from reconciler.providers.rsync import Invocation, copy_invocation, last_words, plan_batches, run_copies, unescape
 
 
 @given(st.binary(min_size=1, max_size=64).filter(lambda raw: b"\0" not in raw))

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from reconciler.kinds.replicas.processes import CHUNK, KilledBySignal, Streamed
+from reconciler.providers.process import CHUNK, KilledBySignal, Streamed
 
 SH = shutil.which("sh")
 

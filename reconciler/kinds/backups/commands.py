@@ -14,9 +14,9 @@ import click
 from reconciler.errors import ApplyError, ConfigError, PlanError, StateError
 from reconciler.kinds.backups.bsonio import BsonFormatError
 from reconciler.kinds.backups.catalog import Backup, read_catalog
-from reconciler.kinds.backups.connection import connect, describe_server_error, redact
-from reconciler.kinds.backups.retention import decide, parse_policy
+from reconciler.kinds.backups.retention import decide, parse_policy, policy_of
 from reconciler.kinds.backups.source import READ_ERRORS, describe, open_source, verify
+from reconciler.providers.mongo.connection import connect, describe_server_error, redact
 from reconciler.units import human_bytes, parse_duration
 
 
@@ -88,7 +88,7 @@ def list_command(app: Any, database: str | None, as_json: bool) -> None:
     rows: list[dict[str, Any]] = []
     for key, db in _configured(app, database):
         backups = _catalog(key, db)
-        decision = decide([b.time for b in backups], db.backup.retention.policy())
+        decision = decide([b.time for b in backups], policy_of(db.backup.retention))
         reasons = {index: why for index, why in decision.keep}
         for index, backup in enumerate(backups):
             rows.append({
@@ -334,7 +334,7 @@ def _drop_leftovers(client: Any, namespaces: dict[str, bool]) -> None:
 
 def _rollback_guard(source: Any, force: bool) -> None:
     """Refuse to restore an instance's database over newer project directories (see projects/guard.py)."""
-    from reconciler.kinds.projects.guard import backup_time, newer_projects, refusal
+    from reconciler.kinds.backups.guard import backup_time, newer_projects, refusal
 
     try:
         taken = backup_time(source)

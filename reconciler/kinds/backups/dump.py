@@ -27,11 +27,11 @@ from reconciler.fsutil import HashingWriter, atomic_write_text, fsync_directory,
 from reconciler.kinds.backups.archive import ArchiveWriter, CollectionMeta
 from reconciler.kinds.backups.bsonio import count_documents
 from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, TEMP_PREFIX, CollectionStats, Manifest, ManifestFile
-from reconciler.kinds.backups.connection import describe_server_error, redact, server_hosts, server_version
 from reconciler.kinds.backups.dumpdir import WrittenFile, metadata_text, write_collection, write_oplog
 from reconciler.kinds.backups.names import BUCKETS_PREFIX, server_internal
 from reconciler.kinds.backups.oplog import OplogWindow
 from reconciler.kinds.backups.source import open_source
+from reconciler.providers.mongo.connection import describe_server_error, redact, server_hosts, server_version
 
 BATCH = 1000
 

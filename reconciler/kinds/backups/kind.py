@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
 from sqlalchemy import delete, insert
 
 from reconciler.engine.actions import Action, AddressMessage
@@ -24,10 +23,11 @@ from reconciler.engine.memo import Memo
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, TEMP_PREFIX, backup_id_for, read_catalog
-from reconciler.kinds.backups.config import DatabaseConfig
-from reconciler.kinds.backups.connection import connect, describe_server_error, redact
 from reconciler.kinds.backups.diff import BackupFact, DatabaseFacts, database_address, diff_database
+from reconciler.kinds.backups.retention import policy_of
 from reconciler.kinds.backups.tables import BackupRecord, RestoreCheckpoint
+from reconciler.providers.mongo.config import DATABASES_SECTION
+from reconciler.providers.mongo.connection import connect, describe_server_error, redact
 from reconciler.secrets import has_password
 
 
@@ -41,8 +41,7 @@ class BackupsKind(Kind):
     name = "backups"
     address_prefix = "database"
     sections = {
-        "databases": (dict[str, DatabaseConfig],
-                      Field(default_factory=dict, description="MongoDB databases, and how each is backed up.")),
+        **DATABASES_SECTION,
     }
     tables = [BackupRecord, RestoreCheckpoint]
 
@@ -70,7 +69,7 @@ class BackupsKind(Kind):
             destination = Path(backup.to)
             fact = DatabaseFacts(
                 key=key, database=db.database, destination=str(destination), every=backup.every,
-                policy=backup.retention.policy(), policy_text=policy_text(backup.retention), format=backup.format,
+                policy=policy_of(backup.retention), policy_text=policy_text(backup.retention), format=backup.format,
                 method=backup.method, compress=backup.compress, collections=list(db.collections), now=now)
             try:
                 catalog = read_catalog(destination, key)

@@ -18,7 +18,7 @@ import bson
 from bson.raw_bson import RawBSONDocument
 
 from reconciler.errors import ApplyError
-from reconciler.kinds.backups.connection import RAW
+from reconciler.providers.mongo.connection import RAW
 
 OPLOG = "oplog.rs"
 

@@ -24,9 +24,9 @@ from bson.raw_bson import RawBSONDocument
 
 from reconciler.errors import ApplyError
 from reconciler.kinds.backups.bsonio import element_document, top_level_elements, zero_timestamps
-from reconciler.kinds.backups.connection import describe_server_error, server_hosts
 from reconciler.kinds.backups.names import BUCKETS_PREFIX, Rename, check_rename, pattern_regex, server_internal
 from reconciler.kinds.backups.source import BackupSource, SourceCollection, verify
+from reconciler.providers.mongo.connection import describe_server_error, server_hosts
 
 BATCH_DOCUMENTS = 1000
 BATCH_BYTES = 8 * 1024 * 1024

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 PERIODS: dict[str, Callable[[datetime], tuple[int, ...]]] = {
     "hourly": lambda t: (t.year, t.month, t.day, t.hour),
@@ -130,3 +131,10 @@ def _duration_text(value: timedelta) -> str:
     from reconciler.units import format_duration
 
     return format_duration(value)
+
+
+def policy_of(retention: Any) -> Policy:
+    """The policy a ``[databases.<name>.backup.retention]`` table (providers/mongo/config.py) declares."""
+    return Policy(last=retention.keep_last, hourly=retention.keep_hourly, daily=retention.keep_daily,
+                  weekly=retention.keep_weekly, monthly=retention.keep_monthly, yearly=retention.keep_yearly,
+                  within=retention.keep_within)

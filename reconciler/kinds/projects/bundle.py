@@ -37,8 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
 from reconciler.kinds.projects.bundle_safety import ExtractionRefused, MemberPolicy, SafeExtractor
-from reconciler.kinds.projects.model import LOCK_FILE, Records, is_temporary
-from reconciler.kinds.replicas.rsync import PARTIAL_DIR
+from reconciler.providers.cryosparc.model import LOCK_FILE, Records, is_temporary
+from reconciler.providers.rsync import PARTIAL_DIR
 
 FORMAT_VERSION: Literal[1] = 1
 HEADER, MANIFEST, SIGNATURE, DATA = "bundle.json", "MANIFEST.sha256", "MANIFEST.sha256.hmac", "data/"

@@ -15,12 +15,12 @@ from typing import Any
 from sqlmodel import col, select
 
 from reconciler.errors import ApplyError
-from reconciler.kinds.backups.connection import redact
-from reconciler.kinds.projects import model
 from reconciler.kinds.projects.bundle import BundleError, BundleHeader, extract_data, verify_bundle
-from reconciler.kinds.projects.drivers.mongo import MongoDriver
-from reconciler.kinds.projects.model import ATTACHING, JOBS, PROJECTS, USERS, WORKSPACES, Records
 from reconciler.kinds.projects.tables import BundleImport
+from reconciler.providers.cryosparc import model
+from reconciler.providers.cryosparc.drivers.mongo import MongoDriver
+from reconciler.providers.cryosparc.model import ATTACHING, JOBS, PROJECTS, USERS, WORKSPACES, Records
+from reconciler.providers.mongo.connection import redact
 
 # Dropped on import (the oSPARC note: tags and sharing belong to the deployment, not the study).
 DROPPED_FIELDS = ("tags", "shared_with", "sharing", "members", "collaborators")

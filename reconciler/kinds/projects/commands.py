@@ -12,9 +12,9 @@ from typing import Any
 import click
 
 from reconciler.errors import ConfigError, ObserveError
-from reconciler.kinds.projects import model
 from reconciler.kinds.projects.copy import summarize_tree
-from reconciler.kinds.projects.drivers import open_reader
+from reconciler.providers.cryosparc import model
+from reconciler.providers.cryosparc.drivers import open_reader
 from reconciler.units import human_bytes, parse_duration
 
 
@@ -151,8 +151,8 @@ def make_instance_command(uri: str | None, uri_env: str | None, database: str, r
                           projects: int, jobs: int, sessions: int, movies: int, first_uid: int,
                           running_jobs: int) -> None:
     """Build a CryoSPARC-shaped instance (database + project directories) to try reconciler on."""
-    from reconciler.kinds.backups.connection import connect
     from reconciler.kinds.projects.generator import make_instance
+    from reconciler.providers.mongo.connection import connect
 
     if (uri is None) == (uri_env is None):
         raise ConfigError("give the server as exactly one of --uri and --uri-env")

@@ -9,32 +9,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from reconciler.config.model import LocalPath, Section
-from reconciler.kinds.projects.model import is_project_uid
+from reconciler.providers.cryosparc.model import is_project_uid
 
 State = Literal["active", "archived", "detached"]
-
-
-class InstanceConfig(Section):
-    """A CryoSPARC instance: its database (a [databases.*] entry) and how reconciler acts on it."""
-
-    database: str = Field(description="The [databases.*] entry of this instance's MongoDB (meteor).")
-    driver: Literal["mongo", "cryosparcm"] = Field(
-        default="mongo",
-        description='"mongo": act on the database and directories directly; '
-                    '"cryosparcm": run `cryosparcm cli` calls of a real installation.')
-    instance_id: str = Field(description="What cs.lock holds for directories attached to this instance.")
-    cryosparcm: str = Field(default="cryosparcm",
-                            description='The cryosparcm program (driver = "cryosparcm"), e.g. '
-                                        '"/opt/cryosparc/cryosparc_master/bin/cryosparcm".')
-    owner_user_id: str | None = Field(
-        default=None, description="User id that attached projects belong to when the original owner is unknown here.")
-
-    @field_validator("instance_id")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("instance_id must not be empty")
-        return value
 
 
 class ProjectConfig(Section):

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import ApplyError
-from reconciler.kinds.projects.model import records_digest
-from reconciler.kinds.replicas.rsync import PARTIAL_DIR, failure, run_rsync
+from reconciler.providers.cryosparc.model import records_digest
+from reconciler.providers.rsync import PARTIAL_DIR, failure, run_rsync
 
 
 @dataclass(frozen=True)

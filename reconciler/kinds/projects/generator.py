@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from reconciler.kinds.projects import model
-from reconciler.kinds.projects.model import JOBS, PROJECTS, SCHED_CONFIG, USERS, WORKSPACES, Records
+from reconciler.providers.cryosparc import model
+from reconciler.providers.cryosparc.model import JOBS, PROJECTS, SCHED_CONFIG, USERS, WORKSPACES, Records
 
 JOB_TYPES = ["import_movies", "patch_motion_correction_multi", "patch_ctf_estimation_multi", "blob_picker_gpu",
              "extract_micrographs_multi", "class_2D", "homo_abinit", "homo_refine_new", "nonuni_refine_new"]

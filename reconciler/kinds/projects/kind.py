@@ -16,14 +16,15 @@ from reconciler.engine.actions import Action
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.engine.memo import Memo
 from reconciler.errors import ApplyError
-from reconciler.kinds.backups.config import DatabaseConfig
-from reconciler.kinds.projects import model
-from reconciler.kinds.projects.config import InstanceConfig, ProjectConfig, check_projects
+from reconciler.kinds.projects.config import ProjectConfig, check_projects
 from reconciler.kinds.projects.copy import copy_project
 from reconciler.kinds.projects.diff import diff_project, project_address
-from reconciler.kinds.projects.drivers import open_driver, open_reader
 from reconciler.kinds.projects.observe import find_imported, observe_projects
 from reconciler.kinds.projects.tables import BundleImport, ProjectCopy
+from reconciler.providers.cryosparc import model
+from reconciler.providers.cryosparc.config import INSTANCES_SECTION
+from reconciler.providers.cryosparc.drivers import open_driver, open_reader
+from reconciler.providers.mongo.config import DATABASES_SECTION
 from reconciler.units import human_bytes
 
 
@@ -35,10 +36,8 @@ class ProjectsKind(Kind):
     name = "projects"
     address_prefix = "project"
     sections = {
-        "databases": (dict[str, DatabaseConfig],
-                      Field(default_factory=dict, description="MongoDB databases, and how each is backed up.")),
-        "instances": (dict[str, InstanceConfig],
-                      Field(default_factory=dict, description="CryoSPARC instances (their meteor databases).")),
+        **DATABASES_SECTION,
+        **INSTANCES_SECTION,
         "projects": (dict[str, ProjectConfig],
                      Field(default_factory=dict,
                            description="Where each project lives, on which instance, in which state.")),

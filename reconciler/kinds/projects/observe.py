@@ -14,12 +14,12 @@ from reconciler.engine.actions import AddressMessage
 from reconciler.engine.kind import Observation, RunContext
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ObserveError
-from reconciler.kinds.projects import model
 from reconciler.kinds.projects.copy import summarize_tree
 from reconciler.kinds.projects.diff import DirFacts, DocFacts, ProjectFacts, project_address
-from reconciler.kinds.projects.drivers import open_reader
-from reconciler.kinds.projects.drivers.mongo import MongoDriver
 from reconciler.kinds.projects.tables import ProjectCopy
+from reconciler.providers.cryosparc import model
+from reconciler.providers.cryosparc.drivers.mongo import MongoDriver
+from reconciler.providers.cryosparc.readers import Readers
 
 
 def doc_facts(reader: MongoDriver, document: dict[str, Any] | None) -> DocFacts | None:
@@ -66,26 +66,6 @@ def find_imported(reader: MongoDriver, source_id: str, uid: str) -> dict[str, An
         if not document.get("deleted"):
             return dict(document)
     return None
-
-
-class Readers:
-    """One open reader per instance for the whole observation (connect once each)."""
-
-    def __init__(self, desired: Any, stack: ExitStack):
-        self.desired = desired
-        self.stack = stack
-        self.open: dict[str, MongoDriver | ObserveError] = {}
-
-    def get(self, instance: str) -> MongoDriver:
-        if instance not in self.open:
-            try:
-                self.open[instance] = self.stack.enter_context(open_reader(self.desired, instance))
-            except ObserveError as error:
-                self.open[instance] = ObserveError(f"instance {instance}: {error}")
-        found = self.open[instance]
-        if isinstance(found, ObserveError):
-            raise found
-        return found
 
 
 def observe_bundle_project(name: str, project: Any, desired: Any, readers: Readers) -> ProjectFacts:

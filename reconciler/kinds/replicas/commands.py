@@ -11,8 +11,8 @@ import click
 from sqlalchemy import select, text
 
 from reconciler.kinds.replicas import inventory
+from reconciler.kinds.replicas.config import origins_of, replica_location
 from reconciler.kinds.replicas.diff import replica_address
-from reconciler.kinds.replicas.kind import _origins_of, replica_location
 from reconciler.kinds.replicas.tables import OriginStatus, ReplicaStatus
 from reconciler.units import human_bytes
 
@@ -34,7 +34,7 @@ def replica_rows(app: Any) -> list[dict[str, Any]]:
     rows = []
     with app.read_store.engine.connect() as connection:
         for key, replica in desired.replicas.items():
-            origins = _origins_of(desired, replica)
+            origins = origins_of(desired, replica)
             held_files, held_bytes = connection.execute(
                 text("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM replica_copies WHERE replica = :r"), {"r": key}
             ).one()
@@ -250,7 +250,7 @@ def inventory_verify(app: Any, replica_key: str | None, budget: str | None, lock
                 continue
             remaining = limit if limit is not None else (
                 int(replica.scrub_budget) if replica.scrub_budget is not None else None)
-            for origin in _origins_of(desired, replica):
+            for origin in origins_of(desired, replica):
                 if desired.origins[origin].checksum != "sha256":
                     click.echo(f"{replica_address(key)}: origin {origin} has checksum = \"none\": "
                                "its copies cannot be verified", err=True)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from reconciler.config.model import LocalPath, Section
+from reconciler.config.model import LocalPath, Section, resolve_path
 from reconciler.hosts import is_this_host
-from reconciler.kinds.replicas.location import Location, SshSettings
+from reconciler.providers.location import Location, SshSettings
 from reconciler.units import Duration, Size
 
 
@@ -226,3 +227,14 @@ class SshSection(Section):
             connect_timeout=max(1, int(self.connect_timeout.total_seconds())),
             share_connections=self.share_connections,
         )
+
+
+def replica_location(key: str, base_dir: Path) -> Location:
+    """A replica's key as a location; local keys resolve like every path in the config."""
+    location = Location.parse(key)
+    return location if location.is_remote else Location(resolve_path(location.path, base_dir))
+
+
+def origins_of(desired: Any, replica: ReplicaConfig) -> list[str]:
+    """The origins a replica holds: those it names, else every origin."""
+    return list(replica.origins) if replica.origins is not None else list(desired.origins)

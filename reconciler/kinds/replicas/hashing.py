@@ -16,9 +16,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from reconciler.errors import ReconcilerError
-from reconciler.kinds.replicas.listing import require
-from reconciler.kinds.replicas.location import Location, SshSettings
-from reconciler.kinds.replicas.processes import KilledBySignal, Streamed
+from reconciler.providers.location import Location, SshSettings
+from reconciler.providers.process import KilledBySignal, Streamed, require
 
 MISSING_SHA256SUM = 97  # the remote script's exit when sha256sum is not on the host's PATH
 BLOCK = 1 << 20

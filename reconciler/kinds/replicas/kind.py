@@ -17,15 +17,21 @@ from typing import Any
 
 from pydantic import Field
 
-from reconciler.config.model import resolve_path
 from reconciler.engine import memo
 from reconciler.engine.actions import Action, AddressMessage
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.hosts import this_host
-from reconciler.kinds.replicas import connections, hashing, inventory, marker, paths, trim
-from reconciler.kinds.replicas.config import OriginConfig, ReplicaConfig, SshSection, unsafe_origin_name
+from reconciler.kinds.replicas import due, hashing, inventory, marker, paths, trim
+from reconciler.kinds.replicas.config import (
+    OriginConfig,
+    ReplicaConfig,
+    SshSection,
+    origins_of,
+    replica_location,
+    unsafe_origin_name,
+)
 from reconciler.kinds.replicas.diff import (
     Offline,
     PairFacts,
@@ -36,12 +42,10 @@ from reconciler.kinds.replicas.diff import (
     enrollable,
     replica_address,
 )
-from reconciler.kinds.replicas.listing import Entry, make_matcher, require
+from reconciler.kinds.replicas.listing import Entry, make_matcher
 from reconciler.kinds.replicas.local_walk import walk_local
-from reconciler.kinds.replicas.location import Location, SshSettings
 from reconciler.kinds.replicas.memo import replicas_memo
 from reconciler.kinds.replicas.remote_walk import walk_remote
-from reconciler.kinds.replicas.rsync import argument_budget, copy_invocation, plan_batches, run_copies
 from reconciler.kinds.replicas.tables import (
     OriginFile,
     OriginStatus,
@@ -51,17 +55,11 @@ from reconciler.kinds.replicas.tables import (
     ScanEntry,
     ScannedDir,
 )
+from reconciler.providers import ssh as connections
+from reconciler.providers.location import Location, SshSettings
+from reconciler.providers.process import require
+from reconciler.providers.rsync import argument_budget, copy_invocation, plan_batches, run_copies
 from reconciler.units import format_duration
-
-
-def replica_location(key: str, base_dir: Path) -> Location:
-    """A replica's key as a location; local keys resolve like every path in the config."""
-    location = Location.parse(key)
-    return location if location.is_remote else Location(resolve_path(location.path, base_dir))
-
-
-def _origins_of(desired: Any, replica: ReplicaConfig) -> list[str]:
-    return list(replica.origins) if replica.origins is not None else list(desired.origins)
 
 
 class ReplicasKind(Kind):
@@ -143,20 +141,22 @@ class ReplicasKind(Kind):
         ssh = connections.shared(desired.ssh.settings(), [
             *(origin.location for origin in desired.origins.values()),
             *(replica_location(key, ctx.base_dir) for key in wanted)])
-        needed_origins = {name for rep in wanted.values() for name in _origins_of(desired, rep)}
+        needed_origins = {name for rep in wanted.values() for name in origins_of(desired, rep)}
         with ctx.state.engine.begin() as connection:
             inventory.sweep_old_scans(connection)
         origin_errors: dict[str, str] = {}
         elsewhere: dict[str, str] = {}  # local_only origins of other hosts: their own host's run reads them
+        ledger = due.Ledger()  # what this observation decided, for the no-change memo (due.py)
         for name, origin in desired.origins.items():
             if ctx.targets and name not in needed_origins:
                 continue
             if origin.local_only and not origin.here:
                 elsewhere[name] = self._left_to_its_host(ctx, desired, name, origin, wanted)
                 facts.notes.append(AddressMessage(address=f"origin:{name}", message=elsewhere[name]))
+                ledger.unsettle(f"origin {name} is read on host {origin.home} only")  # no local directory to replay
                 continue
             try:
-                self._scan_origin(ctx, name, origin, ssh, now_ns, full_scan)
+                self._scan_origin(ctx, name, origin, ssh, now_ns, full_scan, ledger)
             except ObserveError as error:
                 origin_errors[name] = str(error)
         for key, replica in wanted.items():
@@ -166,35 +166,40 @@ class ReplicasKind(Kind):
                 if not self._present(ctx, desired, key, replica, location, ssh, facts):
                     continue  # offline (a removable replica): a note or a warning, nothing else
                 pairs = self._observe_replica(ctx, desired, key, replica, location, ssh, full_scan,
-                                              {**elsewhere, **origin_errors})
+                                              {**elsewhere, **origin_errors}, ledger)
             except ObserveError as error:
                 facts.errors.append(AddressMessage(address=address, message=str(error)))
                 continue
             facts.pairs.extend(pairs)
-            for name in _origins_of(desired, replica):
+            for name in origins_of(desired, replica):
                 if name in origin_errors:
                     facts.errors.append(AddressMessage(address=address,
                                                        message=f"origin {name}: {origin_errors[name]}"))
-        self._observe_trims(ctx, desired, facts, origin_errors, wanted)
+        self._observe_trims(ctx, desired, facts, origin_errors, wanted, ledger)
         no_change_memo = None
-        if memo.wanted(ctx.state, ctx.targets) and not origin_errors and not facts.errors:
-            replicas = {key: (replica, replica_location(key, ctx.base_dir), _origins_of(desired, replica))
+        if memo.wanted(ctx.state, ctx.targets) and not origin_errors and not facts.errors and not ledger.unsettled:
+            replicas = {key: (replica, replica_location(key, ctx.base_dir), origins_of(desired, replica))
                         for key, replica in wanted.items()}
             with ctx.state.engine.begin() as connection:
-                no_change_memo = replicas_memo(connection, desired, replicas)
+                no_change_memo = replicas_memo(connection, desired, replicas, ledger)
         return Observation(facts=facts, errors=[], memo=no_change_memo)
 
     def _scan_origin(self, ctx: RunContext, name: str, origin: OriginConfig, ssh: SshSettings, now_ns: int,
-                     full_scan: bool) -> None:
+                     full_scan: bool, ledger: due.Ledger) -> None:
         location = origin.location
         matcher = make_matcher(origin.include, origin.exclude)
         cutoff = now_ns - int(origin.settle.total_seconds() * 1e9)
         with ctx.state.engine.begin() as connection:
             status = inventory.origin_status(connection, name)
-            due = status.last_full_scan is None or (
-                inventory.now_utc() - inventory.as_utc(status.last_full_scan) >= origin.full_scan_every)
-            fast = origin.immutable and not full_scan and not due
+            last = inventory.as_utc(status.last_full_scan) if status.last_full_scan is not None else None
+            scan_due = ledger.decide(f"full scan of origin {name}",
+                                     due.full_scan(last, origin.full_scan_every, inventory.now_utc()))
+            fast = origin.immutable and not full_scan and not scan_due
             known = inventory.known_dirs(connection, name)
+        if location.is_remote:
+            ledger.unsettle(f"origin {name} is read over ssh")  # a replay reads no remote directory
+        if not origin.immutable:
+            ledger.unsettle(f"origin {name} is not immutable")  # every file is read again each run
 
         if location.is_remote:
             entries = walk_remote(location, ssh, matcher, cutoff, known, fast=fast)
@@ -216,7 +221,7 @@ class ReplicasKind(Kind):
                           wanted: dict[str, ReplicaConfig]) -> str:
         """What a run on another host says of a local_only origin it neither reads nor copies:
         never silence, so that a plan with nothing to do here is not taken for all in order."""
-        replicas = [key for key, replica in wanted.items() if name in _origins_of(desired, replica)]
+        replicas = [key for key, replica in wanted.items() if name in origins_of(desired, replica)]
         with ctx.state.engine.begin() as connection:
             last = inventory.origin_status(connection, name).last_scan
         seen = (f"a run there last read it at {inventory.as_utc(last):%Y-%m-%d %H:%M} UTC" if last is not None
@@ -226,7 +231,7 @@ class ReplicasKind(Kind):
                 f"whose own run reads it and copies it; this run did not read it{held} ({seen})")
 
     def _observe_trims(self, ctx: RunContext, desired: Any, facts: ReplicaFacts, origin_errors: dict[str, str],
-                       wanted: dict[str, ReplicaConfig]) -> None:
+                       wanted: dict[str, ReplicaConfig], ledger: due.Ledger) -> None:
         """Which origin files a trim may remove (trim.py); none while a replica of the origin is
         offline, unobserved or not in this run."""
         offline = {item.replica for item in facts.offline}
@@ -237,7 +242,9 @@ class ReplicasKind(Kind):
                 continue
             if origin.local_only and not origin.here:
                 continue  # its own host's run trims it (this one did not read it)
-            holders = [key for key, replica in desired.replicas.items() if name in _origins_of(desired, replica)]
+            # Files fall old enough to trim as time passes, and each trim rests on a re-check.
+            ledger.unsettle(f"origin {name} trims")
+            holders = [key for key, replica in desired.replicas.items() if name in origins_of(desired, replica)]
             counted = {key: now - desired.replicas[key].scrub_every for key in holders
                        if desired.replicas[key].scrub_every is not None}
             found = TrimFacts(name, origin.trim.min_copies, format_duration(origin.trim.older_than), sorted(counted))
@@ -262,7 +269,7 @@ class ReplicasKind(Kind):
         """Whether the replica's root is there and is the replica the state knows (its marker).
         An absent root or an empty mount point is offline for a removable replica (recorded,
         and False), an ObserveError for any other; never taken for an empty replica."""
-        origins = _origins_of(desired, replica)
+        origins = origins_of(desired, replica)
         with ctx.state.engine.begin() as connection:
             status = inventory.replica_status(connection, key)
             holds = inventory.holds_copies(connection, key)
@@ -294,15 +301,19 @@ class ReplicasKind(Kind):
         return True
 
     def _observe_replica(self, ctx: RunContext, desired: Any, key: str, replica: ReplicaConfig, location: Location,
-                         ssh: SshSettings, full_scan: bool, origin_errors: dict[str, str]) -> list[PairFacts]:
-        origin_names = [name for name in _origins_of(desired, replica) if name not in origin_errors]
+                         ssh: SshSettings, full_scan: bool, origin_errors: dict[str, str],
+                         ledger: due.Ledger) -> list[PairFacts]:
+        origin_names = [name for name in origins_of(desired, replica) if name not in origin_errors]
         with ctx.state.engine.begin() as connection:
             status = inventory.replica_status(connection, key)
-        last_verify = status.last_verify
+        last_verify = inventory.as_utc(status.last_verify) if status.last_verify is not None else None
         now = inventory.now_utc()
-        verify_due = replica.verify_every is not None and (
-            last_verify is None or full_scan or now - inventory.as_utc(last_verify) >= replica.verify_every)
-        enroll_due = replica.import_origins and (last_verify is None or full_scan or verify_due)
+        if location.is_remote:
+            ledger.unsettle(f"replica {key} is over ssh")  # a replay checks local roots only
+        verification = due.verification(last_verify, replica.verify_every, now, full_scan)
+        verify_due = ledger.decide(f"verification of replica {key}", verification)
+        enroll_due = ledger.decide(f"enrolment from replica {key}",
+                                   due.enrolment(replica.import_origins, last_verify, full_scan, verification))
         pairs: dict[str, PairFacts] = {}
         for name in origin_names:
             settle = desired.origins[name].settle
@@ -341,19 +352,26 @@ class ReplicasKind(Kind):
                     pair = pairs[name]
                     pair.scrub = inventory.scrub_due(connection, key, name, due_before, budget)
                     pair.lost = inventory.lost_files(connection, key, name)
+                    if pair.scrub.paths:
+                        ledger.unsettle(f"copies of {name} on replica {key} to verify")
+                    else:
+                        ledger.decide(f"scrub of replica {key}",
+                                      due.scrub(inventory.next_scrub_due(connection, key), replica.scrub_every, now))
                     if budget is not None:
                         budget = max(0, budget - sum(pair.scrub.sizes))
                 for name in origin_names:
                     pair = pairs[name]
                     generation = inventory.origin_status(connection, name).generation
-                    if (not listed and not pair.drift and
-                            inventory.pair_complete_generation(connection, key, name) == generation):
+                    if (not listed and not pair.drift and due.pair_complete(
+                            inventory.pair_complete_generation(connection, key, name), generation)):
                         continue
                     pair.candidates = inventory.candidates(connection, key, name)
                     if not pair.candidates:
                         inventory.set_pair_complete(connection, key, name, generation)
-                    elif pair.drift:
-                        inventory.set_pair_complete(connection, key, name, -1)
+                    else:
+                        ledger.unsettle(f"replica {key} lacks files of {name}")
+                        if pair.drift:
+                            inventory.set_pair_complete(connection, key, name, -1)
         finally:
             if scan_ids:
                 with ctx.state.engine.begin() as connection:
@@ -629,7 +647,7 @@ class ReplicasKind(Kind):
         counted: dict[str, datetime] = {}
         for key in action.details["replicas"]:
             replica = desired.replicas.get(key)
-            if replica is not None and replica.scrub_every is not None and name in _origins_of(desired, replica):
+            if replica is not None and replica.scrub_every is not None and name in origins_of(desired, replica):
                 counted[key] = now - replica.scrub_every
         locations = {key: replica_location(key, ctx.base_dir) for key in counted}
         ssh = connections.shared(desired.ssh.settings(), [origin.location, *locations.values()])

@@ -14,13 +14,12 @@ import hashlib
 import os
 import pickle
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from wcmatch import glob as wcglob
 
-from reconciler.errors import ObserveError, ToolMissingError
+from reconciler.errors import ObserveError
 
 PARTIAL_DIR = b".rsync-partial"
 BUFFERED_FILES = 100_000  # a directory with more files is streamed and never skipped by digest
@@ -114,18 +113,3 @@ def unreadable(path: bytes, error: OSError, missing: str) -> ObserveError:
     if isinstance(error, PermissionError):
         return ObserveError(f"{name}: permission denied")
     return ObserveError(f"{name}: {error.strerror}")
-
-
-def require(binary: str, package: str) -> str:
-    """The path of ``binary``. Raises ToolMissingError naming the install command."""
-    found = shutil.which(binary)
-    if not found:
-        raise ToolMissingError(binary, f"apt-get install {package}, or your system's package manager")
-    return found
-
-
-def exact_args(args: list[str | bytes]) -> list[str]:
-    """Arguments for an ``sh`` command run with ``_encoding="latin-1"``: sh encodes each
-    with that, and latin-1 maps every byte to itself, so the program gets exactly the file
-    system's bytes (of str arguments, as Python encodes paths; of bytes, as they are)."""
-    return [os.fsencode(arg).decode("latin-1") for arg in args]

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import sh
 
 from reconciler.errors import ApplyError, ObserveError
-from reconciler.kinds.replicas.listing import require
-from reconciler.kinds.replicas.location import Location, SshSettings
+from reconciler.providers.location import Location, SshSettings
+from reconciler.providers.process import require
 
 MARKER = ".reconciler-replica"
 HEADER = "reconciler-replica"

@@ -9,23 +9,24 @@ exactly those premises: every recorded directory with its mtime, the rows of the
 that say so, the replicas' roots, rsync on PATH, and the time by which a full scan or a
 verification (or, with checksums, a scrub) falls due, and a removable replica root's mtime (its
 marker removed is never replayed; an unmounted disk is another directory). Anything else (an ssh
-location, a mutable origin, a directory
-still settling, a pair not complete, an enrolment not yet listed) offers no memo.
+location, a mutable origin, a directory still settling, a pair not complete, an enrolment not yet
+listed) offers no memo. What is due and when is decided once, by the observer (due.py's
+``Ledger``); this module only adds the facts a replay checks.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from reconciler.engine.memo import Memo, fact
-from reconciler.kinds.replicas import inventory, paths
-from reconciler.kinds.replicas.listing import require
-from reconciler.kinds.replicas.location import Location
+from reconciler.kinds.replicas import paths
+from reconciler.kinds.replicas.due import Ledger, pair_complete
 from reconciler.kinds.replicas.tables import OriginStatus, PairStatus, ReplicaStatus, ScannedDir
+from reconciler.providers.location import Location
+from reconciler.providers.process import require
 
 # The rows a memo's facts read back (plain SQL: the replay runs them with sqlite3).
 ORIGIN_GENERATION = f"SELECT generation FROM {OriginStatus.__tablename__} WHERE origin = :origin"
@@ -36,53 +37,35 @@ REPLICA_PAIRS = (f"SELECT origin, complete_generation FROM {PairStatus.__tablena
 REPLICA_VERIFIED = f"SELECT last_verify FROM {ReplicaStatus.__tablename__} WHERE replica = :replica"
 
 
-def replicas_memo(connection: Connection, desired: Any, replicas: dict[str, tuple[Any, Location, list[str]]]
-                  ) -> Memo | None:
+def replicas_memo(connection: Connection, desired: Any, replicas: dict[str, tuple[Any, Location, list[str]]],
+                  ledger: Ledger) -> Memo | None:
     """The memo of an observation of every origin and of ``replicas`` (key: (config,
     location, origin names)), read in the caller's transaction; None when a later run
-    could not tell "nothing to do" without observing."""
-    if any(origin.location.is_remote or not origin.immutable for origin in desired.origins.values()):
+    could not tell "nothing to do" without observing.
+
+    Nothing is decided here: what was due, and when the rest falls due, is the observer's
+    ``ledger`` (due.py). What is added are the facts a replay checks to know the world is as
+    the observer saw it: directories and their mtimes, state rows, replica roots, rsync."""
+    if ledger.unsettled:
         return None
-    if any(location.is_remote for _, location, _ in replicas.values()):
-        return None
-    if any(origin.trim is not None for origin in desired.origins.values()):
-        return None  # files fall old enough to trim as time passes, and each trim rests on a re-check
     memo = Memo(programs=[("rsync", require("rsync", "rsync"))])
-    deadlines: list[datetime] = []
     generations: dict[str, int] = {}
     for name, origin in desired.origins.items():
-        status = inventory.origin_status(connection, name)
         generation, generation_rows = fact(connection, ORIGIN_GENERATION, origin=name)
         directories, rows = fact(connection, ORIGIN_DIRECTORIES, origin=name)
-        if (status.last_full_scan is None or not generation_rows or not rows
-                or not all(row[2] for row in rows)):
-            return None  # never listed in full, or a directory still settling: read again
+        if not generation_rows or not rows or not all(row[2] for row in rows):
+            return None  # never listed, or a directory still settling: read again
         root = os.fsencode(origin.location.path)
         memo.directories += [(os.fsdecode(os.path.join(root, paths.to_bytes(path)) if path else root), mtime_ns)
                              for path, mtime_ns, *_ in rows]
         memo.facts += [generation, directories]
         generations[name] = generation_rows[0][0]  # as digested, not as another read saw it
-        deadlines.append(inventory.as_utc(status.last_full_scan) + origin.full_scan_every)
     for key, (replica, location, origins) in replicas.items():
         pairs, rows = fact(connection, REPLICA_PAIRS, replica=key)
         complete = {origin: generation for origin, generation in rows}
-        if any(complete.get(name) != generations[name] for name in origins):
-            return None  # some copies are missing, or not known not to be
+        if not all(pair_complete(complete.get(name), generations[name]) for name in origins):
+            return None  # the rows digested say otherwise: another run wrote in between
         verified, _ = fact(connection, REPLICA_VERIFIED, replica=key)
-        last_verify = inventory.replica_status(connection, key).last_verify
-        if replica.import_origins and last_verify is None:
-            return None  # the replica is still to be listed for enrolment
-        if replica.verify_every is not None:
-            if last_verify is None:
-                return None
-            deadlines.append(inventory.as_utc(last_verify) + replica.verify_every)
-        checksums = any(desired.origins[name].checksum == "sha256" for name in origins)
-        if checksums and inventory.unchecked_copies(connection, key):
-            return None  # copies to verify or repair: a scrub is planned
-        if replica.scrub_every is not None and checksums:
-            oldest = inventory.next_scrub_due(connection, key)
-            if oldest is not None:  # the scrub falls due then: a replay must not hide it
-                deadlines.append(oldest + replica.scrub_every)
         mount = os.stat(location.path)
         memo.writable.append((location.path, mount.st_dev, mount.st_ino))
         if replica.removable:
@@ -90,5 +73,6 @@ def replicas_memo(connection: Connection, desired: Any, replicas: dict[str, tupl
             # emptied disk) is never replayed as "no changes" (an unmount changes st_dev above).
             memo.directories.append((location.path, mount.st_mtime_ns))
         memo.facts += [pairs, verified]
-    memo.valid_until = min(deadlines).timestamp() if deadlines else None
+    until = ledger.valid_until
+    memo.valid_until = until.timestamp() if until is not None else None
     return memo

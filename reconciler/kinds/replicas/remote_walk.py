@@ -30,10 +30,9 @@ from reconciler.kinds.replicas.listing import (
     digest_if_changed,
     directory_entries,
     file_entries,
-    require,
 )
-from reconciler.kinds.replicas.location import Location, SshSettings
-from reconciler.kinds.replicas.processes import KilledBySignal, Streamed
+from reconciler.providers.location import Location, SshSettings
+from reconciler.providers.process import KilledBySignal, Streamed, require
 
 FIND_FORMAT = r"%y %s %T@ %P\0"  # type, size, mtime, path below the root
 DIR_FORMAT = r"%T@ %P\0"  # a directory: mtime, path below the root

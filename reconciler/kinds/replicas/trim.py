@@ -25,9 +25,8 @@ from sqlalchemy.engine import Connection
 
 from reconciler.errors import ApplyError
 from reconciler.kinds.replicas import inventory, paths
-from reconciler.kinds.replicas.listing import require
-from reconciler.kinds.replicas.location import Location, SshSettings
-from reconciler.kinds.replicas.processes import KilledBySignal, Streamed
+from reconciler.providers.location import Location, SshSettings
+from reconciler.providers.process import KilledBySignal, Streamed, require
 
 SECOND = 1_000_000_000
 

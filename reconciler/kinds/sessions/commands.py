@@ -9,11 +9,11 @@ from typing import Any
 import click
 
 from reconciler.errors import ConfigError, ObserveError
-from reconciler.kinds.projects.drivers import open_reader
-from reconciler.kinds.projects.model import WORKSPACES, uid_number
 from reconciler.kinds.sessions.datatypes import DATATYPES, collect, total
 from reconciler.kinds.sessions.observe import session_dir_of
 from reconciler.kinds.sessions.tables import SessionDatatype
+from reconciler.providers.cryosparc.drivers import open_reader
+from reconciler.providers.cryosparc.model import WORKSPACES, uid_number
 from reconciler.units import human_bytes
 
 

@@ -16,16 +16,16 @@ from reconciler.engine.actions import Action
 from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunContext, executor
 from reconciler.engine.memo import Memo
 from reconciler.errors import ApplyError
-from reconciler.kinds.backups.config import DatabaseConfig
-from reconciler.kinds.projects.config import InstanceConfig
-from reconciler.kinds.projects.drivers import open_reader
-from reconciler.kinds.projects.model import WORKSPACES
 from reconciler.kinds.sessions.config import AccessSection, HooksSection, SessionConfig, check_sessions
 from reconciler.kinds.sessions.datatypes import DATATYPES, collect, total
 from reconciler.kinds.sessions.diff import diff_session, session_address
 from reconciler.kinds.sessions.hook import HookCall, run_hook
 from reconciler.kinds.sessions.observe import observe_sessions, session_dir_of
 from reconciler.kinds.sessions.tables import PendingHook, SessionDatatype
+from reconciler.providers.cryosparc.config import INSTANCES_SECTION
+from reconciler.providers.cryosparc.drivers import open_reader
+from reconciler.providers.cryosparc.model import WORKSPACES
+from reconciler.providers.mongo.config import DATABASES_SECTION
 from reconciler.units import human_bytes
 
 
@@ -37,10 +37,8 @@ class SessionsKind(Kind):
     name = "sessions"
     address_prefix = "session"
     sections = {
-        "databases": (dict[str, DatabaseConfig],
-                      Field(default_factory=dict, description="MongoDB databases, and how each is backed up.")),
-        "instances": (dict[str, InstanceConfig],
-                      Field(default_factory=dict, description="CryoSPARC instances (their meteor databases).")),
+        **DATABASES_SECTION,
+        **INSTANCES_SECTION,
         "sessions": (dict[str, SessionConfig],
                      Field(default_factory=dict, description='Live session datatype states, keyed "P12/S1".')),
         "hooks": (HooksSection, Field(default_factory=HooksSection, description=HooksSection.__doc__)),

@@ -15,14 +15,14 @@ from reconciler.engine.actions import AddressMessage
 from reconciler.engine.kind import Observation, RunContext
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ObserveError
-from reconciler.kinds.projects import model
-from reconciler.kinds.projects.drivers.mongo import MongoDriver
-from reconciler.kinds.projects.model import PROJECTS, WORKSPACES
-from reconciler.kinds.projects.observe import Readers
 from reconciler.kinds.sessions.datatypes import DATATYPES, collect, total
 from reconciler.kinds.sessions.diff import DatatypeFacts, SessionFacts, session_address
 from reconciler.kinds.sessions.hook import hook_problem
 from reconciler.kinds.sessions.tables import PendingHook, SessionDatatype
+from reconciler.providers.cryosparc import model
+from reconciler.providers.cryosparc.drivers.mongo import MongoDriver
+from reconciler.providers.cryosparc.model import PROJECTS, WORKSPACES
+from reconciler.providers.cryosparc.readers import Readers
 
 
 def instance_of(desired: Any, session: Any) -> str:

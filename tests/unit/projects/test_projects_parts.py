@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.kinds.projects import model
-from reconciler.kinds.projects.drivers.cryosparcm import backup_argv, cli_argv, cli_call
+from reconciler.providers.cryosparc import model
+from reconciler.providers.cryosparc.drivers.cryosparcm import backup_argv, cli_argv, cli_call
 
 
 def test_cryosparcm_calls_follow_the_cli_signatures() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.kinds.projects.model import rebase_session_dirs, session_directory
+from reconciler.providers.cryosparc.model import rebase_session_dirs, session_directory
 
 
 @pytest.mark.parametrize(("recorded", "expected"), [

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import ApplyError
-from reconciler.kinds.backups.connection import redact
-from reconciler.kinds.projects import model
-from reconciler.kinds.projects.model import (
+from reconciler.providers.cryosparc import model
+from reconciler.providers.cryosparc.model import (
     ATTACHING,
     BUSY_STATUSES,
     JOBS,
@@ -25,6 +24,7 @@ from reconciler.kinds.projects.model import (
     Records,
     RecordsError,
 )
+from reconciler.providers.mongo.connection import redact
 
 FLAGS = ("archived", "detached", "deleted")
 

@@ -7,9 +7,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from reconciler.errors import ApplyError, ObserveError
-from reconciler.kinds.backups.connection import connect
-from reconciler.kinds.projects.drivers.cryosparcm import CryosparcmDriver
-from reconciler.kinds.projects.drivers.mongo import MongoDriver
+from reconciler.providers.cryosparc.drivers.cryosparcm import CryosparcmDriver
+from reconciler.providers.cryosparc.drivers.mongo import MongoDriver
+from reconciler.providers.mongo.connection import connect
 
 
 @contextmanager

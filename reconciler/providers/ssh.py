@@ -28,8 +28,8 @@ from dataclasses import replace
 
 import sh
 
-from reconciler.kinds.replicas.location import Location, SshSettings
-from reconciler.kinds.replicas.processes import EVERY_EXIT
+from reconciler.providers.location import Location, SshSettings
+from reconciler.providers.process import EVERY_EXIT
 
 # A unix socket's path has at most 107 bytes. ssh names the socket "<dir>/<%C: 40 hex>" and
 # binds it first as that plus ".<16 random characters>", so the directory gets at most 49.

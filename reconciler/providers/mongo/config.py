@@ -1,15 +1,15 @@
-"""Config of the backups kind: ``[databases.<name>]`` and ``[databases.<name>.backup]``."""
+"""The ``[databases.<name>]`` section (with its ``backup`` table), declared once here: the backups,
+projects and sessions kinds all read it (``DATABASES_SECTION``)."""
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from reconciler.config.model import LocalPath, Section
-from reconciler.kinds.backups.retention import Policy
 from reconciler.units import Duration
 
 
@@ -30,9 +30,6 @@ class RetentionConfig(Section):
                                     description="Keep the newest backup of each of the last N years.")
     keep_within: Duration | None = Field(default=None, description="Keep every backup younger than this (e.g. \"2d\").")
 
-    def policy(self) -> Policy:
-        return Policy(last=self.keep_last, hourly=self.keep_hourly, daily=self.keep_daily, weekly=self.keep_weekly,
-                      monthly=self.keep_monthly, yearly=self.keep_yearly, within=self.keep_within)
 
 
 class BackupConfig(Section):
@@ -80,3 +77,9 @@ class DatabaseConfig(Section):
         if not value:
             raise ValueError(f"${self.uri_env} is not set; export the connection string in it")
         return value
+
+
+DATABASES_SECTION: dict[str, Any] = {
+    "databases": (dict[str, DatabaseConfig],
+                  Field(default_factory=dict, description="MongoDB databases, and how each is backed up.")),
+}

@@ -13,7 +13,7 @@ from pathlib import Path
 import bson
 
 from reconciler.kinds.backups.source import BackupSource
-from reconciler.kinds.projects.model import PROJECTS, records_digest
+from reconciler.providers.cryosparc.model import PROJECTS, records_digest
 
 EXPLANATION = (
     "restoring a database backup that is older than its attached project directories corrupts those projects "

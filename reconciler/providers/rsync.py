@@ -15,9 +15,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from reconciler.errors import ApplyError
-from reconciler.kinds.replicas.listing import require
-from reconciler.kinds.replicas.location import Location, SshSettings
-from reconciler.kinds.replicas.processes import KilledBySignal, Streamed
+from reconciler.providers.location import Location, SshSettings
+from reconciler.providers.process import KilledBySignal, Streamed, require
 
 PARTIAL_DIR = ".rsync-partial"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

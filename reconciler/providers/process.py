@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import sh
 
-from reconciler.kinds.replicas.listing import exact_args
+from reconciler.errors import ToolMissingError
 
 CHUNK = 1 << 16
 # After a read shorter than this, which emptied the pipe, wait PAUSE seconds before the
@@ -102,3 +103,18 @@ class Streamed:
             buffer += chunk
             *complete, buffer = buffer.split(b"\0")
             yield from complete
+
+
+def require(binary: str, package: str) -> str:
+    """The path of ``binary``. Raises ToolMissingError naming the install command."""
+    found = shutil.which(binary)
+    if not found:
+        raise ToolMissingError(binary, f"apt-get install {package}, or your system's package manager")
+    return found
+
+
+def exact_args(args: list[str | bytes]) -> list[str]:
+    """Arguments for an ``sh`` command run with ``_encoding="latin-1"``: sh encodes each
+    with that, and latin-1 maps every byte to itself, so the program gets exactly the file
+    system's bytes (of str arguments, as Python encodes paths; of bytes, as they are)."""
+    return [os.fsencode(arg).decode("latin-1") for arg in args]
