@@ -264,7 +264,9 @@ def force_unlock(store: StateStore, lock_id: str) -> LockRecord:
             current = session.exec(select(LockRecord)).first()
             hint = f"; the current lock is {current.lock_id}" if current else "; the state database is not locked"
             raise LockError(f"no lock with id {lock_id}{hint}")
-    if _judged_here(store, record) and not guards.is_free(store, record.name):
+    # A run that locks per address (PostgreSQL) holds run:<lock id> for its whole life.
+    guard = record.name if store.is_sqlite or record.name == LOCK_NAME else f"run:{lock_id}"
+    if _judged_here(store, record) and not guards.is_free(store, guard):
         raise LockError(
             f"lock {lock_id} is held by {describe(record)}, {_still_running(store, record)}; force-unlock removes "
             f"only the lock of a run that is gone: let it finish, or stop it (kill {record.pid} on {record.host})"

@@ -102,3 +102,17 @@ def test_on_postgresql_a_run_lock_session_asks_the_server_to_notice_a_vanished_h
         settings = [run.session.connection.execute(text(f"SHOW {name}")).scalar()
                     for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")]
     assert settings == ["60", "10", "6"]  # docs/locks.md: a vanished host's locks are free within ~2 minutes
+
+
+def test_on_postgresql_force_unlock_refuses_a_live_run_and_clears_a_dead_ones_rows(store):
+    if store.is_sqlite:
+        pytest.skip("the PostgreSQL variant")
+    with lock.run_locks(store, "reconcile") as run:
+        run.cover({"replica:a": True})
+        with pytest.raises(LockError, match=rf"lock {run.lock_id} is held by .*which is still running"):
+            lock.force_unlock(store, run.lock_id)
+        assert run.session is not None
+        run.session.release()  # as when its process dies: the server drops its locks, its rows stay
+        assert lock.force_unlock(store, run.lock_id).lock_id == run.lock_id
+        with store.session() as session:
+            assert list(session.exec(select(LockRecord))) == []
