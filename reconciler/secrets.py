@@ -119,6 +119,13 @@ def has_password(url: str) -> bool:
     return bool(password_of(url))
 
 
+def remember_secret(value: str | None) -> None:
+    """Record a secret value itself (e.g. a user's initial password read from its environment
+    variable), so that ``redact`` removes it from any text."""
+    if value and len(value) >= MIN_REMEMBERED:
+        _remembered.add(value)
+
+
 def remember_variable(name: str | None) -> None:
     """Record that the environment variable ``name`` holds a secret (a connection string named by
     a ``*_env`` key), and remember the password its value carries."""

@@ -11,6 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests assert behaviour, never speed: no per-example deadline (hypothesis's default of
+# 200 ms fails them on a loaded CI machine), and no "too slow" health check either.
+settings.register_profile("reconciler", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("reconciler")
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"

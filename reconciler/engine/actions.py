@@ -6,11 +6,12 @@ import hashlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconciler import __version__
+from reconciler.errors import ApplyError
 
 FORMAT_VERSION = 1
 
@@ -56,6 +57,32 @@ def sha256_of(value: Any) -> str:
     return digest.hexdigest()
 
 
+class Details(BaseModel):
+    """The typed hand-off from a kind's diff to its executor: one subclass per action kind,
+    built by the diff and read back by the executor with ``Details.of(action)``, so no
+    executor digs in an untyped dict. The plan holds ``as_dict()``: exactly the declared
+    fields (by alias where a name is a Python keyword, e.g. ``from``), so typing changes
+    neither the plan JSON nor any action id."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields given when it was made (an optional field left out stays out of the plan)."""
+        return self.model_dump(by_alias=True, exclude_unset=True)
+
+    @classmethod
+    def of(cls, action: Action) -> Self:
+        """The details of ``action`` as this model; a saved plan whose details do not fit (written by
+        another version of reconciler) is an ApplyError naming the action, never a KeyError."""
+        try:
+            return cls.model_validate(action.details)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "details"
+            raise ApplyError(f"{action.address}: the planned {action.kind} does not fit this version of reconciler "
+                             f"({where}: {first['msg']}); run plan again") from None
+
+
 class Action(BaseModel):
     """One change to the world, planned by a resource kind and carried out by its executor.
 
@@ -88,7 +115,7 @@ class Action(BaseModel):
         reason: str,
         facts: Any = None,
         precondition: str | None = None,
-        details: dict[str, Any] | None = None,
+        details: dict[str, Any] | Details | None = None,
         destructive: bool = False,
         depends_on: list[str] | None = None,
         before: list[str] | None = None,
@@ -96,7 +123,7 @@ class Action(BaseModel):
         """Build an action, deriving ``id`` from (address, kind, details) and
         ``precondition`` from ``facts`` (any JSON-able value the action relies on),
         unless the kind computed ``precondition`` itself (e.g. streaming over columns)."""
-        details = details or {}
+        details = details.as_dict() if isinstance(details, Details) else (details or {})
         return cls(
             id=sha256_of({"address": address, "kind": kind, "details": details})[:16],
             address=address,

@@ -171,6 +171,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixtur
     return World(tmp_path_factory.mktemp("world"), "", capsys)
 
 
+@pytest.mark.slow
 # Shrinking is off: a failing sequence of a few steps is readable as found, and CI stays bounded.
 @settings(max_examples=12, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -77,3 +77,13 @@ def test_the_import_contracts_are_kept() -> None:
     assert program, "import-linter is in the test extras"
     result = subprocess.run([program], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_every_kind_is_in_the_independence_contract() -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (contract,) = [item for item in config["tool"]["importlinter"]["contracts"] if item["type"] == "independence"]
+    kinds = {f"reconciler.kinds.{path.name}" for path in (ROOT / "reconciler" / "kinds").iterdir()
+             if (path / "__init__.py").is_file()}
+    assert set(contract["modules"]) == kinds

@@ -1,5 +1,15 @@
 """MongoDB backups with retention, in mongodump-compatible formats, as a resource kind."""
 
-from reconciler.kinds.backups.kind import BackupsKind
+from __future__ import annotations
 
-KIND = BackupsKind
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    """``KIND`` (what the registry looks for) loads the kind on first use, so that importing one
+    of this package's modules (a command's, a benchmark's) does not load the whole kind."""
+    if name == "KIND":
+        from reconciler.kinds.backups.kind import BackupsKind
+
+        return BackupsKind
+    raise AttributeError(name)

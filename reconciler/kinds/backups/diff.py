@@ -5,10 +5,38 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from reconciler.engine.actions import Action, AddressMessage
+from reconciler.engine.actions import Action, AddressMessage, Details
 from reconciler.engine.kind import Diff
 from reconciler.kinds.backups.retention import Policy, decide
 from reconciler.units import format_duration
+
+
+class CleanupDetails(Details):
+    """A ``cleanup`` action: files an interrupted backup left in ``destination`` (no manifest)."""
+
+    destination: str
+    files: list[str]
+
+
+class BackupDetails(Details):
+    """A ``backup`` action, as planned (the executor takes its settings from the config it runs with)."""
+
+    database: str
+    to: str
+    format: str
+    method: str
+    compress: bool
+    collections: list[str]
+
+
+class PruneDetails(Details):
+    """A ``prune`` action: one complete backup (its data and manifest) that retention does not keep."""
+
+    backup_id: str
+    path: str
+    manifest: str
+    bytes: int
+    documents: int
 
 
 @dataclass(frozen=True)
@@ -59,7 +87,7 @@ def diff_database(facts: DatabaseFacts) -> Diff:
             address=address, kind="cleanup",
             reason=f"{len(facts.leftovers)} incomplete backup(s) left by interrupted runs (no manifest: not backups)",
             facts={"leftovers": facts.leftovers},
-            details={"destination": facts.destination, "files": facts.leftovers},
+            details=CleanupDetails(destination=facts.destination, files=facts.leftovers),
         ))
     newest = facts.backups[-1] if facts.backups else None
     backup_action = None
@@ -69,8 +97,8 @@ def diff_database(facts: DatabaseFacts) -> Diff:
         backup_action = Action.create(
             address=address, kind="backup", reason=reason,
             facts={"newest": newest.backup_id if newest else None},
-            details={"database": facts.database, "to": facts.destination, "format": facts.format,
-                     "method": facts.method, "compress": facts.compress, "collections": facts.collections},
+            details=BackupDetails(database=facts.database, to=facts.destination, format=facts.format,
+                                  method=facts.method, compress=facts.compress, collections=facts.collections),
         )
         diff.actions.append(backup_action)
     if not facts.backups:
@@ -90,8 +118,8 @@ def diff_database(facts: DatabaseFacts) -> Diff:
             address=address, kind="prune", destructive=True,
             reason=f"{backup.backup_id} is not kept by retention ({facts.policy_text})",
             facts={"backup": backup.backup_id, "bytes": backup.bytes},
-            details={"backup_id": backup.backup_id, "path": backup.data_path, "manifest": backup.manifest_path,
-                     "bytes": backup.bytes, "documents": backup.documents},
+            details=PruneDetails(backup_id=backup.backup_id, path=backup.data_path, manifest=backup.manifest_path,
+                                 bytes=backup.bytes, documents=backup.documents),
             depends_on=[backup_action.id] if backup_action else [],
         ))
     return diff

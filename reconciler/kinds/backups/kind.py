@@ -23,7 +23,14 @@ from reconciler.engine.memo import Memo
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ApplyError, ObserveError
 from reconciler.kinds.backups.catalog import MANIFEST_SUFFIX, TEMP_PREFIX, backup_id_for, read_catalog
-from reconciler.kinds.backups.diff import BackupFact, DatabaseFacts, database_address, diff_database
+from reconciler.kinds.backups.diff import (
+    BackupFact,
+    CleanupDetails,
+    DatabaseFacts,
+    PruneDetails,
+    database_address,
+    diff_database,
+)
 from reconciler.kinds.backups.retention import policy_of
 from reconciler.kinds.backups.tables import BackupRecord, RestoreCheckpoint
 from reconciler.providers.mongo.config import DATABASES_SECTION
@@ -161,20 +168,21 @@ class BackupsKind(Kind):
 
     @executor("prune")
     def prune(self, action: Action, ctx: RunContext) -> str:
-        manifest = Path(action.details["manifest"])
-        data = Path(action.details["path"])
+        details = PruneDetails.of(action)
+        manifest, data = Path(details.manifest), Path(details.path)
         if not manifest.name.endswith(MANIFEST_SUFFIX) or data.parent != manifest.parent:
             raise ApplyError(f"{action.address}: the plan's paths do not look like a backup; run plan again")
         manifest.unlink(missing_ok=True)  # from here on it is a leftover, not a backup
         _remove(data)
-        return f"removed {action.details['backup_id']}"
+        return f"removed {details.backup_id}"
 
     @executor("cleanup")
     def cleanup(self, action: Action, ctx: RunContext) -> str:
-        destination = Path(action.details["destination"])
+        details = CleanupDetails.of(action)
+        destination = Path(details.destination)
         prefix = action.address.split(":", 1)[1] + "-"
         removed = 0
-        for text in action.details["files"]:
+        for text in details.files:
             path = Path(text)
             ours = path.name.startswith(prefix) or path.name.startswith(TEMP_PREFIX + prefix)
             if not ours or path.parent != destination or (path.parent / (path.name + MANIFEST_SUFFIX)).exists():

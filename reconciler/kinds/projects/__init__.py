@@ -1,5 +1,15 @@
 """CryoSPARC projects on instances: declared locations and states, moves and migrations."""
 
-from reconciler.kinds.projects.kind import ProjectsKind
+from __future__ import annotations
 
-KIND = ProjectsKind
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    """``KIND`` (what the registry looks for) loads the kind on first use, so that importing one
+    of this package's modules (a command's, a benchmark's) does not load the whole kind."""
+    if name == "KIND":
+        from reconciler.kinds.projects.kind import ProjectsKind
+
+        return ProjectsKind
+    raise AttributeError(name)

@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 from reconciler.errors import ConfigError, ObserveError
-from reconciler.kinds.projects.copy import summarize_tree
 from reconciler.providers.cryosparc import model
+from reconciler.providers.cryosparc.copy import summarize_tree
 from reconciler.providers.cryosparc.drivers import open_reader
 from reconciler.units import human_bytes, parse_duration
 

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.engine.actions import Action, AddressMessage
+from pydantic import Field
+
+from reconciler.engine.actions import Action, AddressMessage, Details
 from reconciler.engine.kind import Diff
 from reconciler.units import human_bytes
 
@@ -65,6 +67,68 @@ class ProjectFacts:
     copy_started: bool = False  # the state store knows a copy current -> desired began
     bundle: dict[str, str] | None = None  # source = "bundle:…": path, source instance id, source uid
     leftovers: list[str] = field(default_factory=list)  # old directories of finished moves, verified, still there
+
+
+class ImportedFrom(Details):
+    """Which project of which instance a migrated or imported project came from."""
+
+    instance_id: str
+    uid: str
+
+
+class OnInstance(Details):
+    """An ``archive`` or ``detach``: a project on an instance (found by ``imported_from`` when
+    CryoSPARC may have given it another uid than planned)."""
+
+    instance: str
+    uid: str
+    imported_from: ImportedFrom | None = None
+
+
+class UnarchiveDetails(OnInstance):
+    """An ``unarchive``: the project, and the directory it is unarchived from."""
+
+    path: str
+
+
+class UpdatePathDetails(OnInstance):
+    """An ``update_path``: the project's directory from ``old`` to ``path`` (a verified copy)."""
+
+    path: str
+    old: str
+
+
+class AttachDetails(OnInstance):
+    """An ``attach`` of ``path`` to the instance (again, when ``reattach``)."""
+
+    path: str
+    reattach: bool = False
+    force: bool = False
+
+
+class CopyDetails(Details):
+    """A ``copy`` of a project directory, with its size when it was measured."""
+
+    source: str
+    destination: str
+    file_count: int | None = None
+    bytes: int | None = None
+
+
+class ImportDetails(Details):
+    """An ``import`` of a bundle into ``path`` on the instance, as ``uid``."""
+
+    bundle: str
+    instance: str
+    uid: str
+    path: str
+
+
+class RemoveOldDetails(Details):
+    """A ``remove_old``: the old directory ``path``, whose verified copy is ``copy``."""
+
+    path: str
+    copy_: str = Field(alias="copy")
 
 
 def project_address(name: str) -> str:

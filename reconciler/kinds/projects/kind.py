@@ -17,13 +17,24 @@ from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunConte
 from reconciler.engine.memo import Memo
 from reconciler.errors import ApplyError
 from reconciler.kinds.projects.config import ProjectConfig, check_projects
-from reconciler.kinds.projects.copy import copy_project
-from reconciler.kinds.projects.diff import diff_project, project_address
-from reconciler.kinds.projects.observe import find_imported, observe_projects
+from reconciler.kinds.projects.diff import (
+    AttachDetails,
+    CopyDetails,
+    ImportDetails,
+    OnInstance,
+    RemoveOldDetails,
+    UnarchiveDetails,
+    UpdatePathDetails,
+    diff_project,
+    project_address,
+)
+from reconciler.kinds.projects.observe import observe_projects
 from reconciler.kinds.projects.tables import BundleImport, ProjectCopy
 from reconciler.providers.cryosparc import model
 from reconciler.providers.cryosparc.config import INSTANCES_SECTION
+from reconciler.providers.cryosparc.copy import copy_project
 from reconciler.providers.cryosparc.drivers import open_driver, open_reader
+from reconciler.providers.cryosparc.readers import find_imported
 from reconciler.providers.mongo.config import DATABASES_SECTION
 from reconciler.units import human_bytes
 
@@ -64,43 +75,46 @@ class ProjectsKind(Kind):
     # -- executors -------------------------------------------------------------------------------
 
     @staticmethod
-    def _uid(driver: Any, details: dict[str, Any]) -> str:
+    def _uid(driver: Any, details: OnInstance) -> str:
         """The project's uid on the action's instance: for a migrated project, looked up by its
         ``imported_from`` record (CryoSPARC may have assigned another uid than planned)."""
-        imported = details.get("imported_from")
+        imported = details.imported_from
         if imported:
-            found = find_imported(driver.reader, imported["instance_id"], imported["uid"])
+            found = find_imported(driver.reader, imported.instance_id, imported.uid)
             if found is None:
-                raise ApplyError(f"no project imported from {imported['uid']} on {details['instance']}; "
-                                 "run plan again")
+                raise ApplyError(f"no project imported from {imported.uid} on {details.instance}; run plan again")
             return str(found["uid"])
-        return str(details["uid"])
+        return details.uid
 
-    def _on_instance(self, action: Action, ctx: RunContext, operation: Callable[[Any, str], None]) -> str:
+    def _on_instance(self, details: OnInstance, ctx: RunContext, operation: Callable[[Any, str], None]) -> str:
         """Run ``operation(driver, uid)`` on the action's instance; returns the uid it acted on."""
-        with open_driver(ctx.desired, action.details["instance"]) as driver:
-            uid = self._uid(driver, action.details)
+        with open_driver(ctx.desired, details.instance) as driver:
+            uid = self._uid(driver, details)
             operation(driver, uid)
         return uid
 
     @executor("archive")
     def archive(self, action: Action, ctx: RunContext) -> str:
-        uid = self._on_instance(action, ctx, lambda driver, uid: driver.archive(uid))
-        return f"archived {uid} on {action.details['instance']}"
+        details = OnInstance.of(action)
+        uid = self._on_instance(details, ctx, lambda driver, uid: driver.archive(uid))
+        return f"archived {uid} on {details.instance}"
 
     @executor("unarchive")
     def unarchive(self, action: Action, ctx: RunContext) -> str:
-        uid = self._on_instance(action, ctx, lambda driver, uid: driver.unarchive(uid, action.details["path"]))
-        return f"unarchived {uid} on {action.details['instance']}"
+        details = UnarchiveDetails.of(action)
+        uid = self._on_instance(details, ctx, lambda driver, uid: driver.unarchive(uid, details.path))
+        return f"unarchived {uid} on {details.instance}"
 
     @executor("detach")
     def detach(self, action: Action, ctx: RunContext) -> str:
-        uid = self._on_instance(action, ctx, lambda driver, uid: driver.detach(uid))
-        return f"detached {uid} from {action.details['instance']}"
+        details = OnInstance.of(action)
+        uid = self._on_instance(details, ctx, lambda driver, uid: driver.detach(uid))
+        return f"detached {uid} from {details.instance}"
 
     @executor("copy")
     def copy(self, action: Action, ctx: RunContext) -> str:
-        source, destination = action.details["source"], action.details["destination"]
+        planned = CopyDetails.of(action)
+        source, destination = planned.source, planned.destination
         if not Path(source).is_dir():
             raise ApplyError(f"{source} does not exist any more; run plan again")
         name = action.address.split(":", 1)[1]
@@ -128,37 +142,40 @@ class ProjectsKind(Kind):
 
     @executor("update_path")
     def update_path(self, action: Action, ctx: RunContext) -> str:
-        path, old = action.details["path"], action.details["old"]
+        details = UpdatePathDetails.of(action)
+        path, old = details.path, details.old
         if Path(old).exists() and self._verified(ctx, old, path) is None:
             raise ApplyError(f"the copy {old} -> {path} was never verified; refusing to point the project at it")
-        with open_driver(ctx.desired, action.details["instance"]) as driver:
-            driver.update_path(action.details["uid"], path)
-        return f"{action.details['uid']} now lives in {path}"
+        with open_driver(ctx.desired, details.instance) as driver:
+            driver.update_path(details.uid, path)
+        return f"{details.uid} now lives in {path}"
 
     @executor("attach")
     def attach(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        with open_driver(ctx.desired, details["instance"]) as driver:
-            uid, notes = driver.attach(details["path"], details["uid"], details.get("imported_from"),
-                                       force=bool(details.get("force")), reattach=bool(details.get("reattach")))
-        return f"attached {details['path']} to {details['instance']} as {uid}" + "".join(f"; {n}" for n in notes)
+        details = AttachDetails.of(action)
+        imported = details.imported_from.as_dict() if details.imported_from else None
+        with open_driver(ctx.desired, details.instance) as driver:
+            uid, notes = driver.attach(details.path, details.uid, imported, force=details.force,
+                                       reattach=details.reattach)
+        return f"attached {details.path} to {details.instance} as {uid}" + "".join(f"; {n}" for n in notes)
 
     @executor("import")
     def import_(self, action: Action, ctx: RunContext) -> str:
         from reconciler.kinds.projects.bundle_import import import_bundle
 
-        details = action.details
-        config = ctx.desired.instances[details["instance"]]
-        with open_reader(ctx.desired, details["instance"]) as reader:
-            report = import_bundle(Path(details["bundle"]), reader, ctx.state, Path(details["path"]),
-                                   uid=details["uid"], owner_fallback=config.owner_user_id)
+        details = ImportDetails.of(action)
+        config = ctx.desired.instances[details.instance]
+        with open_reader(ctx.desired, details.instance) as reader:
+            report = import_bundle(Path(details.bundle), reader, ctx.state, Path(details.path),
+                                   uid=details.uid, owner_fallback=config.owner_user_id)
         for note in report.notes:
             ctx.log.warning("%s: %s", action.address, note)
         return f"imported as {report.uid} at {report.path} ({report.jobs} jobs, {report.files:,} files)"
 
     @executor("remove_old")
     def remove_old(self, action: Action, ctx: RunContext) -> str:
-        path, copy = action.details["path"], action.details["copy"]
+        details = RemoveOldDetails.of(action)
+        path, copy = details.path, details.copy_
         row = self._verified(ctx, path, copy)
         if row is None:
             raise ApplyError(f"refusing to remove {path}: no verified copy of it at {copy} is recorded")

@@ -14,12 +14,12 @@ from reconciler.engine.actions import AddressMessage
 from reconciler.engine.kind import Observation, RunContext
 from reconciler.engine.planner import matches_target
 from reconciler.errors import ObserveError
-from reconciler.kinds.projects.copy import summarize_tree
 from reconciler.kinds.projects.diff import DirFacts, DocFacts, ProjectFacts, project_address
 from reconciler.kinds.projects.tables import ProjectCopy
 from reconciler.providers.cryosparc import model
+from reconciler.providers.cryosparc.copy import summarize_tree
 from reconciler.providers.cryosparc.drivers.mongo import MongoDriver
-from reconciler.providers.cryosparc.readers import Readers
+from reconciler.providers.cryosparc.readers import Readers, find_imported
 
 
 def doc_facts(reader: MongoDriver, document: dict[str, Any] | None) -> DocFacts | None:
@@ -57,15 +57,6 @@ def dir_facts(path: str, measure: bool = False) -> DirFacts:
         summary = summarize_tree(directory)
         facts.files, facts.bytes = summary.files, summary.bytes
     return facts
-
-
-def find_imported(reader: MongoDriver, source_id: str, uid: str) -> dict[str, Any] | None:
-    """The project on ``reader``'s instance that an attach recorded as imported from (source_id, uid)."""
-    for document in reader.db[model.PROJECTS].find({"imported_from.instance_id": source_id,
-                                                    "imported_from.uid": uid}):
-        if not document.get("deleted"):
-            return dict(document)
-    return None
 
 
 def observe_bundle_project(name: str, project: Any, desired: Any, readers: Readers) -> ProjectFacts:

@@ -1,5 +1,15 @@
 """CryoSPARC Live session data management: datatype states, deletions, the state-change hook."""
 
-from reconciler.kinds.sessions.kind import SessionsKind
+from __future__ import annotations
 
-KIND = SessionsKind
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    """``KIND`` (what the registry looks for) loads the kind on first use, so that importing one
+    of this package's modules (a command's, a benchmark's) does not load the whole kind."""
+    if name == "KIND":
+        from reconciler.kinds.sessions.kind import SessionsKind
+
+        return SessionsKind
+    raise AttributeError(name)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reconciler.engine.actions import Action, AddressMessage
+from pydantic import Field
+
+from reconciler.engine.actions import Action, AddressMessage, Details
 from reconciler.engine.kind import Diff
 from reconciler.kinds.sessions.datatypes import DATATYPES
 from reconciler.units import human_bytes
@@ -33,6 +35,30 @@ class SessionFacts:
     hook_problem: str | None = None  # the configured hook is missing or not executable
 
 
+class HookDetails(Details):
+    """A ``hook`` action: run the state-change hook again for a change already made."""
+
+    instance: str
+    project_uid: str
+    session_uid: str
+    session_dir: str
+    datatype: str
+    status: str
+
+
+class ChangeDetails(HookDetails):
+    """A ``set_state`` action: the datatype's recorded state from ``from_`` to ``status``."""
+
+    from_: str = Field(alias="from")
+
+
+class DeleteDetails(ChangeDetails):
+    """A ``delete_data`` action: the datatype's files removed, then its state recorded."""
+
+    file_count: int
+    bytes: int
+
+
 def session_address(key: str, datatype: str) -> str:
     return f"session:{key}/{datatype}"
 
@@ -48,7 +74,7 @@ def diff_session(facts: SessionFacts) -> Diff:
         diff.actions.append(Action.create(
             address=session_address(facts.key, datatype), kind="hook",
             reason=f"the state-change hook for '{status}' has not completed since the change; run it again",
-            facts={"pending": status}, details={**base, "datatype": datatype, "status": status}))
+            facts={"pending": status}, details=HookDetails(**base, datatype=datatype, status=status)))
     if facts.status != "completed":
         if facts.declared:
             diff.notes.append(AddressMessage(address=f"session:{facts.key}", message=(
@@ -58,7 +84,7 @@ def diff_session(facts: SessionFacts) -> Diff:
     for datatype, wanted in facts.declared.items():
         address = session_address(facts.key, datatype)
         current = facts.datatypes[datatype]
-        details = {**base, "datatype": datatype, "status": wanted, "from": current.status}
+        change = {**base, "datatype": datatype, "status": wanted, "from_": current.status}
         basis = {"session": facts.status, "status": current.status, "files": current.files, "bytes": current.bytes}
         spec = DATATYPES[datatype]
         if current.status == "deleted" and wanted != "deleted":
@@ -79,12 +105,12 @@ def diff_session(facts: SessionFacts) -> Diff:
                       + (" left by an interrupted deletion" if current.status == "deleted" else ""))
             diff.actions.append(Action.create(
                 address=address, kind="delete_data", reason=reason, facts=basis, destructive=True,
-                details={**details, "file_count": current.files, "bytes": current.bytes}))
+                details=DeleteDetails(**change, file_count=current.files, bytes=current.bytes)))
             continue
         reason = f"{current.status} -> {wanted}"
         if wanted == "deleted":
             reason += " (recorded only: reconciler never deletes raw data)"
         diff.actions.append(Action.create(address=address, kind="set_state", reason=reason, facts=basis,
-                                          details=details))
+                                          details=ChangeDetails(**change)))
     return diff
 

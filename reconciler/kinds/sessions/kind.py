@@ -18,7 +18,7 @@ from reconciler.engine.memo import Memo
 from reconciler.errors import ApplyError
 from reconciler.kinds.sessions.config import AccessSection, HooksSection, SessionConfig, check_sessions
 from reconciler.kinds.sessions.datatypes import DATATYPES, collect, total
-from reconciler.kinds.sessions.diff import diff_session, session_address
+from reconciler.kinds.sessions.diff import ChangeDetails, DeleteDetails, HookDetails, diff_session, session_address
 from reconciler.kinds.sessions.hook import HookCall, run_hook
 from reconciler.kinds.sessions.observe import observe_sessions, session_dir_of
 from reconciler.kinds.sessions.tables import PendingHook, SessionDatatype
@@ -75,66 +75,66 @@ class SessionsKind(Kind):
                              f"([access] datatype_admins: {', '.join(admins) or 'nobody'})")
 
     @staticmethod
-    def _hook(ctx: RunContext, details: dict[str, Any]) -> str | None:
+    def _hook(ctx: RunContext, details: HookDetails) -> str | None:
         program = ctx.desired.hooks.datatype_state
         if program is None:
             return None
-        call = HookCall(details["project_uid"], details["session_uid"], details["datatype"], details["status"])
+        call = HookCall(details.project_uid, details.session_uid, details.datatype, details.status)
         run_hook(program, call, ctx.desired.hooks.timeout.total_seconds(), ctx.base_dir / "state")
         return program
 
     @staticmethod
-    def _record(ctx: RunContext, details: dict[str, Any], size: int, files: int) -> None:
-        field = f"data_management.{details['datatype']}"
-        with open_reader(ctx.desired, details["instance"]) as reader:
+    def _record(ctx: RunContext, details: ChangeDetails, size: int, files: int) -> None:
+        field = f"data_management.{details.datatype}"
+        with open_reader(ctx.desired, details.instance) as reader:
             result = reader.db[WORKSPACES].update_one(
-                {"project_uid": details["project_uid"], "session_uid": details["session_uid"]},
-                {"$set": {f"{field}.status": details["status"], f"{field}.prev_status": details["from"],
+                {"project_uid": details.project_uid, "session_uid": details.session_uid},
+                {"$set": {f"{field}.status": details.status, f"{field}.prev_status": details.from_,
                           f"{field}.size": size}})
         if result.matched_count != 1:
-            raise ApplyError(f"session {details['session_uid']} of {details['project_uid']} is gone; run plan again")
+            raise ApplyError(f"session {details.session_uid} of {details.project_uid} is gone; run plan again")
         with ctx.state.session() as session:
             session.merge(SessionDatatype(
-                instance=details["instance"], project_uid=details["project_uid"], session_uid=details["session_uid"],
-                datatype=details["datatype"], status=details["status"], files=files, bytes=size,
+                instance=details.instance, project_uid=details.project_uid, session_uid=details.session_uid,
+                datatype=details.datatype, status=details.status, files=files, bytes=size,
                 measured_at=datetime.now(UTC)))
             session.commit()
 
     @staticmethod
-    def _session_dir(ctx: RunContext, details: dict[str, Any]) -> Path:
+    def _session_dir(ctx: RunContext, details: HookDetails) -> Path:
         """The session's directory as it is now (from its project's current directory, never
         outside it), which must be the one the plan was made for. Raises ApplyError otherwise."""
         from reconciler.errors import ObserveError
 
-        with open_reader(ctx.desired, details["instance"]) as reader:
-            project = reader.project(details["project_uid"]) or {}
-            document = reader.db[WORKSPACES].find_one({"project_uid": details["project_uid"],
-                                                       "session_uid": details["session_uid"]})
+        with open_reader(ctx.desired, details.instance) as reader:
+            project = reader.project(details.project_uid) or {}
+            document = reader.db[WORKSPACES].find_one({"project_uid": details.project_uid,
+                                                       "session_uid": details.session_uid})
         if not project or document is None:
-            raise ApplyError(f"session {details['session_uid']} of {details['project_uid']} is gone; run plan again")
+            raise ApplyError(f"session {details.session_uid} of {details.project_uid} is gone; run plan again")
         try:
             directory = session_dir_of(project, document)
         except ObserveError as error:
             raise ApplyError(str(error)) from None
-        if str(directory) != details["session_dir"]:
-            raise ApplyError(f"the session's directory is now {directory}, not {details['session_dir']} as planned; "
+        if str(directory) != details.session_dir:
+            raise ApplyError(f"the session's directory is now {directory}, not {details.session_dir} as planned; "
                              "run plan again")
         return directory
 
     @executor("set_state")
     def set_state(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
+        details = ChangeDetails.of(action)
         self._authorize(ctx)
         directory = self._session_dir(ctx, details)
         hook = self._hook(ctx, details)  # first: a failing hook leaves the state unchanged
-        files, size = total(collect(directory, details["datatype"]))
+        files, size = total(collect(directory, details.datatype))
         self._record(ctx, details, size, files)
-        return f"{details['datatype']}: {details['from']} -> {details['status']}" + (" (hook ran)" if hook else "")
+        return f"{details.datatype}: {details.from_} -> {details.status}" + (" (hook ran)" if hook else "")
 
     @executor("delete_data")
     def delete_data(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        datatype = details["datatype"]
+        details = DeleteDetails.of(action)
+        datatype = details.datatype
         if not DATATYPES[datatype].deletable:
             raise ApplyError(f"reconciler never deletes {datatype} data")
         self._authorize(ctx)
@@ -194,9 +194,10 @@ class SessionsKind(Kind):
     @executor("hook")
     def hook(self, action: Action, ctx: RunContext) -> str:
         self._authorize(ctx)
-        self._hook(ctx, action.details)
+        details = HookDetails.of(action)
+        self._hook(ctx, details)
         self._hook_paid(ctx, action.address)
-        return f"hook ran for {action.details['status']}"
+        return f"hook ran for {details.status}"
 
     def commands(self) -> list[Any]:
         from reconciler.kinds.sessions.commands import sessions_group

@@ -24,6 +24,25 @@ class InstanceConfig(Section):
                                         '"/opt/cryosparc/cryosparc_master/bin/cryosparcm".')
     owner_user_id: str | None = Field(
         default=None, description="User id that attached projects belong to when the original owner is unknown here.")
+    migrate_from: str | None = Field(
+        default=None, description="Move the whole facility from this [instances.*] entry: its users and lanes "
+                                  "(as declared) first, then every project not declared in [projects.*].")
+    migration: Literal["attach", "database"] = Field(
+        default="attach", description='How migrate_from moves projects: "attach" (the guide\'s alternative B: '
+                                      'detach there, copy when the path changes, attach here); "database" '
+                                      "(alternative A: archive what moves, copy the database, move the "
+                                      "directories, unarchive).")
+    migrate_paths: dict[str, str] = Field(
+        default_factory=dict, description='Where migrated project directories go: old path prefix -> new prefix, '
+                                          'e.g. { "/old/storage" = "/new/storage" } (default: paths stay).')
+    master_hostname: str | None = Field(
+        default=None, description='The master\'s hostname as workers reach it: with driver = "cryosparcm", node '
+                                  "targets are connected by running `cryosparcw connect --master <this>` on the "
+                                  "worker over ssh (v5: `cryosparcm worker connect`); unset: written to the database.")
+    base_port: int = Field(default=39000, description="The master's base port (cryosparcw connect --port).")
+    prune_lanes: bool = Field(
+        default=False, description="Remove scheduler lanes (and their targets) that no [lanes.*] entry names for this "
+                                   "instance (destructive: needs --allow-destroy).")
 
     @field_validator("instance_id")
     @classmethod

@@ -7,6 +7,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from reconciler.errors import ObserveError
+from reconciler.providers.cryosparc import model
 from reconciler.providers.cryosparc.drivers import open_reader
 from reconciler.providers.cryosparc.drivers.mongo import MongoDriver
 
@@ -29,3 +30,13 @@ class Readers:
         if isinstance(found, ObserveError):
             raise found
         return found
+
+
+def find_imported(reader: MongoDriver, source_id: str, uid: str) -> dict[str, Any] | None:
+    """The project on ``reader``'s instance that an attach recorded as imported from (source_id, uid)
+    (used by the projects kind for single moves and the instances kind for whole migrations)."""
+    for document in reader.db[model.PROJECTS].find({"imported_from.instance_id": source_id,
+                                                    "imported_from.uid": uid}):
+        if not document.get("deleted"):
+            return dict(document)
+    return None

@@ -103,3 +103,94 @@ class CryosparcmDriver:
         if imported_from:
             self._run("update_project", new_uid, {"imported_from": imported_from})
         return new_uid, notes
+
+
+# -- users and scheduler lanes (the instances kind) -----------------------------------------------
+#
+# CryoSPARC v4 (the guide's `cryosparcm` reference):
+#   cryosparcm createuser --email E --password P --username U --firstname F --lastname L
+#   cryosparcm cluster connect            (reads cluster_info.json and cluster_script.sh from the
+#                                          current directory; connects or updates the lane)
+#   <worker>/bin/cryosparcw connect --worker H --master M --port N --ssdpath D | --nossd
+#                                   --lane L [--newlane] --sshstr S   (run on the worker)
+#   cryosparcm cli "remove_scheduler_target_node('H')"; cryosparcm cli "remove_scheduler_lane('L')"
+# CryoSPARC v5 renamed them (as the issue lists them; the v5 reference was not in the search
+# corpus, so the flags are assumed unchanged): `cryosparcm user create`, `cryosparcm worker
+# connect`, `cryosparcm worker disconnect`, `cryosparcm cluster remove`.
+#
+# The password: `createuser` takes it only as --password in its argument list (no documented
+# environment variable or stdin form), so while it runs it is visible in the process table of
+# the master host to users who may list processes. The mongo driver never puts it in an argv.
+
+_VERSION = re.compile(r"\bv?(\d+)\.\d+(?:\.\d+)?")
+
+
+def major_version(text: str) -> int:
+    """4 from "Current cryoSPARC version: v4.6.2" (``cryosparcm status``) or "v5.0.0". Raises
+    ValueError when no version is found."""
+    for line in text.splitlines():
+        if "version" in line.lower():
+            match = _VERSION.search(line)
+            if match:
+                return int(match.group(1))
+    raise ValueError("no CryoSPARC version in the output of cryosparcm status")
+
+
+def createuser_argv(cryosparcm: str, major: int, *, email: str, password: str, username: str, first_name: str,
+                    last_name: str, admin: bool = False) -> list[str]:
+    """The installation's own command that creates a login (see above: the password is in argv)."""
+    command = ["createuser"] if major < 5 else ["user", "create"]
+    argv = [cryosparcm, *command, "--email", email, "--password", password, "--username", username,
+            "--firstname", first_name or username, "--lastname", last_name or "-"]
+    return argv + (["--admin"] if admin else [])
+
+
+def cluster_connect_argv(cryosparcm: str, major: int) -> list[str]:
+    """``cryosparcm cluster connect``, run in a directory holding cluster_info.json and cluster_script.sh."""
+    return [cryosparcm, "cluster", "connect"]
+
+
+def worker_connect_argv(worker_path: str, major: int, cryosparcm: str, *, hostname: str, master: str, port: int,
+                        lane: str, new_lane: bool, ssh_str: str, ssd_path: str | None,
+                        ssd_quota_mb: int | None) -> list[str]:
+    """Connect a worker node: v4 runs ``cryosparcw connect`` on the worker, v5 ``cryosparcm worker connect``."""
+    if major < 5:
+        argv = [f"{worker_path.rstrip('/')}/bin/cryosparcw", "connect", "--worker", hostname, "--master", master,
+                "--port", str(port)]
+    else:
+        argv = [cryosparcm, "worker", "connect", "--worker", hostname, "--master", master, "--port", str(port)]
+    argv += ["--ssdpath", ssd_path] if ssd_path else ["--nossd"]
+    if ssd_path and ssd_quota_mb is not None:
+        argv += ["--ssdquota", str(ssd_quota_mb)]
+    argv += ["--lane", lane] + (["--newlane"] if new_lane else []) + ["--sshstr", ssh_str]
+    return argv
+
+
+def remove_target_argv(cryosparcm: str, major: int, hostname: str) -> list[str]:
+    if major < 5:
+        return cli_argv(cryosparcm, "remove_scheduler_target_node", hostname)
+    return [cryosparcm, "worker", "disconnect", hostname]
+
+
+def remove_lane_argv(cryosparcm: str, major: int, lane: str) -> list[str]:
+    if major < 5:
+        return cli_argv(cryosparcm, "remove_scheduler_lane", lane)
+    return [cryosparcm, "cluster", "remove", lane]
+
+
+def run_argv(argv: list[str], what: str, *, cwd: str | None = None, secret: bool = False) -> str:
+    """Run ``argv`` (an installation's command); ``what`` names it in errors. With ``secret`` the
+    arguments never appear in an error (they hold a password)."""
+    try:
+        program = sh.Command(argv[0])
+    except sh.CommandNotFound:
+        raise ToolMissingError(argv[0], "set [instances.*] cryosparcm to the path of cryosparcm") from None
+    shown = what if secret else " ".join(argv[1:])
+    try:
+        return str(program(*argv[1:], _err_to_out=True, _timeout=600, _cwd=cwd))
+    except sh.ErrorReturnCode as error:
+        output = error.stdout.decode(errors="replace").strip().splitlines()
+        last = output[-1] if output else "no output"
+        raise ApplyError(f"{shown} failed (exit {error.exit_code}): {last}") from None
+    except sh.TimeoutException:
+        raise ApplyError(f"{shown} did not finish within 10 minutes") from None

@@ -1,0 +1,192 @@
+"""Whole-instance migration, alternative B (``migrate_from``, ``migration = "attach"``), end to
+end on a real MongoDB single-node replica set: users first, then every project of the source
+detached, copied to its new path, attached under the next free uids with its Live sessions;
+a kill -9 in the middle, then a re-run, converges with nothing lost or attached twice."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from reconciler.kinds.instances.tables import MigratedProject
+from reconciler.kinds.projects.generator import make_instance
+from reconciler.providers.cryosparc import model
+from reconciler.state.store import StateStore
+from tests.conftest import popen_cli
+from tests.integration.conftest import tree
+
+
+@pytest.fixture
+def facility(site, mongo_rs, tmp_path) -> Any:
+    import pymongo
+
+    client: Any = pymongo.MongoClient(mongo_rs.uri)
+    tag = uuid.uuid4().hex[:8]
+    old_db, new_db = client[f"csold_{tag}"], client[f"csnew_{tag}"]
+    old = make_instance(old_db, tmp_path / "old-storage", "id-old", projects=3, jobs=3)
+    make_instance(new_db, tmp_path / "new-existing", "id-new", projects=1, jobs=2, seed=2)
+    users = list(new_db.users.find({}))  # the same people, other ids (as on any other instance)
+    new_db.users.delete_many({})
+    new_db.users.insert_many([{**user, "_id": f"new-{user['_id']}"} for user in users])
+    for user in users:
+        new_db.projects.update_many({"owner_user_id": user["_id"]}, {"$set": {"owner_user_id": f"new-{user['_id']}"}})
+    site.write(f'[databases.cs-old]\nuri = "{mongo_rs.uri}"\ndatabase = "{old_db.name}"\n\n'
+               f'[databases.cs-new]\nuri = "{mongo_rs.uri}"\ndatabase = "{new_db.name}"\n\n'
+               '[instances.old]\ndatabase = "cs-old"\ninstance_id = "id-old"\n\n'
+               '[instances.new]\ndatabase = "cs-new"\ninstance_id = "id-new"\nmigrate_from = "old"\n'
+               f'migrate_paths = {{ "{tmp_path / "old-storage"}" = "{tmp_path / "new-storage"}" }}\n\n'
+               '[users."grace@example.org"]\ninstances = ["new"]\nname = "Grace Hopper"\n'
+               'initial_password_env = "GRACE_PW"\n')
+    yield site, old_db, new_db, old, tmp_path
+    client.drop_database(old_db.name)
+    client.drop_database(new_db.name)
+    client.close()
+
+
+def _without(document: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {key: value for key, value in document.items() if key not in (*keys, "_id")}
+
+
+def _data(root: Any) -> dict[str, bytes]:
+    """A project tree without the records an attach rewrites (they carry the new uid)."""
+    return {path: content for path, content in tree(root).items()
+            if path not in (*model.EXPORTED_NAMES, model.LOCK_FILE) and not path.endswith(f"/{model.JOB_FILE}")}
+
+
+def _no_orphans(db: Any) -> None:
+    uids = {doc["uid"] for doc in db.projects.find({})}
+    assert {doc["project_uid"] for doc in db.workspaces.find({})} <= uids
+    assert {doc["project_uid"] for doc in db.jobs.find({})} <= uids
+    assert len(uids) == db.projects.count_documents({}), "a uid appears twice"
+
+
+def test_alternative_b_moves_users_first_then_every_project_with_a_uid_map(facility, monkeypatch):
+    site, old_db, new_db, old, root = facility
+    monkeypatch.setenv("GRACE_PW", "a long enough password")
+    before = {project.uid: {"jobs": [_without(job, "project_uid") for job in old_db.jobs.find({"project_uid":
+                                                                                               project.uid})],
+                            "files": _data(project.project_dir)}
+              for project in old}
+    plan = json.loads(site.cli("plan", "--format", "json").out)
+    kinds = [(action["address"], action["kind"]) for action in plan["actions"]]
+    assert kinds[0] == ("user:new/grace@example.org", "create_user")
+    assert kinds[1:4] == [("migration:new/P1", "migrate_detach"), ("migration:new/P1", "migrate_copy"),
+                          ("migration:new/P1", "migrate_attach")]
+    assert plan["actions"][0]["id"] in plan["actions"][1]["depends_on"]
+    [mapping] = [note["message"] for note in plan["notes"] if note["address"] == "instance:new"]
+    assert "P1 -> P2" in mapping and "P2 -> P3" in mapping and "P3 -> P4" in mapping
+    assert str(root / "new-storage") in mapping
+
+    applied = site.cli("apply", "--auto-approve")
+    assert applied.code == 0, applied.out + applied.err
+    assert new_db.users.find_one({"emails.address": "grace@example.org"}) is not None
+    for project in old:
+        new_uid = f"P{int(project.uid[1:]) + 1}"
+        document = new_db.projects.find_one({"uid": new_uid})
+        assert document["imported_from"] == {"instance_id": "id-old", "uid": project.uid}
+        path = root / "new-storage" / project.project_dir.name
+        assert document["project_dir"] == str(path) and not document["detached"]
+        assert model.read_lock(path) == "id-new"
+        assert old_db.projects.find_one({"uid": project.uid})["detached"]
+        source_owner = old_db.users.find_one({"_id": old_db.projects.find_one({"uid": project.uid})["owner_user_id"]})
+        assert document["owner_user_id"] == f"new-{source_owner['_id']}", "owners are mapped by email"
+        assert model.read_records(path).project["owner_user_id"] == document["owner_user_id"]
+        assert [_without(job, "project_uid") for job in new_db.jobs.find({"project_uid": new_uid})] == \
+            before[project.uid]["jobs"]
+        sessions = [w for w in new_db.workspaces.find({"project_uid": new_uid}) if w.get("session_uid")]
+        assert sessions and all(w["session_dir"].startswith(f"{path}/") for w in sessions)
+        assert _data(path) == before[project.uid]["files"]
+    _no_orphans(new_db)
+    assert site.cli("plan", "--detailed-exitcode").code == 0
+
+    report = site.cli("instances", "migration")
+    assert report.code == 0 and "3 of 3 project(s) moved." in report.out, report.out + report.err
+    assert "old/P1 -> new/P2" in report.out
+
+
+def test_kill_9_in_the_middle_of_a_migration_then_rerun_converges(facility, monkeypatch):
+    site, old_db, new_db, old, root = facility
+    big = old[2].project_dir / "J2" / "big"
+    big.mkdir()
+    for index in range(3000):  # the last project's copy takes a while: the kill lands before it ends
+        (big / f"particle_{index:05d}.mrc").write_bytes(b"x" * 4096)
+    env = {"GRACE_PW": "a long enough password"}
+    process = popen_cli(site.args("apply", "--auto-approve"), env=env)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if new_db.projects.count_documents({"imported_from.instance_id": "id-old"}) >= 1:
+            break
+        time.sleep(0.005)
+    assert process.poll() is None, "the migration finished before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    time.sleep(1)  # rsync learns (PR_SET_PDEATHSIG) that its parent died
+
+    monkeypatch.setenv("GRACE_PW", env["GRACE_PW"])
+    again = site.run("apply", "--auto-approve", env=env)
+    assert again.code == 0, again.out + again.err
+    imported = sorted(doc["imported_from"]["uid"] for doc in new_db.projects.find({"imported_from": {"$exists": 1}}))
+    assert imported == ["P1", "P2", "P3"], "every project arrived exactly once"
+    _no_orphans(new_db)
+    moved = root / "new-storage" / old[2].project_dir.name / "J2" / "big"
+    assert len(list(moved.iterdir())) == 3000
+    store = StateStore(site.state_url)
+    with store.session() as session:
+        rows = list(session.exec(select(MigratedProject)))
+    store.dispose()
+    assert sorted((row.source_uid, row.new_uid) for row in rows if row.attached_at) == [
+        ("P1", "P2"), ("P2", "P3"), ("P3", "P4")]
+    assert site.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_merge_into_an_instance_with_projects_and_users(facility, monkeypatch):
+    """oSPARC's option 3 applied to CryoSPARC: users matched by email (conflicts listed, the
+    target's kept), source-only users and lanes carried over first, every project attached
+    under the next free uids with its owner mapped, integrity checked after each attach."""
+    site, old_db, new_db, old, root = facility
+    monkeypatch.setenv("GRACE_PW", "a long enough password")
+    bcrypt_hash = "$2b$10$abcdefghijklmnopqrstuuJkF3zq6s3Gk0pQ1m6m8bX0oJ3y9dW2e"
+    old_db.users.insert_one({"_id": "user-zoe", "emails": [{"address": "Zoe@Example.org", "verified": True}],
+                             "name": "Zoe Zed", "role": "user", "services": {"password": {"bcrypt": bcrypt_hash}}})
+    old_db.projects.update_one({"uid": "P2"}, {"$set": {"owner_user_id": "user-zoe"}})
+    model.write_records(old[1].project_dir, model.Records(
+        {k: v for k, v in old_db.projects.find_one({"uid": "P2"}).items() if k != "_id"},
+        [{k: v for k, v in w.items() if k != "_id"} for w in old_db.workspaces.find({"project_uid": "P2"})],
+        [{k: v for k, v in j.items() if k != "_id"} for j in old_db.jobs.find({"project_uid": "P2"})]))
+    new_db.users.update_one({"emails.address": "alice@example.org"}, {"$set": {"name": "Alice L."}})
+    old_db.sched_config.update_one({"_id": "lanes"}, {"$push": {"lanes": {"name": "gpus", "type": "node"}}})
+    old_db.sched_config.update_one({"_id": "targets"}, {"$push": {"targets": {
+        "name": "gpu9", "hostname": "gpu9", "lane": "gpus", "type": "node", "ssh_str": "cs@gpu9",
+        "worker_bin_path": "/opt/w/bin/cryosparcw"}}}, upsert=True)
+    projects_before = new_db.projects.count_documents({})
+
+    plan = json.loads(site.cli("plan", "--format", "json").out)
+    kinds = [(action["address"], action["kind"]) for action in plan["actions"]]
+    assert ("user:new/zoe@example.org", "merge_user") in kinds and ("lane:new/gpus", "merge_lane") in kinds
+    merge = next(action["id"] for action in plan["actions"] if action["kind"] == "merge_user")
+    first_detach = next(action for action in plan["actions"] if action["kind"] == "migrate_detach")
+    assert merge in first_detach["depends_on"], "users are in place before any project moves"
+    notes = " ".join(note["message"] for note in plan["notes"])
+    assert "alice@example.org (here: Alice L." in notes
+
+    applied = site.cli("apply", "--auto-approve")
+    assert applied.code == 0, applied.out + applied.err
+    zoe = new_db.users.find_one({"emails.address": "Zoe@Example.org"})
+    assert zoe["services"]["password"]["bcrypt"] == bcrypt_hash and zoe["_id"] != "user-zoe"
+    assert new_db.users.find_one({"emails.address": "alice@example.org"})["name"] == "Alice L."
+    moved = new_db.projects.find_one({"imported_from.uid": "P2"})
+    assert moved["owner_user_id"] == zoe["_id"]
+    assert new_db.projects.count_documents({}) == projects_before + 3
+    assert [lane["name"] for lane in new_db.sched_config.find_one({"_id": "lanes"})["lanes"]].count("gpus") == 1
+    assert any(t["name"] == "gpu9" for t in new_db.sched_config.find_one({"_id": "targets"})["targets"])
+    users = {user["_id"] for user in new_db.users.find({})}
+    assert {doc["owner_user_id"] for doc in new_db.projects.find({})} <= users, "no dangling owner"
+    _no_orphans(new_db)
+    again = json.loads(site.cli("plan", "--format", "json").out)
+    assert again["actions"] == [] and again["errors"] == []

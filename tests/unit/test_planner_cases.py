@@ -1,0 +1,56 @@
+"""Planner tests as data (tests/data/planner/*.toml, see its README): observed facts in,
+proposed actions, notes and errors out, through each kind's pure diff. One runner; a case
+is a file."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter
+
+from reconciler.engine.kind import Diff
+from reconciler.kinds.backups.diff import DatabaseFacts, diff_database
+from reconciler.kinds.sessions.diff import SessionFacts, diff_session
+
+CASES = Path(__file__).resolve().parents[1] / "data" / "planner"
+DIFFS: dict[str, tuple[type, Callable[[Any], Diff]]] = {
+    "backups": (DatabaseFacts, diff_database),
+    "sessions": (SessionFacts, diff_session),
+}
+
+
+def _messages(found: list[Any]) -> list[dict[str, str]]:
+    return [{"address": item.address, "message": item.message} for item in found]
+
+
+@pytest.mark.parametrize("path", sorted(CASES.glob("*.toml")), ids=lambda path: path.stem)
+def test_planner_case(path: Path) -> None:
+    case = tomllib.loads(path.read_text(encoding="utf-8"))
+    facts_type, diff = DIFFS[case["diff"]]
+    facts = TypeAdapter(facts_type).validate_python(case["facts"])
+    result = diff(facts)
+    expect = case["expect"]
+    actions = result.actions
+    assert [(action.address, action.kind, action.destructive) for action in actions] == [
+        (want["address"], want["kind"], want["destructive"]) for want in expect["actions"]], case["description"]
+    for number, (action, want) in enumerate(zip(actions, expect["actions"], strict=True)):
+        if "reason" in want:
+            assert action.reason == want["reason"]
+        for key, value in want.get("details", {}).items():
+            assert action.details.get(key) == value, f"action {number}: details.{key}"
+        if want.get("depends_on_previous"):
+            assert actions[number - 1].id in action.depends_on
+    for name, found in (("notes", result.notes), ("errors", result.errors), ("warnings", result.warnings)):
+        if name in expect:
+            assert _messages(found) == expect[name]
+    if "errors" not in expect:
+        assert result.errors == [], "an error no case expects"
+
+
+def test_every_kind_with_cases_is_known() -> None:
+    kinds = {tomllib.loads(path.read_text(encoding="utf-8"))["diff"] for path in CASES.glob("*.toml")}
+    assert kinds == set(DIFFS)
