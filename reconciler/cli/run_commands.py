@@ -358,19 +358,22 @@ def force_unlock(app: App, lock_id: str) -> None:
 @click.option("--limit", default=50, show_default=True, help="How many entries, newest last.")
 @click.pass_obj
 def history(app: App, run_id: str | None, as_json: bool, limit: int) -> None:
-    """The apply journal: what each run did to which address, and how it ended."""
+    """The apply journal: what each run did to which address, on which host, and how it ended."""
     rows = journal.entries(app.read_store, run_id)[-limit:]
-    if as_json:  # each entry with how its run ended ("interrupted": killed, or stopped by a signal)
-        runs = journal.run_statuses(app.read_store)
-        click.echo(json.dumps([{**row.model_dump(mode="json"), "run_status": runs.get(row.run_id)} for row in rows],
-                              indent=2))
+    runs = journal.runs(app.read_store)
+    if as_json:  # each entry with how its run ended ("interrupted": killed, or stopped by a signal) and where
+        click.echo(json.dumps([{**row.model_dump(mode="json"),
+                                "run_status": runs[row.run_id].status if row.run_id in runs else None,
+                                "run_who": runs[row.run_id].who if row.run_id in runs else None,
+                                "host": journal.host_of(runs.get(row.run_id))} for row in rows], indent=2))
         return
     if not rows:
         click.echo(f"No run of {run_id} in the journal." if run_id else "No runs in the journal yet.")
         return
     for row in rows:
         extra = row.error or row.result or ""
-        click.echo(f"{row.started_at:%Y-%m-%d %H:%M:%S} {row.run_id} {row.status:<9} {row.kind} {row.address}"
+        host = journal.host_of(runs.get(row.run_id)) or "?"
+        click.echo(f"{row.started_at:%Y-%m-%d %H:%M:%S} {row.run_id} {host} {row.status:<9} {row.kind} {row.address}"
                    + (f": {extra}" if extra else ""))
 
 

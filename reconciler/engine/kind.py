@@ -189,6 +189,13 @@ class Kind(ABC):
                 return fresh.precondition
         return None
 
+    def locks(self, action: Action) -> dict[str, bool]:
+        """The addresses ``action`` needs locked while a run carries it out, each True for an
+        exclusive lock (it changes the thing) or False for a shared one (it only reads it).
+        PostgreSQL states lock per address (state/lock.py); the default is the action's own
+        address, exclusively."""
+        return {action.address: True}
+
     def apply(self, action: Action, ctx: RunContext) -> str | None:
         """Run the executor registered for ``action.kind``."""
         method_name = self.executors.get(action.kind)

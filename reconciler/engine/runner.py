@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,13 @@ from reconciler.config.loader import LoadedConfig
 from reconciler.engine.actions import FORMAT_VERSION, Plan
 from reconciler.engine.executor import ApplyReport, execute
 from reconciler.engine.kind import Kind, RunContext
-from reconciler.engine.planner import Planned, make_plan, stale_reasons
-from reconciler.errors import PlanError
+from reconciler.engine.planner import Planned, kind_of, make_plan, stale_reasons
+from reconciler.errors import LockError, PlanError
 from reconciler.hints import command
 from reconciler.state import lock
 from reconciler.state.journal import Journal, run_of_plan
+
+log = logging.getLogger("reconciler")
 
 
 def read_plan(path: Path) -> Plan:
@@ -111,9 +114,19 @@ def apply_saved(
     plan = read_plan(path)
     if not plan.actions:
         return None
-    with lock.held(ctx.state, "apply", lock_timeout) as held:
+    with lock.run_locks(ctx.state, "apply", lock_timeout) as locks:
+        locks.cover(locks_of(plan, kinds))  # what changed meanwhile, the staleness check finds
         check_saved_plan(plan, config, kinds, ctx)
-        return apply_plan(plan, kinds, ctx, "apply", allow_destroy, held.lock_id)
+        return apply_plan(plan, kinds, ctx, "apply", allow_destroy, locks.lock_id)
+
+
+REPLANS = 3  # plans made under growing locks before a run gives up (others keep changing its addresses)
+
+
+def locks_of(plan: Plan, kinds: list[Kind]) -> dict[str, bool]:
+    """The addresses ``plan``'s actions need locked, each exclusive or shared (Kind.locks)."""
+    return lock.addresses_of((address, exclusive) for action in plan.actions
+                             for address, exclusive in kind_of(action.address, kinds).locks(action).items())
 
 
 def apply_fresh(
@@ -129,8 +142,18 @@ def apply_fresh(
 
     Returns the plan and, when something ran, the outcome.
     """
-    with lock.held(ctx.state, operation, lock_timeout) as held:
-        planned = make_plan(kinds, config.model, config.sha256, ctx)
+    with lock.run_locks(ctx.state, operation, lock_timeout) as locks:
+        for _attempt in range(REPLANS):
+            locks.mark()
+            planned = make_plan(kinds, config.model, config.sha256, ctx)
+            # PostgreSQL: lock what the plan touches; plan again if another run changed it meanwhile
+            if not planned.plan.actions or not locks.cover(locks_of(planned.plan, kinds)):
+                break
+            log.info("planning again: another run acted on %s while this one observed it",
+                     ", ".join(sorted(locks.covered)))
+        else:
+            raise LockError(f"other runs kept changing what this plan touches ({', '.join(sorted(locks.covered))}) "
+                            f"while it was made {REPLANS} times; run it again")
         if not planned.plan.actions or not confirm(planned):
             return planned, None
-        return planned, apply_plan(planned.plan, kinds, ctx, operation, allow_destroy, held.lock_id)
+        return planned, apply_plan(planned.plan, kinds, ctx, operation, allow_destroy, locks.lock_id)

@@ -98,6 +98,74 @@ class AdvisoryGuard(Guard):
         return self.fd
 
 
+class AdvisorySession(Guard):
+    """A connection of its own holding any number of session-level advisory locks (PostgreSQL):
+    the locks of one run (its shared hold on the state, its own liveness lock, one per address
+    it changes). Released together when the session closes: by ``release``, or by the server
+    when this process (or its host) dies."""
+
+    def __init__(self, connection: Connection):
+        self.connection: Connection | None = connection
+        self.held: dict[int, bool] = {}  # key -> shared
+        self.fd: int | None = None
+        try:
+            self.fd = connection.connection.dbapi_connection.fileno()  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - only used to close a forked child's copy
+            self.fd = None
+
+    def _execute(self, statement: str, key: int) -> object:
+        from sqlalchemy import text
+
+        assert self.connection is not None, "the lock session was released"
+        return self.connection.execute(text(statement), {"key": key}).scalar()
+
+    def try_lock(self, name: str, shared: bool = False) -> bool:
+        """Take advisory lock ``name`` (shared or exclusive) now; False when another session
+        holds it in a conflicting mode. Taking a lock this session holds is a no-op."""
+        key = advisory_key(name)
+        if key in self.held and (shared or not self.held[key]):
+            return True
+        function = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+        if not self._execute(f"SELECT {function}(:key)", key):
+            return False
+        if key in self.held:  # was shared, now exclusive too: keep one of each, drop the shared
+            self._execute("SELECT pg_advisory_unlock_shared(:key)", key)
+        self.held[key] = shared
+        return True
+
+    def unlock(self, name: str) -> None:
+        """Let advisory lock ``name`` go (a no-op when this session does not hold it)."""
+        key = advisory_key(name)
+        shared = self.held.pop(key, None)
+        if shared is not None:
+            self._execute("SELECT pg_advisory_unlock_shared(:key)" if shared else "SELECT pg_advisory_unlock(:key)",
+                          key)
+
+    def is_free(self, name: str) -> bool:
+        """True when no other session holds advisory lock ``name`` at all (taken and let go)."""
+        key = advisory_key(name)
+        if key in self.held:
+            return False
+        if not self._execute("SELECT pg_try_advisory_lock(:key)", key):
+            return False
+        self._execute("SELECT pg_advisory_unlock(:key)", key)
+        return True
+
+    def _let_go(self) -> None:
+        connection, self.connection = self.connection, None
+        self.held = {}
+        if connection is None:
+            return
+        try:
+            connection.invalidate()  # closes the session: the server drops all its advisory locks
+            connection.close()
+        except Exception:  # noqa: BLE001,S110 - a broken connection holds no lock either
+            pass
+
+    def _fileno(self) -> int | None:
+        return self.fd
+
+
 class LocalGuard(Guard):
     """A lock within this process, for ``sqlite:///:memory:`` (no other process can open it)."""
 
@@ -122,7 +190,7 @@ def _after_fork_in_child() -> None:
                 os.close(fd)
         if isinstance(guard, FileGuard):
             guard.fd = None
-        elif isinstance(guard, AdvisoryGuard):
+        elif isinstance(guard, (AdvisoryGuard, AdvisorySession)):
             guard.connection = None  # the parent's session: never touch it from here
     _held.clear()
 
@@ -198,6 +266,32 @@ def _try_advisory(store: StateStore, name: str) -> AdvisoryGuard | None:
         connection.close()
         return None
     return AdvisoryGuard(connection, key)
+
+
+def open_session(store: StateStore) -> AdvisorySession:
+    """A lock session on a PostgreSQL state: a connection of its own (autocommit), asking the
+    server to notice a vanished client (TCP keepalives). Raises StateError when the server
+    cannot be reached."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        connection = store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    except OperationalError as error:
+        from reconciler.secrets import redact
+
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise StateError(f"cannot open the state database {redact(store.url)}: {reason}") from None
+    try:
+        connection.execute(text(KEEPALIVES))
+    except BaseException:
+        connection.invalidate()
+        connection.close()
+        raise
+    session = AdvisorySession(connection)
+    with _held_lock:
+        _held.add(session)
+    return session
 
 
 def try_take(store: StateStore, name: str) -> Guard | None:

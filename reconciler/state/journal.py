@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import getpass
-import socket
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from sqlmodel import select
 
+from reconciler.hosts import this_host
 from reconciler.secrets import redact
 from reconciler.state.store import StateStore
 from reconciler.state.tables import JournalEntry, RunRecord
@@ -32,9 +32,9 @@ class Journal:
         self.store = store
         self.run_id = uuid.uuid4().hex[:12]
         try:
-            who = f"{getpass.getuser()}@{socket.gethostname()}"
+            who = f"{getpass.getuser()}@{this_host()}"
         except (KeyError, OSError):
-            who = socket.gethostname()
+            who = this_host()
         with store.session() as session:
             session.add(RunRecord(run_id=self.run_id, plan_id=plan_id, operation=operation, who=who, started_at=_now(),
                                   lock_id=lock_id))
@@ -120,3 +120,14 @@ def run_statuses(store: StateStore) -> dict[str, str]:
     """Each run's status (running, succeeded, failed, interrupted), by run id."""
     with store.session() as session:
         return {run.run_id: run.status for run in session.exec(select(RunRecord))}
+
+
+def runs(store: StateStore) -> dict[str, RunRecord]:
+    """Every run (how it ended, and who ran it where: ``who`` is ``user@host``), by run id."""
+    with store.session() as session:
+        return {run.run_id: run for run in session.exec(select(RunRecord))}
+
+
+def host_of(run: RunRecord | None) -> str | None:
+    """The host a run ran on (from its ``user@host``), None when unknown."""
+    return run.who.rpartition("@")[2] or None if run is not None else None

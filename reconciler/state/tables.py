@@ -11,9 +11,10 @@ from sqlmodel import Field, SQLModel
 
 from reconciler.state.names import LOCK_TABLE, MEMO_TABLE
 
-# 2: runs.lock_id. A new table needs no new version: the store creates missing tables on every
-# open (store.py); versions and migrations are for changes to tables that exist.
-ENGINE_SCHEMA_VERSION = 2
+# 2: runs.lock_id; 3: locks.lock_id not unique (one run, many rows). A new table needs no new
+# version: the store creates missing tables on every open (store.py); versions and migrations are
+# for changes to tables that exist.
+ENGINE_SCHEMA_VERSION = 3
 
 
 class SchemaVersion(SQLModel, table=True):
@@ -60,15 +61,18 @@ class JournalEntry(SQLModel, table=True):
 
 
 class LockRecord(SQLModel, table=True):
-    """Who holds a lock of the state database (primary key ``name``: "apply" for runs).
+    """Who holds a lock of the state database (primary key ``name``: "apply" for a run that
+    holds the whole state; on PostgreSQL also an address, e.g. "replica:/mnt/backup", or
+    ``<name>#shared#<lock id>`` for each holder of a shared lock).
 
     The row only names the holder; the lock itself is an OS file lock (SQLite) or an
-    advisory lock (PostgreSQL) that dies with the holder's process (lock.py)."""
+    advisory lock (PostgreSQL) that dies with the holder's process (lock.py). All the rows
+    of one run's locks share its ``lock_id``."""
 
     __tablename__ = LOCK_TABLE
 
     name: str = Field(primary_key=True)
-    lock_id: str = Field(index=True, unique=True)
+    lock_id: str = Field(index=True)
     who: str
     host: str
     pid: int
@@ -117,8 +121,13 @@ def _add_runs_lock_id(connection: Connection) -> None:
     connection.execute(text("ALTER TABLE runs ADD COLUMN lock_id VARCHAR"))
 
 
+def _lock_ids_not_unique(connection: Connection) -> None:
+    connection.execute(text("DROP INDEX IF EXISTS ix_locks_lock_id"))
+    connection.execute(text("CREATE INDEX IF NOT EXISTS ix_locks_lock_id ON locks (lock_id)"))
+
+
 # Engine migrations: from schema version N to N + 1 (store.py runs them in order).
-ENGINE_MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_runs_lock_id}
+ENGINE_MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_runs_lock_id, 2: _lock_ids_not_unique}
 
 ENGINE_TABLES: list[type[SQLModel]] = [SchemaVersion, RunRecord, JournalEntry, LockRecord, MemoRecord,
                                        MeasurementRecord]

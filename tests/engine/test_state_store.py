@@ -138,5 +138,26 @@ def test_an_engine_state_of_schema_1_gains_the_lock_of_each_run(state_url):
         rows = connection.execute(text("SELECT run_id, status, lock_id FROM runs")).all()
         version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'engine'")).scalar()
     store.dispose()
-    assert version == ENGINE_SCHEMA_VERSION == 2
+    assert version == ENGINE_SCHEMA_VERSION == 3
     assert [tuple(row) for row in rows] == [("r1", "succeeded", None)]
+
+
+def test_an_engine_state_of_schema_2_lets_one_run_hold_several_locks(state_url):
+    from sqlalchemy import text
+
+    store = StateStore(state_url)
+    with store.engine.begin() as connection:  # make it look as schema 2 left it: one row per lock id
+        connection.execute(text("DROP INDEX ix_locks_lock_id"))
+        connection.execute(text("CREATE UNIQUE INDEX ix_locks_lock_id ON locks (lock_id)"))
+        connection.execute(text("UPDATE schema_version SET version = 2 WHERE component = 'engine'"))
+    store.dispose()
+
+    store = StateStore(state_url)
+    with store.engine.begin() as connection:
+        for name in ("apply#shared#L1", "replica:/mnt/backup"):
+            connection.execute(text("INSERT INTO locks (name, lock_id, who, host, pid, operation, created_at) "
+                                    "VALUES (:name, 'L1', 'ops@exao1', 'exao1', 1, 'reconcile', "
+                                    "'2026-11-30 10:00:00')"), {"name": name})
+        version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'engine'")).scalar()
+    store.dispose()
+    assert version == ENGINE_SCHEMA_VERSION == 3

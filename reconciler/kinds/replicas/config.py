@@ -6,9 +6,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from reconciler.config.model import LocalPath, Section, resolve_path
+from reconciler.hosts import is_this_host
 from reconciler.providers.location import Location, SshSettings
 from reconciler.units import Duration, Size
 
@@ -77,15 +78,67 @@ class OriginConfig(Section):
                     "trusts rsync and size/mtime, reading nothing twice.",
     )
 
+    host: str | None = Field(
+        default=None,
+        description='The computer whose disk holds root, e.g. "exao1" (default: the host of an ssh:// root, else '
+                    "whichever host runs reconciler). A run on that host reads root directly; a run on another "
+                    "host reads it over ssh://<host><root>, or not at all with local_only = true. Names compare "
+                    "without case, a short name matching its full one; $RECONCILER_HOST overrides this host's name.",
+    )
+    local_only: bool = Field(
+        default=False,
+        description="Only a run on the origin's own host (host, or the host of an ssh:// root) reads this origin "
+                    "and plans its copies; runs on other hosts leave it to that run and say so in their plan.",
+    )
+
     @field_validator("root")
     @classmethod
     def _root_is_a_location(cls, value: str) -> str:
         Location.parse(value)
         return value
 
+    @field_validator("host")
+    @classmethod
+    def _host_is_a_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value.startswith("-") or any(c in value for c in "/@: ")):
+            raise ValueError(f"host {value!r} is not a host name; write e.g. \"exao1\" (user and port belong in "
+                             "[ssh] or an ssh_config file)")
+        return value
+
+    @model_validator(mode="after")
+    def _local_only_needs_a_host(self) -> OriginConfig:
+        if self.local_only and self.home is None:
+            raise ValueError("local_only = true needs the origin's host: set host = \"<name>\" (or an ssh:// root)")
+        if self.host is not None and self.root_location.is_remote and self.root_location.host != self.host:
+            raise ValueError(f"host = {self.host!r} contradicts the ssh:// root's host "
+                             f"{self.root_location.host!r}; give one of them")
+        return self
+
+    @property
+    def root_location(self) -> Location:
+        """``root`` as written (a local path, or an ssh:// URL)."""
+        return Location.parse(self.root)
+
+    @property
+    def home(self) -> str | None:
+        """The host whose disk holds the origin: ``host``, else an ssh:// root's host, else None (any)."""
+        return self.host or self.root_location.host
+
+    @property
+    def here(self) -> bool:
+        """Whether this run is on the origin's own host (always, for an origin with no host)."""
+        return self.home is None or is_this_host(self.home)
+
     @property
     def location(self) -> Location:
-        return Location.parse(self.root)
+        """Where this run reads the origin: its root directly on its own host (an ssh:// root too),
+        over ssh from any other host (a local root with ``host``)."""
+        written = self.root_location
+        if self.home is None:
+            return written
+        if self.here:
+            return Location(written.path)
+        return written if written.is_remote else Location(written.path, host=self.home)
 
 
 class ReplicaConfig(Section):

@@ -62,6 +62,7 @@ class ReplicaFacts:
     errors: list[AddressMessage] = field(default_factory=list)
     offline: list[Offline] = field(default_factory=list)
     marks: list[str] = field(default_factory=list)  # replicas whose marker the next apply writes
+    notes: list[AddressMessage] = field(default_factory=list)  # e.g. origins left to their own host's run
     trims: list[TrimFacts] = field(default_factory=list)
 
 
@@ -247,7 +248,7 @@ def diff_trim(trim: TrimFacts) -> tuple[list[Action], list[AddressMessage]]:
 
 def diff_replicas(facts: ReplicaFacts) -> Diff:
     """Every pair's actions, in config order."""
-    diff = Diff(errors=list(facts.errors))
+    diff = Diff(errors=list(facts.errors), notes=list(facts.notes))
     for offline in facts.offline:
         notes, warnings = diff_offline(offline)
         diff.notes.extend(notes)

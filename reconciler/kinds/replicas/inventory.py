@@ -156,12 +156,28 @@ def origin_status(connection: Connection, origin: str) -> OriginStatus:
 
 
 def put_row(connection: Connection, table: Any, keys: dict[str, Any], values: dict[str, Any]) -> None:
-    """Set one row's ``values``: update the row with these ``keys``, insert it when there is none."""
-    statement = table.update()
-    for column, value in keys.items():
-        statement = statement.where(table.c[column] == value)
-    if connection.execute(statement.values(**values)).rowcount == 0:
-        connection.execute(insert(table).values(**keys, **values))
+    """Set one row's ``values``: insert the row with these ``keys``, or update it when it exists,
+    in one statement (``ON CONFLICT``): runs on several hosts writing the same row at once
+    never fail on the key nor lose either write."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+    statement = upsert(table).values(**keys, **values)
+    if values:
+        connection.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=values))
+    else:
+        connection.execute(statement.on_conflict_do_nothing(index_elements=list(keys)))
+
+
+def fold_alone(connection: Connection, origin: str) -> None:
+    """On PostgreSQL, wait until no other transaction folds a listing of ``origin`` (two hosts
+    may read one origin: its own host directly, another over ssh), and keep it so until this
+    transaction ends: folds of one origin never interleave."""
+    if connection.dialect.name == "postgresql":
+        from reconciler.state.guards import advisory_key
+
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(f"fold:{origin}")})
 
 
 def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: list[Entry], full: bool) -> int:
@@ -182,6 +198,7 @@ def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: l
     file not marked gone was present at the origin's last scan (origin_status),
     which spares a write per file per scan.
     """
+    fold_alone(connection, origin)
     now = now_utc()
     parameters = {"origin": origin, "scan": scan_id, "now": now, "false": False, "true": True}
     changed = connection.execute(
@@ -227,14 +244,20 @@ def apply_origin_scan(connection: Connection, origin: str, scan_id: str, dirs: l
              "settled": entry.settled, "digest": entry.digest} for entry in dirs]
     for start in range(0, len(rows), CHUNK):
         connection.execute(insert(dir_table), rows[start : start + CHUNK])
-    status = origin_status(connection, origin)
-    status.last_scan = now
-    if full:
-        status.last_full_scan = now
-    if changed:
-        status.generation += 1
-    put_row(connection, OriginStatus.__table__, {"origin": origin},  # type: ignore[attr-defined]
-            status.model_dump(exclude={"origin"}))
+    # The generation is bumped in the statement, never read-modified-written.
+    connection.execute(
+        text(
+            """
+            INSERT INTO origin_status (origin, last_scan, last_full_scan, generation)
+            VALUES (:origin, :now, :full, :bump)
+            ON CONFLICT (origin) DO UPDATE SET
+                last_scan = excluded.last_scan,
+                last_full_scan = COALESCE(excluded.last_full_scan, origin_status.last_full_scan),
+                generation = origin_status.generation + excluded.generation
+            """
+        ),
+        {"origin": origin, "now": now, "full": now if full else None, "bump": 1 if changed else 0},
+    )
     return int(changed)
 
 

@@ -24,6 +24,7 @@ from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, Progress
 from reconciler.engine.planner import matches_target
 from reconciler.engine.report import Measure, ReportContext, ReportSection
 from reconciler.errors import ApplyError, ObserveError
+from reconciler.hosts import this_host
 from reconciler.kinds.replicas import due, hashing, inventory, marker, paths, trim
 from reconciler.kinds.replicas.config import (
     OriginConfig,
@@ -173,9 +174,15 @@ class ReplicasKind(Kind):
         with ctx.state.engine.begin() as connection:
             inventory.sweep_old_scans(connection)
         origin_errors: dict[str, str] = {}
+        elsewhere: dict[str, str] = {}  # local_only origins of other hosts: their own host's run reads them
         ledger = due.Ledger()  # what this observation decided, for the no-change memo (due.py)
         for name, origin in desired.origins.items():
             if ctx.targets and name not in needed_origins:
+                continue
+            if origin.local_only and not origin.here:
+                elsewhere[name] = self._left_to_its_host(ctx, desired, name, origin, wanted)
+                facts.notes.append(AddressMessage(address=f"origin:{name}", message=elsewhere[name]))
+                ledger.unsettle(f"origin {name} is read on host {origin.home} only")  # no local directory to replay
                 continue
             try:
                 self._scan_origin(ctx, name, origin, ssh, now_ns, full_scan, ledger)
@@ -187,8 +194,8 @@ class ReplicasKind(Kind):
             try:
                 if not self._present(ctx, desired, key, replica, location, ssh, facts):
                     continue  # offline (a removable replica): a note or a warning, nothing else
-                pairs = self._observe_replica(ctx, desired, key, replica, location, ssh, full_scan, origin_errors,
-                                              ledger)
+                pairs = self._observe_replica(ctx, desired, key, replica, location, ssh, full_scan,
+                                              {**elsewhere, **origin_errors}, ledger)
             except ObserveError as error:
                 facts.errors.append(AddressMessage(address=address, message=str(error)))
                 continue
@@ -239,6 +246,20 @@ class ReplicasKind(Kind):
                 inventory.drop_scan(connection, scan_id)
         ctx.log.debug("scanned origin %s (%s)", name, "fast path" if fast else "full")
 
+    @staticmethod
+    def _left_to_its_host(ctx: RunContext, desired: Any, name: str, origin: OriginConfig,
+                          wanted: dict[str, ReplicaConfig]) -> str:
+        """What a run on another host says of a local_only origin it neither reads nor copies:
+        never silence, so that a plan with nothing to do here is not taken for all in order."""
+        replicas = [key for key, replica in wanted.items() if name in origins_of(desired, replica)]
+        with ctx.state.engine.begin() as connection:
+            last = inventory.origin_status(connection, name).last_scan
+        seen = (f"a run there last read it at {inventory.as_utc(last):%Y-%m-%d %H:%M} UTC" if last is not None
+                else "no run there has read it yet")
+        held = f" nor plan its copies to {', '.join(replicas)}" if replicas else ""
+        return (f"not checked by this run on {this_host()}: origin {name} is local_only on host {origin.home}, "
+                f"whose own run reads it and copies it; this run did not read it{held} ({seen})")
+
     def _observe_trims(self, ctx: RunContext, desired: Any, facts: ReplicaFacts, origin_errors: dict[str, str],
                        wanted: dict[str, ReplicaConfig], ledger: due.Ledger) -> None:
         """Which origin files a trim may remove (trim.py); none while a replica of the origin is
@@ -249,6 +270,8 @@ class ReplicasKind(Kind):
         for name, origin in desired.origins.items():
             if origin.trim is None or (ctx.targets and not matches_target(f"origin:{name}", ctx.targets)):
                 continue
+            if origin.local_only and not origin.here:
+                continue  # its own host's run trims it (this one did not read it)
             # Files fall old enough to trim as time passes, and each trim rests on a re-check.
             ledger.unsettle(f"origin {name} trims")
             holders = [key for key, replica in desired.replicas.items() if name in origins_of(desired, replica)]
@@ -433,6 +456,15 @@ class ReplicasKind(Kind):
         return None
 
     # --- apply --------------------------------------------------------------------------------
+
+    def locks(self, action: Action) -> dict[str, bool]:
+        """A copy, scrub, enrolment or marker changes its replica and reads its origin (shared:
+        copies from one origin to several replicas run at once); a trim changes its origin and
+        reads the replicas whose copies it counts."""
+        if action.kind == "trim":
+            return {action.address: True, **{replica_address(key): False for key in action.details.get("replicas", [])}}
+        origin = action.details.get("origin")
+        return {action.address: True, **({f"origin:{origin}": False} if origin else {})}
 
     @staticmethod
     def _origin_of(action: Action, desired: Any) -> tuple[str, OriginConfig]:
