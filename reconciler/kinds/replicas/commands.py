@@ -275,9 +275,7 @@ def inventory_verify(app: Any, replica_key: str | None, budget: str | None, lock
     sha256 with the origin's, repair corrupt ones. Exit 1 when a copy could not be verified or repaired."""
     from pydantic import TypeAdapter
 
-    from reconciler.engine.actions import Action
     from reconciler.errors import ConfigError, ReconcilerError
-    from reconciler.kinds.replicas.diff import scrub_precondition
     from reconciler.state import lock
     from reconciler.units import Size, parse_duration
 
@@ -306,18 +304,25 @@ def inventory_verify(app: Any, replica_key: str | None, budget: str | None, lock
                     failed += 1
                     continue
                 with app.store.engine.begin() as connection:
-                    due = inventory.scrub_due(connection, key, origin, inventory.now_utc(), remaining)
-                if remaining is not None:
-                    remaining = max(0, remaining - sum(due.sizes))
-                if not due.paths:
-                    continue
-                action = Action.create(address=replica_address(key), kind="scrub", reason="inventory verify",
-                                       precondition=scrub_precondition(key, origin, due),
-                                       details={"origin": origin, "files": due.paths, "bytes": sum(due.sizes)})
+                    staged = inventory.stage_scrub(connection, key, origin, inventory.now_utc(), remaining)
                 try:
-                    click.echo(f"{replica_address(key)} ({origin}): {kind.apply(action, ctx)}")
+                    if remaining is not None:
+                        remaining = max(0, remaining - staged.bytes)
+                    if not staged.copies:
+                        continue
+                    outcome = kind.scrub_copies(ctx, key, origin, inventory.staged_paths(app.store.engine,
+                                                                                          staged.scan_id))
+                    click.echo(f"{replica_address(key)} ({origin}): {outcome.text()}")
+                    if outcome.failed:
+                        click.echo(f"Error: {replica_address(key)}: {outcome.failed:,} copies are corrupt and could "
+                                   f"not be repaired (e.g. {', '.join(outcome.failed_paths)}): no good copy to "
+                                   "repair them from", err=True)
+                        failed += 1
                 except ReconcilerError as error:
                     click.echo(f"Error: {error}", err=True)
                     failed += 1
+                finally:
+                    with app.store.engine.begin() as connection:
+                        inventory.drop_scan(connection, staged.scan_id)
     if failed:
         raise SystemExit(1)

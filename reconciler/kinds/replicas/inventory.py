@@ -614,6 +614,77 @@ def scrub_due(connection: Connection, replica: str, origin: str, due_before: dat
     return ScrubFacts(picked, sizes, corrupt, unverified, due, due_bytes)
 
 
+class StagedScrub(NamedTuple):
+    """A scrub's copies, put in the scratch table (``scan_id``) rather than in memory: how many
+    and their bytes, of them corrupt and never verified, and the copies due in all."""
+
+    scan_id: str
+    copies: int
+    bytes: int
+    corrupt: int
+    unverified: int
+    due: int
+    due_bytes: int
+
+
+def stage_scrub(connection: Connection, replica: str, origin: str, due_before: datetime | None,
+                budget: int | None) -> StagedScrub:
+    """``scrub_due`` for a scrub of any size: the copies to read go, in the order they are read,
+    into the scratch table in one INSERT ... SELECT (set-based; nothing per copy in Python),
+    to be read back ``SCRUB_BLOCK`` at a time by ``staged_paths``. With ``budget``, the copies
+    taken are those in order while the running total of bytes stays within it (at least one).
+    The caller drops the scratch rows (``drop_scan``); a killed run's are swept later."""
+    scan_id = new_scan_id()
+    due_sql = "OR c.checked_at < :due" if due_before is not None else ""
+    parameters: dict[str, object] = {"replica": replica, "origin": origin, "scan": scan_id}
+    if due_before is not None:
+        parameters["due"] = due_before
+    ranked = f"""
+        SELECT f.path AS path, c.size AS size, c.checked_at AS checked_at,
+               CASE WHEN c.corrupt_since IS NOT NULL THEN 0 WHEN c.checked_at IS NULL THEN 1 ELSE 2 END AS rank
+        FROM replica_copies c JOIN origin_files f ON f.id = c.file_id
+        WHERE c.replica = :replica AND f.origin = :origin AND c.size = f.size AND c.mtime_ns = f.mtime_ns
+          AND (c.checked_at IS NULL {due_sql})
+    """
+    order = "rank, checked_at, path"
+    picked = ""
+    if budget is not None:
+        parameters["budget"] = budget
+        picked = "WHERE running <= :budget OR number = 1"
+    connection.execute(text(f"""
+        INSERT INTO scan_entries (scan_id, entry_type, path, dir, size, mtime_ns)
+        SELECT :scan, 'v', path, '', size, rank FROM (
+            SELECT path, size, rank, checked_at,
+                   SUM(size) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING) AS running,
+                   ROW_NUMBER() OVER (ORDER BY {order}) AS number
+            FROM ({ranked}) AS ranked) AS due
+        {picked}
+        ORDER BY {order}
+    """), parameters)
+    due, due_bytes = connection.execute(text(f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM ({ranked}) AS ranked"),
+                                        parameters).one()
+    count, size, corrupt, unverified = connection.execute(text(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN mtime_ns = 0 THEN 1 ELSE 0 END), 0), "
+        "COALESCE(SUM(CASE WHEN mtime_ns = 1 THEN 1 ELSE 0 END), 0) FROM scan_entries WHERE scan_id = :scan"),
+        parameters).one()
+    return StagedScrub(scan_id, int(count), int(size), int(corrupt), int(unverified), int(due), int(due_bytes))
+
+
+def staged_paths(engine: Any, scan_id: str, block: int = CHUNK) -> Iterator[list[str]]:
+    """The paths ``stage_scrub`` put in the scratch table, in order, ``block`` at a time, each
+    block read in a short transaction of its own (the scrub records its results between)."""
+    last = 0
+    while True:
+        with engine.begin() as connection:
+            rows = connection.execute(text(
+                "SELECT id, path FROM scan_entries WHERE scan_id = :scan AND id > :last ORDER BY id "
+                f"LIMIT {int(block)}"), {"scan": scan_id, "last": last}).all()
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield [path for _, path in rows]
+
+
 def next_scrub_due(connection: Connection, replica: str) -> datetime | None:
     """The oldest verification time of the copies on ``replica`` (None when none is verified)."""
     from sqlalchemy import func

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import accumulate
 from pathlib import Path
@@ -62,6 +64,28 @@ def replica_location(key: str, base_dir: Path) -> Location:
 def _origins_of(desired: Any, replica: ReplicaConfig) -> list[str]:
     return list(replica.origins) if replica.origins is not None else list(desired.origins)
 
+
+SCRUB_BATCH = 20_000  # copies a scrub reads, compares and records at a time
+
+
+@dataclass
+class ScrubOutcome:
+    """What a scrub found, added up over its batches."""
+
+    read: int = 0
+    bytes: int = 0
+    verified: int = 0
+    repaired: int = 0
+    elsewhere: int = 0  # of the repaired, from another replica
+    unknown: int = 0  # not verifiable: the origin's sha256 is unknown
+    failed: int = 0  # corrupt and not repaired
+    failed_paths: list[str] = field(default_factory=list)  # the first few
+
+    def text(self) -> str:
+        return (f"read {self.read:,} copies ({self.bytes:,} bytes): {self.verified:,} verified"
+                + (f", {self.repaired:,} corrupt and repaired" if self.repaired else "")
+                + (f" ({self.elsewhere:,} from another replica)" if self.elsewhere else "")
+                + (f", {self.unknown:,} not verifiable (the origin's sha256 is unknown)" if self.unknown else ""))
 
 class ReplicasKind(Kind):
     name = "replicas"
@@ -540,49 +564,68 @@ class ReplicasKind(Kind):
     def scrub(self, action: Action, ctx: RunContext) -> str:
         """Re-read copies where they lie; repair corrupt ones from the origin or, when the origin
         no longer has the file, from another replica whose copy is verified."""
-        desired = ctx.desired
         key = action.address.split(":", 1)[1]
-        origin_name, origin = self._origin_of(action, desired)
+        origin_name, _ = self._origin_of(action, ctx.desired)
         files: list[str] = action.details["files"]
+        outcome = self.scrub_copies(ctx, key, origin_name, (files[start:start + SCRUB_BATCH]
+                                                            for start in range(0, len(files), SCRUB_BATCH)))
+        if outcome.failed:
+            raise ApplyError(f"{action.address}: {outcome.text()}; {outcome.failed:,} copies are corrupt and could "
+                             f"not be repaired (e.g. {', '.join(outcome.failed_paths)}): no good copy to repair "
+                             "them from")
+        return outcome.text()
+
+    def scrub_copies(self, ctx: RunContext, key: str, origin_name: str, batches: Iterable[list[str]]
+                     ) -> ScrubOutcome:
+        """Re-read the copies of ``origin_name``'s files on replica ``key``, batch by batch (the
+        memory of a batch, never of all: a million copies are fifty batches), repairing corrupt
+        ones; ``inventory verify`` streams its batches from the state. Raises ApplyError when
+        the replica's marker is wrong or a host cannot be reached."""
+        desired = ctx.desired
+        origin = desired.origins[origin_name]
         destination = replica_location(key, ctx.base_dir)
         replica_config = desired.replicas.get(key) or ReplicaConfig()
         others = {other: replica_location(other, ctx.base_dir) for other in desired.replicas if other != key}
         ssh = connections.shared(desired.ssh.settings(), [origin.location, destination, *others.values()])
         self._ensure_marker(ctx, key, destination, ssh)
-        expected = self._origin_hashes(ctx, origin_name, origin, files, ssh)
-        sources: dict[str, str] = {}
+        outcome = ScrubOutcome()
+        for files in batches:
+            expected = self._origin_hashes(ctx, origin_name, origin, files, ssh)
+            sources: dict[str, str] = {}
 
-        def repair(bad: list[str]) -> None:
-            from_origin = [path for path in bad if expected[path].present]
-            if from_origin:
-                self._rsync(origin.location, destination, origin_name, ssh, from_origin, replica_config, True)
-            elsewhere = [path for path in bad if not expected[path].present]
-            if not elsewhere:
-                return
-            with ctx.state.engine.begin() as connection:
-                good = inventory.good_copies(connection, origin_name, elsewhere, exclude=key)
-            by_source: dict[str, list[str]] = {}
-            for path in elsewhere:
-                usable = [other for other in good.get(path, []) if other in others]
-                if usable:
-                    by_source.setdefault(usable[0], []).append(path)
-                    sources[path] = usable[0]
-            for other, chosen in by_source.items():
-                source = others[other]
-                source = Location(source.path.rstrip("/") + "/" + origin_name, source.host, source.user, source.port)
-                self._rsync(source, destination, origin_name, ssh, chosen, replica_config, True)
+            def repair(bad: list[str], expected: dict[str, inventory.Expected] = expected,
+                       sources: dict[str, str] = sources) -> None:
+                from_origin = [path for path in bad if expected[path].present]
+                if from_origin:
+                    self._rsync(origin.location, destination, origin_name, ssh, from_origin, replica_config, True)
+                elsewhere = [path for path in bad if not expected[path].present]
+                if not elsewhere:
+                    return
+                with ctx.state.engine.begin() as connection:
+                    good = inventory.good_copies(connection, origin_name, elsewhere, exclude=key)
+                by_source: dict[str, list[str]] = {}
+                for path in elsewhere:
+                    usable = [other for other in good.get(path, []) if other in others]
+                    if usable:
+                        by_source.setdefault(usable[0], []).append(path)
+                        sources[path] = usable[0]
+                for other, chosen in by_source.items():
+                    source = others[other]
+                    source = Location(source.path.rstrip("/") + "/" + origin_name, source.host, source.user,
+                                      source.port)
+                    self._rsync(source, destination, origin_name, ssh, chosen, replica_config, True)
 
-        verified, repaired, failed = self._verify(ctx, key, destination, origin_name, files, expected, ssh, repair)
-        unknown = len(files) - verified - len(failed)
-        read_bytes = sum(expected[path].size for path in files if path in expected)
-        text = (f"read {len(files):,} copies ({read_bytes:,} bytes): {verified:,} verified"
-                + (f", {repaired:,} corrupt and repaired" if repaired else "")
-                + (f" ({sum(1 for path in sources if path not in failed):,} from another replica)" if sources else "")
-                + (f", {unknown:,} not verifiable (the origin's sha256 is unknown)" if unknown else ""))
-        if failed:
-            raise ApplyError(f"{action.address}: {text}; {len(failed):,} copies are corrupt and could not be "
-                             f"repaired (e.g. {', '.join(failed[:3])}): no good copy to repair them from")
-        return text
+            verified, repaired, failed = self._verify(ctx, key, destination, origin_name, files, expected, ssh,
+                                                      repair)
+            outcome.read += len(files)
+            outcome.bytes += sum(expected[path].size for path in files if path in expected)
+            outcome.verified += verified
+            outcome.repaired += repaired
+            outcome.elsewhere += sum(1 for path in sources if path not in failed)
+            outcome.unknown += len(files) - verified - len(failed)
+            outcome.failed += len(failed)
+            outcome.failed_paths += failed[:3 - len(outcome.failed_paths)]
+        return outcome
 
     @executor("trim")
     def trim_origin(self, action: Action, ctx: RunContext) -> str:
