@@ -149,6 +149,15 @@ def add_integrity_columns(connection: Connection) -> None:
                             "ON replica_copies (replica, checked_at)"))
 
 
+def add_device_column(connection: Connection) -> None:
+    """Schema 3 -> 4: the device identity of a replica's root beside its marker id (NULL until
+    the next run records it). A column already there is kept."""
+    from sqlalchemy import inspect
+
+    if "device" not in {found["name"] for found in inspect(connection).get_columns("replica_status")}:
+        connection.execute(text("ALTER TABLE replica_status ADD COLUMN device VARCHAR"))
+
+
 def origin_status(connection: Connection, origin: str) -> OriginStatus:
     table = OriginStatus.__table__  # type: ignore[attr-defined]
     row = connection.execute(select(table).where(table.c.origin == origin)).mappings().first()
@@ -497,6 +506,15 @@ def holds_copies(connection: Connection, replica: str) -> bool:
     """Whether the inventory records any copy on ``replica``."""
     return connection.execute(text("SELECT 1 FROM replica_copies WHERE replica = :r LIMIT 1"),
                               {"r": replica}).first() is not None
+
+
+def marker_owner(connection: Connection, marker_id: str | None, replica: str) -> str | None:
+    """The replica other than ``replica`` whose marker id the state records as ``marker_id``."""
+    if marker_id is None:
+        return None
+    row = connection.execute(text("SELECT replica FROM replica_status WHERE marker_id = :m AND replica <> :r"),
+                             {"m": marker_id, "r": replica}).first()
+    return row[0] if row else None
 
 
 def set_replica_fields(connection: Connection, replica: str, **values: Any) -> None:

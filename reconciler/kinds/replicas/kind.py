@@ -100,8 +100,9 @@ class ReplicasKind(Kind):
         "ssh": (SshSection, Field(default_factory=SshSection, description=SshSection.__doc__)),
     }
     tables = [OriginFile, ReplicaCopy, ScannedDir, OriginStatus, ReplicaStatus, PairStatus, ScanEntry]
-    schema_version = 3
-    migrations = {1: inventory.add_directory_digests, 2: inventory.add_integrity_columns}
+    schema_version = 4
+    migrations = {1: inventory.add_directory_digests, 2: inventory.add_integrity_columns,
+                  3: inventory.add_device_column}
 
     # --- config -------------------------------------------------------------------------------
 
@@ -268,9 +269,15 @@ class ReplicasKind(Kind):
             status = inventory.replica_status(connection, key)
             holds = inventory.holds_copies(connection, key)
         found = marker.probe(location, ssh, origins)
+        if found.marker is not None and found.marker != status.marker_id:
+            with ctx.state.engine.begin() as connection:
+                owner = inventory.marker_owner(connection, found.marker, key)
+        else:
+            owner = None
         # The path alone: the address names the host (and a second ssh:// URL on one line
         # can read as a password to the redaction of plans).
-        judged = marker.judge(found, location.path, status.marker_id, holds, replica.removable)
+        judged = marker.judge(found, location.path, status.marker_id, holds, replica.removable,
+                              status.device, owner)
         if judged.state == "error":
             raise ObserveError(judged.message)
         now = inventory.now_utc()
@@ -288,6 +295,8 @@ class ReplicasKind(Kind):
                 updates["offline_since"] = None
             if judged.adopt:
                 updates["marker_id"] = judged.adopt
+            if judged.device:
+                updates["device"] = judged.device
             if updates:
                 inventory.set_replica_fields(connection, key, **updates)
         if judged.write_marker and holds:
@@ -483,20 +492,29 @@ class ReplicasKind(Kind):
     # --- integrity: the marker, checksums, the scrub ---------------------------------------------
 
     def _ensure_marker(self, ctx: RunContext, key: str, location: Location, ssh: SshSettings) -> None:
-        """Before anything is written to a replica: its root holds the marker the state records
-        (else ApplyError: an unmounted disk is never filled), or, for a replica whose marker is
-        not recorded yet, write one (atomically) and record it."""
+        """Before anything is written to a replica: its root holds the marker the state records,
+        on the file system the state records (else ApplyError: an unmounted disk, or another
+        disk holding a copy of the marker, is never filled), or, for a replica whose marker is
+        not recorded yet, write one (atomically) and record it with the root's device identity."""
         with ctx.state.engine.begin() as connection:
-            recorded = inventory.replica_status(connection, key).marker_id
-        if recorded is None:
-            found = marker.write(location, ssh, marker.new_id())
-            with ctx.state.engine.begin() as connection:
-                inventory.set_replica_fields(connection, key, marker_id=found)
-            return
+            status = inventory.replica_status(connection, key)
         probe = marker.probe(location, ssh, [])
-        if not probe.present or probe.marker != recorded:
+        if status.marker_id is None:
+            found = marker.write(location, ssh, marker.new_id(), probe.device)
+            with ctx.state.engine.begin() as connection:
+                inventory.set_replica_fields(connection, key, marker_id=found, device=probe.device)
+            return
+        if not probe.present or probe.marker is None:
             raise ApplyError(f"{replica_address(key)}: {location} no longer holds its replica marker "
-                             f"{marker.MARKER} (id {recorded}): unmounted? Nothing was written")
+                             f"{marker.MARKER} (id {status.marker_id}): unmounted? Nothing was written")
+        with ctx.state.engine.begin() as connection:
+            owner = inventory.marker_owner(connection, probe.marker, key)
+        problem = marker.check(probe, str(location), status.marker_id, status.device, owner)
+        if problem is not None:
+            raise ApplyError(f"{replica_address(key)}: {problem}. Nothing was written")
+        if status.device is None and probe.device is not None:
+            with ctx.state.engine.begin() as connection:
+                inventory.set_replica_fields(connection, key, device=probe.device)
 
     def _origin_hashes(self, ctx: RunContext, origin_name: str, origin: OriginConfig, files: list[str],
                        ssh: SshSettings) -> dict[str, inventory.Expected]:
