@@ -447,7 +447,9 @@ class ReplicasKind(Kind):
         label = f"copy {action.address} from {origin_name}"
         self._ensure_marker(ctx, replica, destination, ssh)
         checksums = origin.checksum == "sha256"
-        expected = self._origin_hashes(ctx, origin_name, origin, files, ssh) if checksums else {}
+        if checksums:  # hashed (and recorded) before the copy, a batch at a time; read back below
+            for start in range(0, len(files), SCRUB_BATCH):
+                self._origin_hashes(ctx, origin_name, origin, files[start:start + SCRUB_BATCH], ssh)
         all_copied: list[str] = []
 
         def record(index: int, delivered: list[bytes] | None) -> None:
@@ -469,8 +471,13 @@ class ReplicasKind(Kind):
             def again(bad: list[str]) -> None:
                 self._rsync(origin.location, destination, origin_name, ssh, bad, replica_config, ignore_times=True)
 
-            verified, repaired, failed = self._verify(ctx, replica, destination, origin_name, all_copied, expected,
-                                                      ssh, again)
+            verified = repaired = 0
+            failed: list[str] = []
+            for start in range(0, len(all_copied), SCRUB_BATCH):  # the memory of a batch, never of all
+                chunk = all_copied[start:start + SCRUB_BATCH]
+                expected = self._origin_hashes(ctx, origin_name, origin, chunk, ssh)
+                good, fixed, bad = self._verify(ctx, replica, destination, origin_name, chunk, expected, ssh, again)
+                verified, repaired, failed = verified + good, repaired + fixed, failed + bad
             again_text = f" ({repaired:,} after copying again)" if repaired else ""
             checked = f"; {verified:,} verified by sha256{again_text}"
             if failed:
