@@ -60,7 +60,7 @@ def test_a_replicas_state_of_schema_1_gains_directory_digests(state_url):
         known = inventory.known_dirs(connection, "exao1")
         version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'replicas'")).scalar()
     store.dispose()
-    assert version == ReplicasKind.schema_version == 3
+    assert version == ReplicasKind.schema_version == 4
     assert known == {b"telem": (5, True, None)}  # kept; its digest comes with the next listing
 
 
@@ -86,8 +86,30 @@ def test_a_replicas_state_of_schema_2_gains_checksums_and_the_replica_marker(sta
         status = inventory.replica_status(connection, "/mnt/backup")
         version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'replicas'")).scalar()
     store.dispose()
-    assert version == 3
+    assert version == 4
     assert (status.marker_id, status.offline_since) == (None, None)  # written by the next copy
+
+
+def test_a_replicas_state_of_schema_3_gains_the_device_identity_beside_the_marker(state_url):
+    from sqlalchemy import text
+
+    from reconciler.kinds.replicas import inventory
+    from reconciler.kinds.replicas.kind import ReplicasKind
+
+    store = StateStore(state_url, [ReplicasKind()])
+    with store.engine.begin() as connection:  # make it look as schema 3 left it
+        connection.execute(text("ALTER TABLE replica_status DROP COLUMN device"))
+        connection.execute(text("INSERT INTO replica_status (replica, marker_id) VALUES ('/mnt/backup', 'abc')"))
+        connection.execute(text("UPDATE schema_version SET version = 3 WHERE component = 'replicas'"))
+    store.dispose()
+
+    store = StateStore(state_url, [ReplicasKind()])
+    with store.engine.begin() as connection:
+        status = inventory.replica_status(connection, "/mnt/backup")
+        version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'replicas'")).scalar()
+    store.dispose()
+    assert version == 4
+    assert (status.marker_id, status.device) == ("abc", None)  # recorded by the next run that sees the marker
 
 
 _OPEN_WHEN_TOLD = """

@@ -129,7 +129,7 @@ def test_another_replicas_disk_mounted_in_its_place_is_an_error(site):
     assert site.cli("reconcile").code == 0
     shutil.copy(site.root / "b/.reconciler-replica", site.root / "a/.reconciler-replica")
     plan = site.cli("plan")
-    assert plan.code == 1 and "holds the marker of another replica" in plan.out
+    assert plan.code == 1 and "holds the marker of replica b" in plan.out
 
 
 def test_a_replica_known_before_markers_is_marked_and_an_empty_one_is_not_adopted(site):

@@ -21,10 +21,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import io
 import os
+import stat
 import tarfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ FORMAT_VERSION: Literal[1] = 1
 HEADER, MANIFEST, SIGNATURE, DATA = "bundle.json", "MANIFEST.sha256", "MANIFEST.sha256.hmac", "data/"
 _CANONICAL = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True, tzinfo=UTC)
 _BLOCK = 1 << 20
+_COPY_BLOCK = 4 << 20  # one read, hash and compressor write per 4 MiB of a file
 
 
 class BundleError(ReconcilerError, ValueError):
@@ -140,32 +142,129 @@ def _reader(path: Path) -> Iterator[IO[bytes]]:
             yield raw
 
 
-class _HashingReader:
-    """Reads a file for tarfile and hashes what was read."""
-
-    def __init__(self, stream: IO[bytes]):
-        self.stream = stream
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        self.digest.update(data)
-        return data
-
-
 # -- export -----------------------------------------------------------------------------------
 
 
-def _walk(root: Path, top: bool = True) -> Iterator[Path]:
-    """Every entry below ``root`` in a stable order (directories before their contents),
-    without the instance's lock and rsync's partial directories."""
-    entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+class _Sink:
+    """The tar stream's writer: gathers headers and small members into one buffer, so the
+    compressor gets few large writes rather than one per member, and counts the offset for
+    the final padding (the same bytes ``tarfile`` writes)."""
+
+    def __init__(self, stream: IO[bytes]):
+        self.stream = stream
+        self.pending = bytearray()
+        self.offset = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.offset += len(data)
+        if len(data) >= _BLOCK:
+            self.flush()
+            self.stream.write(data)
+            return
+        self.pending += data
+        if len(self.pending) >= _BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.stream.write(self.pending)
+            self.pending = bytearray()
+
+    def member(self, info: tarfile.TarInfo) -> None:
+        self.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+
+    def pad(self, size: int) -> None:
+        remainder = size % tarfile.BLOCKSIZE
+        if remainder:
+            self.write(tarfile.NUL * (tarfile.BLOCKSIZE - remainder))
+
+    def close(self) -> None:
+        """The end of archive: two zero blocks, then zeros to a whole record (as ``tarfile``)."""
+        self.write(tarfile.NUL * (tarfile.BLOCKSIZE * 2))
+        remainder = self.offset % tarfile.RECORDSIZE
+        if remainder:
+            self.write(tarfile.NUL * (tarfile.RECORDSIZE - remainder))
+        self.flush()
+
+
+def _add_bytes(sink: _Sink, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(datetime.now(UTC).timestamp())
+    info.mode = 0o644
+    sink.member(info)
+    sink.write(data)
+    sink.pad(len(data))
+
+
+def _add_file(sink: _Sink, info: tarfile.TarInfo, path: str, buffers: tuple[memoryview, memoryview],
+              hasher: ThreadPoolExecutor) -> str:
+    """Write a regular file's header and exactly ``info.size`` bytes of it, hashing them in
+    the same pass; returns the sha256. Raises BundleError when the file shrank while it was read.
+
+    Each byte is read once, in large blocks. A large file's blocks are hashed by ``hasher``
+    while the compressor takes the same block and the next block is read into the other
+    buffer: sha256, compression and reading each release the GIL, so they overlap."""
+    sink.member(info)
+    digest = hashlib.sha256()
+    remaining = info.size
+    hashing: Future[None] | None = None
+    with open(path, "rb", buffering=0) as source:
+        turn = 0
+        while remaining:
+            buffer = buffers[turn]
+            turn ^= 1
+            count = source.readinto(buffer[:min(remaining, len(buffer))])
+            if not count:
+                raise BundleError(f"{path} shrank while it was bundled (it is being written?); "
+                                  "nothing was left behind")
+            block = buffer[:count]
+            if hashing is not None:
+                hashing.result()  # the previous block (in the other buffer) is hashed
+                hashing = None
+            if count >= _BLOCK:
+                hashing = hasher.submit(digest.update, block)
+            else:
+                digest.update(block)
+            sink.write(block)
+            remaining -= count
+    if hashing is not None:
+        hashing.result()
+    sink.pad(info.size)
+    return digest.hexdigest()
+
+
+def _walk(root: str, top: bool = True) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry below ``root`` with its lstat, in a stable order (directories before their
+    contents), without the instance's lock and rsync's partial directories."""
+    with os.scandir(root) as found:
+        entries = sorted(found, key=lambda entry: entry.name)
     for entry in entries:
         if entry.name == PARTIAL_DIR or (top and entry.name == LOCK_FILE) or is_temporary(entry.name):
             continue
-        yield Path(entry.path)
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk(Path(entry.path), top=False)
+        status = entry.stat(follow_symlinks=False)
+        yield entry.path, status
+        if stat.S_ISDIR(status.st_mode):
+            yield from _walk(entry.path, top=False)
+
+
+def _tarinfo(name: str, status: os.stat_result) -> tarfile.TarInfo:
+    """The header ``tarfile.gettarinfo`` would make, without owner names (uid/gid 0): a hard
+    link is bundled as a regular file of its own, as import accepts no hard links."""
+    info = tarfile.TarInfo(name)
+    info.mode = stat.S_IMODE(status.st_mode)
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = status.st_mtime
+    if stat.S_ISREG(status.st_mode):
+        info.type, info.size = tarfile.REGTYPE, status.st_size
+    elif stat.S_ISDIR(status.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(status.st_mode):
+        info.type = tarfile.SYMTYPE
+    else:
+        raise BundleError(f"{name} is neither a file, a directory nor a link; cannot bundle it")
+    return info
 
 
 def export_bundle(output: Path, records: Records, users: list[dict[str, Any]], source: dict[str, str],
@@ -174,20 +273,26 @@ def export_bundle(output: Path, records: Records, users: list[dict[str, Any]], s
     """Write the bundle to ``output`` (temporary name, renamed when complete).
 
     ``directory`` None: metadata only. Returns a summary (members, bytes, external links).
+
+    The tar stream is written here (``tarfile``'s headers, the same bytes ``tarfile`` writes),
+    each file read once in large blocks that are hashed and handed to the compressor together;
+    ``tarfile``'s own writer copies in 16 KiB pieces and keeps every member in a list.
     """
     output = Path(output)
     temporary = output.with_name(f".{output.name}.partial")
     external: list[dict[str, str]] = []
-    plan: list[Path] = []
+    plan: list[tuple[str, str, os.stat_result]] = []  # path, member name, lstat
     if directory is not None:
-        for path in _walk(directory):
-            if path.is_symlink():
+        root = str(directory)
+        for path, status in _walk(root):
+            relative = os.path.relpath(path, root)
+            if stat.S_ISLNK(status.st_mode):
                 target = os.readlink(path)
-                resolved = Path(os.path.normpath(path.parent / target))
+                resolved = Path(os.path.normpath(os.path.join(os.path.dirname(path), target)))
                 if not resolved.is_relative_to(directory):
-                    external.append({"path": str(path.relative_to(directory)), "target": target})
+                    external.append({"path": relative, "target": target})
                     continue
-            plan.append(path)
+            plan.append((path, DATA + Path(relative).as_posix(), status))
     header = BundleHeader(
         format_version=FORMAT_VERSION, tool_version=__version__,
         created_at=datetime.now(UTC).replace(microsecond=0), source_instance=source,
@@ -198,41 +303,36 @@ def export_bundle(output: Path, records: Records, users: list[dict[str, Any]], s
         users=_dump(users), external_links=external)
     manifest: list[tuple[str, str]] = []
     total_bytes = 0
+    buffers = (memoryview(bytearray(_COPY_BLOCK)), memoryview(bytearray(_COPY_BLOCK)))
     try:
-        with _writer(temporary, compression_of(output)) as stream, \
-                tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        with _writer(temporary, compression_of(output)) as stream, ThreadPoolExecutor(1) as hasher:
+            sink = _Sink(stream)
             data = header.model_dump_json(indent=1).encode()
-            _add_bytes(tar, HEADER, data)
+            _add_bytes(sink, HEADER, data)
             manifest.append((hashlib.sha256(data).hexdigest(), HEADER))
-            for index, path in enumerate(plan):
-                name = DATA + path.relative_to(directory).as_posix()  # type: ignore[arg-type]
-                info = tar.gettarinfo(str(path), arcname=name)
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
+            for index, (path, name, status) in enumerate(plan):
+                info = _tarinfo(path, status)
+                info.name = name
                 if info.issym():
                     target = os.readlink(path)
                     if os.path.isabs(target):  # inside the project: make it relative to the link
-                        target = os.path.relpath(target, path.parent)
-                        info.linkname = target
-                    tar.addfile(info)
+                        target = os.path.relpath(target, os.path.dirname(path))
+                    info.linkname = target
+                    sink.member(info)
                     manifest.append((_link_digest(info.linkname), name))
                 elif info.isdir():
-                    tar.addfile(info)
+                    sink.member(info)
                     manifest.append((_directory_digest(), name))
-                elif info.isreg():
-                    with open(path, "rb") as source_file:
-                        reader = _HashingReader(source_file)
-                        tar.addfile(info, reader)  # type: ignore[arg-type]
-                    manifest.append((reader.digest.hexdigest(), name))
-                    total_bytes += info.size
                 else:
-                    raise BundleError(f"{path} is neither a file, a directory nor a link; cannot bundle it")
+                    manifest.append((_add_file(sink, info, path, buffers, hasher), name))
+                    total_bytes += info.size
                 if progress:
                     progress(index + 1, len(plan))
             text = "".join(f"{digest}  {name}\n" for digest, name in manifest).encode()
-            _add_bytes(tar, MANIFEST, text)
+            _add_bytes(sink, MANIFEST, text)
             if key is not None:
-                _add_bytes(tar, SIGNATURE, hmac.new(key, text, hashlib.sha256).hexdigest().encode() + b"\n")
+                _add_bytes(sink, SIGNATURE, hmac.new(key, text, hashlib.sha256).hexdigest().encode() + b"\n")
+            sink.close()
         os.replace(temporary, output)
     except OSError as error:
         temporary.unlink(missing_ok=True)
@@ -242,14 +342,6 @@ def export_bundle(output: Path, records: Records, users: list[dict[str, Any]], s
         temporary.unlink(missing_ok=True)
         raise
     return {"members": len(manifest), "bytes": total_bytes, "external_links": external}
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = int(datetime.now(UTC).timestamp())
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
 
 
 # -- verification -----------------------------------------------------------------------------

@@ -121,6 +121,55 @@ def list_replicas(app: Any, as_json: bool) -> None:
             click.echo(f"  offline since {row['offline_since']} (removable; its root or marker is absent)")
 
 
+@replicas_group.command("forget")
+@click.argument("replica")
+@click.option("--origin", help="Only the copies of this origin's files (default: everything of the replica).")
+@click.option("--allow-destroy", is_flag=True,
+              help="Really forget (destructive for the state); without it, print what would be forgotten and exit 2.")
+@click.option("--lock-timeout", default="0s", show_default=True, help="How long to wait for another run's lock.")
+@click.pass_obj
+def forget_replica(app: Any, replica: str, origin: str | None, allow_destroy: bool, lock_timeout: str) -> None:
+    """Drop the state's records of REPLICA (its key, or replica:KEY), retired or lost: its copies
+    stop counting for trim's min_copies, for repairs and for "lost", and it stops warning as
+    stale. Never touches a file, there or anywhere; only the state. Exit 2 without --allow-destroy."""
+    from reconciler.errors import ConfigError
+    from reconciler.state import lock
+    from reconciler.units import parse_duration
+
+    key = replica.removeprefix("replica:")
+    try:
+        timeout = parse_duration(lock_timeout).total_seconds()
+    except ValueError as error:
+        raise ConfigError(f"--lock-timeout: {error}") from None
+    with lock.held(app.store, "forget", timeout), app.store.engine.begin() as connection:
+        known = inventory.known_replicas(connection)
+        if key not in known:
+            raise ConfigError(f"the state records nothing of replica {key} "
+                              f"(replicas it records: {', '.join(known) or 'none'})")
+        found = inventory.forget_replica(connection, key, origin, apply=allow_destroy)
+    scope = f" (origin {origin})" if origin else ""
+    parts = [f"{found.copies:,} copies ({human_bytes(found.bytes)})"
+             + (f" of {', '.join(found.origins)}" if found.origins else ""),
+             f"{found.pairs} completeness record{'s' if found.pairs != 1 else ''}"]
+    if found.status:
+        parts.append(f"its status (marker id {found.marker_id or 'none'}, last sync, offline time)")
+    verb = "Forgot" if allow_destroy else "Would forget"
+    click.echo(f"{verb} {replica_address(key)}{scope}: {'; '.join(parts)}. No file was touched.")
+    if found.only_copies:
+        click.echo(f"Warning: {found.only_copies:,} files gone from, trimmed from or never seen on their origin "
+                   f"had their only recorded copy there: the state {'now knows' if allow_destroy else 'would know'} "
+                   "of no copy of them.", err=True)
+    if key in app.config.model.replicas and allow_destroy:
+        click.echo(f"Note: {key} is still in the config: " + (
+            f"the next apply copies origin {origin}'s files to it again (rsync skips those already there)."
+            if origin else "the next plan takes it for a new replica (remove it from the config if it is retired)."),
+            err=True)
+    if not allow_destroy:
+        click.echo("Nothing was forgotten: forgetting is destructive for the state; run again with "
+                   "--allow-destroy.", err=True)
+        raise SystemExit(2)
+
+
 @click.group("inventory")
 def inventory_group() -> None:
     """The file inventory (as of the last plan or apply)."""
@@ -242,9 +291,7 @@ def inventory_verify(app: Any, replica_key: str | None, budget: str | None, lock
     sha256 with the origin's, repair corrupt ones. Exit 1 when a copy could not be verified or repaired."""
     from pydantic import TypeAdapter
 
-    from reconciler.engine.actions import Action
     from reconciler.errors import ConfigError, ReconcilerError
-    from reconciler.kinds.replicas.diff import scrub_precondition
     from reconciler.state import lock
     from reconciler.units import Size, parse_duration
 
@@ -273,18 +320,25 @@ def inventory_verify(app: Any, replica_key: str | None, budget: str | None, lock
                     failed += 1
                     continue
                 with app.store.engine.begin() as connection:
-                    due = inventory.scrub_due(connection, key, origin, inventory.now_utc(), remaining)
-                if remaining is not None:
-                    remaining = max(0, remaining - sum(due.sizes))
-                if not due.paths:
-                    continue
-                action = Action.create(address=replica_address(key), kind="scrub", reason="inventory verify",
-                                       precondition=scrub_precondition(key, origin, due),
-                                       details={"origin": origin, "files": due.paths, "bytes": sum(due.sizes)})
+                    staged = inventory.stage_scrub(connection, key, origin, inventory.now_utc(), remaining)
                 try:
-                    click.echo(f"{replica_address(key)} ({origin}): {kind.apply(action, ctx)}")
+                    if remaining is not None:
+                        remaining = max(0, remaining - staged.bytes)
+                    if not staged.copies:
+                        continue
+                    outcome = kind.scrub_copies(ctx, key, origin, inventory.staged_paths(app.store.engine,
+                                                                                          staged.scan_id))
+                    click.echo(f"{replica_address(key)} ({origin}): {outcome.text()}")
+                    if outcome.failed:
+                        click.echo(f"Error: {replica_address(key)}: {outcome.failed:,} copies are corrupt and could "
+                                   f"not be repaired (e.g. {', '.join(outcome.failed_paths)}): no good copy to "
+                                   "repair them from", err=True)
+                        failed += 1
                 except ReconcilerError as error:
                     click.echo(f"Error: {error}", err=True)
                     failed += 1
+                finally:
+                    with app.store.engine.begin() as connection:
+                        inventory.drop_scan(connection, staged.scan_id)
     if failed:
         raise SystemExit(1)

@@ -21,24 +21,36 @@ from reconciler.providers.process import KilledBySignal, Streamed, require
 
 MISSING_SHA256SUM = 97  # the remote script's exit when sha256sum is not on the host's PATH
 BLOCK = 1 << 20
+HASH_SLICE = 64  # files per task of the hashing threads
 
 
 def _hash_one(path: bytes) -> str | None:
     try:
         with open(path, "rb", buffering=0) as stream:
-            return hashlib.file_digest(stream, "sha256").hexdigest()  # releases the GIL while hashing
+            digest = hashlib.sha256()
+            while block := stream.read(BLOCK):  # a small file: one read, and one that finds the end
+                digest.update(block)  # releases the GIL for large blocks
+            return digest.hexdigest()
     except OSError:
         return None
 
 
+def _hash_many(paths: list[bytes]) -> list[str | None]:
+    return [_hash_one(path) for path in paths]
+
+
 def hash_local(root: str, names: list[bytes], jobs: int = 2) -> dict[bytes, str | None]:
-    """sha256 of each ``root/name`` (names relative, as bytes), ``jobs`` files at a time."""
+    """sha256 of each ``root/name`` (names relative, as bytes), ``jobs`` threads at a time.
+    The threads take the files ``HASH_SLICE`` at a time: one task per small file costs more
+    than hashing it."""
     top = os.fsencode(root)
     full = [os.path.join(top, name) for name in names]
     if jobs <= 1 or len(names) < 2:
         return {name: _hash_one(path) for name, path in zip(names, full, strict=True)}
+    slices = [full[start:start + HASH_SLICE] for start in range(0, len(full), HASH_SLICE)]
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sha256") as pool:
-        return dict(zip(names, pool.map(_hash_one, full), strict=True))
+        digests = [digest for part in pool.map(_hash_many, slices) for digest in part]
+    return dict(zip(names, digests, strict=True))
 
 
 def remote_script(root: str) -> str:

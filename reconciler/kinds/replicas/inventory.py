@@ -149,6 +149,15 @@ def add_integrity_columns(connection: Connection) -> None:
                             "ON replica_copies (replica, checked_at)"))
 
 
+def add_device_column(connection: Connection) -> None:
+    """Schema 3 -> 4: the device identity of a replica's root beside its marker id (NULL until
+    the next run records it). A column already there is kept."""
+    from sqlalchemy import inspect
+
+    if "device" not in {found["name"] for found in inspect(connection).get_columns("replica_status")}:
+        connection.execute(text("ALTER TABLE replica_status ADD COLUMN device VARCHAR"))
+
+
 def origin_status(connection: Connection, origin: str) -> OriginStatus:
     table = OriginStatus.__table__  # type: ignore[attr-defined]
     row = connection.execute(select(table).where(table.c.origin == origin)).mappings().first()
@@ -522,6 +531,15 @@ def holds_copies(connection: Connection, replica: str) -> bool:
                               {"r": replica}).first() is not None
 
 
+def marker_owner(connection: Connection, marker_id: str | None, replica: str) -> str | None:
+    """The replica other than ``replica`` whose marker id the state records as ``marker_id``."""
+    if marker_id is None:
+        return None
+    row = connection.execute(text("SELECT replica FROM replica_status WHERE marker_id = :m AND replica <> :r"),
+                             {"m": marker_id, "r": replica}).first()
+    return row[0] if row else None
+
+
 def set_replica_fields(connection: Connection, replica: str, **values: Any) -> None:
     put_row(connection, ReplicaStatus.__table__, {"replica": replica}, values)  # type: ignore[attr-defined]
 
@@ -637,6 +655,77 @@ def scrub_due(connection: Connection, replica: str, origin: str, due_before: dat
     return ScrubFacts(picked, sizes, corrupt, unverified, due, due_bytes)
 
 
+class StagedScrub(NamedTuple):
+    """A scrub's copies, put in the scratch table (``scan_id``) rather than in memory: how many
+    and their bytes, of them corrupt and never verified, and the copies due in all."""
+
+    scan_id: str
+    copies: int
+    bytes: int
+    corrupt: int
+    unverified: int
+    due: int
+    due_bytes: int
+
+
+def stage_scrub(connection: Connection, replica: str, origin: str, due_before: datetime | None,
+                budget: int | None) -> StagedScrub:
+    """``scrub_due`` for a scrub of any size: the copies to read go, in the order they are read,
+    into the scratch table in one INSERT ... SELECT (set-based; nothing per copy in Python),
+    to be read back ``SCRUB_BLOCK`` at a time by ``staged_paths``. With ``budget``, the copies
+    taken are those in order while the running total of bytes stays within it (at least one).
+    The caller drops the scratch rows (``drop_scan``); a killed run's are swept later."""
+    scan_id = new_scan_id()
+    due_sql = "OR c.checked_at < :due" if due_before is not None else ""
+    parameters: dict[str, object] = {"replica": replica, "origin": origin, "scan": scan_id}
+    if due_before is not None:
+        parameters["due"] = due_before
+    ranked = f"""
+        SELECT f.path AS path, c.size AS size, c.checked_at AS checked_at,
+               CASE WHEN c.corrupt_since IS NOT NULL THEN 0 WHEN c.checked_at IS NULL THEN 1 ELSE 2 END AS rank
+        FROM replica_copies c JOIN origin_files f ON f.id = c.file_id
+        WHERE c.replica = :replica AND f.origin = :origin AND c.size = f.size AND c.mtime_ns = f.mtime_ns
+          AND (c.checked_at IS NULL {due_sql})
+    """
+    order = "rank, checked_at, path"
+    picked = ""
+    if budget is not None:
+        parameters["budget"] = budget
+        picked = "WHERE running <= :budget OR number = 1"
+    connection.execute(text(f"""
+        INSERT INTO scan_entries (scan_id, entry_type, path, dir, size, mtime_ns)
+        SELECT :scan, 'v', path, '', size, rank FROM (
+            SELECT path, size, rank, checked_at,
+                   SUM(size) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING) AS running,
+                   ROW_NUMBER() OVER (ORDER BY {order}) AS number
+            FROM ({ranked}) AS ranked) AS due
+        {picked}
+        ORDER BY {order}
+    """), parameters)
+    due, due_bytes = connection.execute(text(f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM ({ranked}) AS ranked"),
+                                        parameters).one()
+    count, size, corrupt, unverified = connection.execute(text(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN mtime_ns = 0 THEN 1 ELSE 0 END), 0), "
+        "COALESCE(SUM(CASE WHEN mtime_ns = 1 THEN 1 ELSE 0 END), 0) FROM scan_entries WHERE scan_id = :scan"),
+        parameters).one()
+    return StagedScrub(scan_id, int(count), int(size), int(corrupt), int(unverified), int(due), int(due_bytes))
+
+
+def staged_paths(engine: Any, scan_id: str, block: int = CHUNK) -> Iterator[list[str]]:
+    """The paths ``stage_scrub`` put in the scratch table, in order, ``block`` at a time, each
+    block read in a short transaction of its own (the scrub records its results between)."""
+    last = 0
+    while True:
+        with engine.begin() as connection:
+            rows = connection.execute(text(
+                "SELECT id, path FROM scan_entries WHERE scan_id = :scan AND id > :last ORDER BY id "
+                f"LIMIT {int(block)}"), {"scan": scan_id, "last": last}).all()
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield [path for _, path in rows]
+
+
 def next_scrub_due(connection: Connection, replica: str) -> datetime | None:
     """The oldest verification time of the copies on ``replica`` (None when none is verified)."""
     from sqlalchemy import func
@@ -692,3 +781,62 @@ def good_copies(connection: Connection, origin: str, files: list[str], exclude: 
         return found
     finally:
         drop_scan(connection, scan_id)
+
+
+# --- forgetting a retired or lost replica -----------------------------------------------------
+
+
+class Forgotten(NamedTuple):
+    """What the state records of one replica (optionally for one origin): its copies and their
+    bytes, its (replica, origin) completeness rows, whether its status row (marker id, device,
+    offline time, last sync) goes too, and how many files gone, trimmed or known only from a
+    replica have no other recorded copy (after the forget the state knows of no copy of them)."""
+
+    copies: int
+    bytes: int
+    origins: list[str]
+    pairs: int
+    status: bool
+    marker_id: str | None
+    only_copies: int
+
+
+def known_replicas(connection: Connection) -> list[str]:
+    """Every replica key the state records anything about."""
+    rows = connection.execute(text(
+        "SELECT replica FROM replica_status UNION SELECT DISTINCT replica FROM replica_copies "
+        "UNION SELECT replica FROM replica_pair_status ORDER BY 1"))
+    return [row[0] for row in rows]
+
+
+def forget_replica(connection: Connection, replica: str, origin: str | None, apply: bool) -> Forgotten:
+    """The state's records of ``replica`` (only those of ``origin`` when given), counted and, with
+    ``apply``, deleted: its copies, its completeness rows and, without ``origin``, its status row.
+    Set-based: a million copies are three statements, not a million objects. Touches no file."""
+    parameters: dict[str, object] = {"r": replica, "o": origin, "true": True}
+    in_origin = " AND c.file_id IN (SELECT id FROM origin_files WHERE origin = :o)" if origin else ""
+    copies, size = connection.execute(text(
+        f"SELECT COUNT(*), COALESCE(SUM(c.size), 0) FROM replica_copies c WHERE c.replica = :r{in_origin}"),
+        parameters).one()
+    origins = [row[0] for row in connection.execute(text(
+        "SELECT DISTINCT f.origin FROM replica_copies c JOIN origin_files f ON f.id = c.file_id "
+        f"WHERE c.replica = :r{in_origin} ORDER BY 1"), parameters)]
+    only = connection.execute(text(
+        "SELECT COUNT(*) FROM replica_copies c JOIN origin_files f ON f.id = c.file_id "
+        f"WHERE c.replica = :r{in_origin} "
+        "AND (f.gone_since IS NOT NULL OR f.trimmed_at IS NOT NULL OR f.from_replica = :true) "
+        "AND NOT EXISTS (SELECT 1 FROM replica_copies o WHERE o.file_id = c.file_id AND o.replica <> :r)"),
+        parameters).scalar() or 0
+    pair_filter = "replica = :r" + (" AND origin = :o" if origin else "")
+    pairs = connection.execute(text(f"SELECT COUNT(*) FROM replica_pair_status WHERE {pair_filter}"),
+                               parameters).scalar() or 0
+    status = connection.execute(text("SELECT marker_id FROM replica_status WHERE replica = :r"), parameters).first()
+    drops_status = status is not None and origin is None
+    if apply:
+        connection.execute(text(f"DELETE FROM replica_copies WHERE replica = :r"
+                                f"{in_origin.replace('c.file_id', 'file_id')}"), parameters)
+        connection.execute(text(f"DELETE FROM replica_pair_status WHERE {pair_filter}"), parameters)
+        if drops_status:
+            connection.execute(text("DELETE FROM replica_status WHERE replica = :r"), parameters)
+    return Forgotten(int(copies), int(size), origins, int(pairs), drops_status,
+                     status[0] if status is not None else None, int(only))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import accumulate
 from pathlib import Path
@@ -91,6 +92,28 @@ def _counted(entries: Iterable[Entry], label: str, progress: Progress, every: in
         progress(label, files, files)
 
 
+SCRUB_BATCH = 20_000  # copies a scrub reads, compares and records at a time
+
+
+@dataclass
+class ScrubOutcome:
+    """What a scrub found, added up over its batches."""
+
+    read: int = 0
+    bytes: int = 0
+    verified: int = 0
+    repaired: int = 0
+    elsewhere: int = 0  # of the repaired, from another replica
+    unknown: int = 0  # not verifiable: the origin's sha256 is unknown
+    failed: int = 0  # corrupt and not repaired
+    failed_paths: list[str] = field(default_factory=list)  # the first few
+
+    def text(self) -> str:
+        return (f"read {self.read:,} copies ({self.bytes:,} bytes): {self.verified:,} verified"
+                + (f", {self.repaired:,} corrupt and repaired" if self.repaired else "")
+                + (f" ({self.elsewhere:,} from another replica)" if self.elsewhere else "")
+                + (f", {self.unknown:,} not verifiable (the origin's sha256 is unknown)" if self.unknown else ""))
+
 class ReplicasKind(Kind):
     name = "replicas"
     address_prefix = "replica"
@@ -104,8 +127,9 @@ class ReplicasKind(Kind):
         "ssh": (SshSection, Field(default_factory=SshSection, description=SshSection.__doc__)),
     }
     tables = [OriginFile, ReplicaCopy, ScannedDir, OriginStatus, ReplicaStatus, PairStatus, ScanEntry]
-    schema_version = 3
-    migrations = {1: inventory.add_directory_digests, 2: inventory.add_integrity_columns}
+    schema_version = 4
+    migrations = {1: inventory.add_directory_digests, 2: inventory.add_integrity_columns,
+                  3: inventory.add_device_column}
 
     # --- config -------------------------------------------------------------------------------
 
@@ -304,9 +328,15 @@ class ReplicasKind(Kind):
             status = inventory.replica_status(connection, key)
             holds = inventory.holds_copies(connection, key)
         found = marker.probe(location, ssh, origins)
+        if found.marker is not None and found.marker != status.marker_id:
+            with ctx.state.engine.begin() as connection:
+                owner = inventory.marker_owner(connection, found.marker, key)
+        else:
+            owner = None
         # The path alone: the address names the host (and a second ssh:// URL on one line
         # can read as a password to the redaction of plans).
-        judged = marker.judge(found, location.path, status.marker_id, holds, replica.removable)
+        judged = marker.judge(found, location.path, status.marker_id, holds, replica.removable,
+                              status.device, owner)
         if judged.state == "error":
             raise ObserveError(judged.message)
         now = inventory.now_utc()
@@ -324,6 +354,8 @@ class ReplicasKind(Kind):
                 updates["offline_since"] = None
             if judged.adopt:
                 updates["marker_id"] = judged.adopt
+            if judged.device:
+                updates["device"] = judged.device
             if updates:
                 inventory.set_replica_fields(connection, key, **updates)
         if judged.write_marker and holds:
@@ -494,7 +526,9 @@ class ReplicasKind(Kind):
         label = f"copy {action.address} from {origin_name}"
         self._ensure_marker(ctx, replica, destination, ssh)
         checksums = origin.checksum == "sha256"
-        expected = self._origin_hashes(ctx, origin_name, origin, files, ssh) if checksums else {}
+        if checksums:  # hashed (and recorded) before the copy, a batch at a time; read back below
+            for start in range(0, len(files), SCRUB_BATCH):
+                self._origin_hashes(ctx, origin_name, origin, files[start:start + SCRUB_BATCH], ssh)
         all_copied: list[str] = []
 
         bytes_total = action.details.get("bytes")
@@ -523,8 +557,13 @@ class ReplicasKind(Kind):
             def again(bad: list[str]) -> None:
                 self._rsync(origin.location, destination, origin_name, ssh, bad, replica_config, ignore_times=True)
 
-            verified, repaired, failed = self._verify(ctx, replica, destination, origin_name, all_copied, expected,
-                                                      ssh, again)
+            verified = repaired = 0
+            failed: list[str] = []
+            for start in range(0, len(all_copied), SCRUB_BATCH):  # the memory of a batch, never of all
+                chunk = all_copied[start:start + SCRUB_BATCH]
+                expected = self._origin_hashes(ctx, origin_name, origin, chunk, ssh)
+                good, fixed, bad = self._verify(ctx, replica, destination, origin_name, chunk, expected, ssh, again)
+                verified, repaired, failed = verified + good, repaired + fixed, failed + bad
             again_text = f" ({repaired:,} after copying again)" if repaired else ""
             checked = f"; {verified:,} verified by sha256{again_text}"
             if failed:
@@ -546,20 +585,29 @@ class ReplicasKind(Kind):
     # --- integrity: the marker, checksums, the scrub ---------------------------------------------
 
     def _ensure_marker(self, ctx: RunContext, key: str, location: Location, ssh: SshSettings) -> None:
-        """Before anything is written to a replica: its root holds the marker the state records
-        (else ApplyError: an unmounted disk is never filled), or, for a replica whose marker is
-        not recorded yet, write one (atomically) and record it."""
+        """Before anything is written to a replica: its root holds the marker the state records,
+        on the file system the state records (else ApplyError: an unmounted disk, or another
+        disk holding a copy of the marker, is never filled), or, for a replica whose marker is
+        not recorded yet, write one (atomically) and record it with the root's device identity."""
         with ctx.state.engine.begin() as connection:
-            recorded = inventory.replica_status(connection, key).marker_id
-        if recorded is None:
-            found = marker.write(location, ssh, marker.new_id())
-            with ctx.state.engine.begin() as connection:
-                inventory.set_replica_fields(connection, key, marker_id=found)
-            return
+            status = inventory.replica_status(connection, key)
         probe = marker.probe(location, ssh, [])
-        if not probe.present or probe.marker != recorded:
+        if status.marker_id is None:
+            found = marker.write(location, ssh, marker.new_id(), probe.device)
+            with ctx.state.engine.begin() as connection:
+                inventory.set_replica_fields(connection, key, marker_id=found, device=probe.device)
+            return
+        if not probe.present or probe.marker is None:
             raise ApplyError(f"{replica_address(key)}: {location} no longer holds its replica marker "
-                             f"{marker.MARKER} (id {recorded}): unmounted? Nothing was written")
+                             f"{marker.MARKER} (id {status.marker_id}): unmounted? Nothing was written")
+        with ctx.state.engine.begin() as connection:
+            owner = inventory.marker_owner(connection, probe.marker, key)
+        problem = marker.check(probe, str(location), status.marker_id, status.device, owner)
+        if problem is not None:
+            raise ApplyError(f"{replica_address(key)}: {problem}. Nothing was written")
+        if status.device is None and probe.device is not None:
+            with ctx.state.engine.begin() as connection:
+                inventory.set_replica_fields(connection, key, device=probe.device)
 
     def _origin_hashes(self, ctx: RunContext, origin_name: str, origin: OriginConfig, files: list[str],
                        ssh: SshSettings) -> dict[str, inventory.Expected]:
@@ -627,49 +675,68 @@ class ReplicasKind(Kind):
     def scrub(self, action: Action, ctx: RunContext) -> str:
         """Re-read copies where they lie; repair corrupt ones from the origin or, when the origin
         no longer has the file, from another replica whose copy is verified."""
-        desired = ctx.desired
         key = action.address.split(":", 1)[1]
-        origin_name, origin = self._origin_of(action, desired)
+        origin_name, _ = self._origin_of(action, ctx.desired)
         files: list[str] = action.details["files"]
+        outcome = self.scrub_copies(ctx, key, origin_name, (files[start:start + SCRUB_BATCH]
+                                                            for start in range(0, len(files), SCRUB_BATCH)))
+        if outcome.failed:
+            raise ApplyError(f"{action.address}: {outcome.text()}; {outcome.failed:,} copies are corrupt and could "
+                             f"not be repaired (e.g. {', '.join(outcome.failed_paths)}): no good copy to repair "
+                             "them from")
+        return outcome.text()
+
+    def scrub_copies(self, ctx: RunContext, key: str, origin_name: str, batches: Iterable[list[str]]
+                     ) -> ScrubOutcome:
+        """Re-read the copies of ``origin_name``'s files on replica ``key``, batch by batch (the
+        memory of a batch, never of all: a million copies are fifty batches), repairing corrupt
+        ones; ``inventory verify`` streams its batches from the state. Raises ApplyError when
+        the replica's marker is wrong or a host cannot be reached."""
+        desired = ctx.desired
+        origin = desired.origins[origin_name]
         destination = replica_location(key, ctx.base_dir)
         replica_config = desired.replicas.get(key) or ReplicaConfig()
         others = {other: replica_location(other, ctx.base_dir) for other in desired.replicas if other != key}
         ssh = connections.shared(desired.ssh.settings(), [origin.location, destination, *others.values()])
         self._ensure_marker(ctx, key, destination, ssh)
-        expected = self._origin_hashes(ctx, origin_name, origin, files, ssh)
-        sources: dict[str, str] = {}
+        outcome = ScrubOutcome()
+        for files in batches:
+            expected = self._origin_hashes(ctx, origin_name, origin, files, ssh)
+            sources: dict[str, str] = {}
 
-        def repair(bad: list[str]) -> None:
-            from_origin = [path for path in bad if expected[path].present]
-            if from_origin:
-                self._rsync(origin.location, destination, origin_name, ssh, from_origin, replica_config, True)
-            elsewhere = [path for path in bad if not expected[path].present]
-            if not elsewhere:
-                return
-            with ctx.state.engine.begin() as connection:
-                good = inventory.good_copies(connection, origin_name, elsewhere, exclude=key)
-            by_source: dict[str, list[str]] = {}
-            for path in elsewhere:
-                usable = [other for other in good.get(path, []) if other in others]
-                if usable:
-                    by_source.setdefault(usable[0], []).append(path)
-                    sources[path] = usable[0]
-            for other, chosen in by_source.items():
-                source = others[other]
-                source = Location(source.path.rstrip("/") + "/" + origin_name, source.host, source.user, source.port)
-                self._rsync(source, destination, origin_name, ssh, chosen, replica_config, True)
+            def repair(bad: list[str], expected: dict[str, inventory.Expected] = expected,
+                       sources: dict[str, str] = sources) -> None:
+                from_origin = [path for path in bad if expected[path].present]
+                if from_origin:
+                    self._rsync(origin.location, destination, origin_name, ssh, from_origin, replica_config, True)
+                elsewhere = [path for path in bad if not expected[path].present]
+                if not elsewhere:
+                    return
+                with ctx.state.engine.begin() as connection:
+                    good = inventory.good_copies(connection, origin_name, elsewhere, exclude=key)
+                by_source: dict[str, list[str]] = {}
+                for path in elsewhere:
+                    usable = [other for other in good.get(path, []) if other in others]
+                    if usable:
+                        by_source.setdefault(usable[0], []).append(path)
+                        sources[path] = usable[0]
+                for other, chosen in by_source.items():
+                    source = others[other]
+                    source = Location(source.path.rstrip("/") + "/" + origin_name, source.host, source.user,
+                                      source.port)
+                    self._rsync(source, destination, origin_name, ssh, chosen, replica_config, True)
 
-        verified, repaired, failed = self._verify(ctx, key, destination, origin_name, files, expected, ssh, repair)
-        unknown = len(files) - verified - len(failed)
-        read_bytes = sum(expected[path].size for path in files if path in expected)
-        text = (f"read {len(files):,} copies ({read_bytes:,} bytes): {verified:,} verified"
-                + (f", {repaired:,} corrupt and repaired" if repaired else "")
-                + (f" ({sum(1 for path in sources if path not in failed):,} from another replica)" if sources else "")
-                + (f", {unknown:,} not verifiable (the origin's sha256 is unknown)" if unknown else ""))
-        if failed:
-            raise ApplyError(f"{action.address}: {text}; {len(failed):,} copies are corrupt and could not be "
-                             f"repaired (e.g. {', '.join(failed[:3])}): no good copy to repair them from")
-        return text
+            verified, repaired, failed = self._verify(ctx, key, destination, origin_name, files, expected, ssh,
+                                                      repair)
+            outcome.read += len(files)
+            outcome.bytes += sum(expected[path].size for path in files if path in expected)
+            outcome.verified += verified
+            outcome.repaired += repaired
+            outcome.elsewhere += sum(1 for path in sources if path not in failed)
+            outcome.unknown += len(files) - verified - len(failed)
+            outcome.failed += len(failed)
+            outcome.failed_paths += failed[:3 - len(outcome.failed_paths)]
+        return outcome
 
     @executor("trim")
     def trim_origin(self, action: Action, ctx: RunContext) -> str:

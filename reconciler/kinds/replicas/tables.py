@@ -82,6 +82,7 @@ class ReplicaStatus(SQLModel, table=True):
     last_sync: datetime | None = None
     last_verify: datetime | None = None
     marker_id: str | None = None  # the id in <root>/.reconciler-replica, written by the first copy
+    device: str | None = None  # the root's file system identity (marker.local_device) when the marker was seen
     offline_since: datetime | None = None  # a removable replica's root was first found absent then
 
 
