@@ -28,10 +28,10 @@ from typing import Any
 
 from sqlmodel import select
 
-from reconciler.engine.actions import Action, AddressMessage
+from reconciler.engine.actions import Action, AddressMessage, Details
 from reconciler.engine.kind import Diff, RunContext
 from reconciler.errors import ApplyError
-from reconciler.kinds.instances.migration import migration_address, new_path
+from reconciler.kinds.instances.migration import ImportedFrom, InstancePair, migration_address, new_path
 from reconciler.kinds.instances.tables import CopiedDatabase, MigratedProject
 from reconciler.providers.cryosparc import model, rollback
 from reconciler.providers.cryosparc.copy import summarize_tree
@@ -66,6 +66,36 @@ class DatabaseMigrationFacts:
     copy_done: bool = False
     newer: str | None = None  # source projects changed after the copy (the rollback rule)
     projects: list[DatabaseProject] = field(default_factory=list)
+
+
+class CopyDatabaseDetails(InstancePair):
+    """A ``copy_database``: the source's whole database copied into the target's (alternative A)."""
+
+
+class ProjectStepDetails(InstancePair):
+    """A ``migrate_archive`` (alternative A), and the base of its per-project steps: source
+    project ``uid``, its directory ``source_path`` and the one it ends up in, ``path``."""
+
+    uid: str
+    source_path: str
+    path: str
+
+
+class MovedProjectDetails(ProjectStepDetails):
+    """A ``migrate_copy``, ``repoint``, ``migrate_unarchive`` or ``relock`` of alternative A (a
+    project's steps share one details), with the project's size as observed (None: not measured)."""
+
+    files: int | None
+    bytes: int | None
+
+
+class MigrateCopyDetails(MovedProjectDetails):
+    """How a ``migrate_copy`` is read: alternative A plans it with MovedProjectDetails, alternative B
+    with AttachMigrationDetails (whose attach fields the copy does not use)."""
+
+    new_uid: str | None = None
+    owner_email: str | None = None
+    imported_from: ImportedFrom | None = None
 
 
 def database_address(target: str) -> str:
@@ -116,7 +146,7 @@ def observe_database_migration(desired: Any, target: str, readers: Readers, ctx:
     return facts
 
 
-def _action(address: str, kind: str, reason: str, basis: Any, details: dict[str, Any],
+def _action(address: str, kind: str, reason: str, basis: Any, details: Details,
             depends: list[str]) -> Action:
     return Action.create(address=address, kind=kind, reason=reason, facts=basis, details=details, depends_on=depends)
 
@@ -126,7 +156,7 @@ def diff_database_migration(facts: DatabaseMigrationFacts) -> Diff:
     diff = Diff()
     database = database_address(facts.target)
     basis = asdict(facts)
-    base = {"source": facts.source, "target": facts.target}
+    base = CopyDatabaseDetails(source=facts.source, target=facts.target)
     if not facts.copy_done:
         if facts.target_uids:
             diff.errors.append(AddressMessage(address=database, message=(
@@ -149,7 +179,8 @@ def diff_database_migration(facts: DatabaseMigrationFacts) -> Diff:
                 archives.append(_action(
                     migration_address(facts.target, project.uid), "migrate_archive",
                     f"archive {project.uid} on {facts.source} before its path changes to {project.path}", basis,
-                    {**base, "uid": project.uid, "source_path": project.source_path, "path": project.path}, []))
+                    ProjectStepDetails(source=facts.source, target=facts.target, uid=project.uid,
+                                       source_path=project.source_path, path=project.path), []))
         diff.actions.extend(archives)
         diff.actions.append(_action(database, "copy_database",
                                     f"copy {facts.source}'s database into {facts.target}'s (a consistent snapshot)",
@@ -164,8 +195,9 @@ def diff_database_migration(facts: DatabaseMigrationFacts) -> Diff:
         if project.detached:
             continue
         address = migration_address(facts.target, project.uid)
-        details = {**base, "uid": project.uid, "source_path": project.source_path, "path": project.path,
-                   "files": project.files, "bytes": project.bytes}
+        details = MovedProjectDetails(source=facts.source, target=facts.target, uid=project.uid,
+                                      source_path=project.source_path, path=project.path, files=project.files,
+                                      bytes=project.bytes)
         chain: list[Action] = []
         depends = [database]
         moved = project.target is not None and project.target["project_dir"] == project.path

@@ -13,10 +13,13 @@ are attached to owners and lanes that exist).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from reconciler.engine.actions import Action, AddressMessage
+from reconciler.engine.actions import Action, AddressMessage, Details
 from reconciler.engine.kind import Diff
+
+Role = Literal["user", "admin"]
+UserField = Literal["role", "first_name", "last_name", "name"]  # what update_user may set
 
 
 @dataclass
@@ -28,7 +31,7 @@ class UserFacts:
     first_name: str
     last_name: str
     name_declared: bool
-    role: str | None  # None: not declared (new accounts are "user"; existing ones keep theirs)
+    role: Role | None  # None: not declared (new accounts are "user"; existing ones keep theirs)
     password_env: str | None
     password_set: bool  # the environment variable is set (its value is never read here)
     user_id: str | None = None  # None: no such user on the instance
@@ -67,6 +70,63 @@ class InstanceFacts:
     database_migration: Any = None  # DatabaseMigrationFacts with migration = "database"
 
 
+class UserDetails(Details):
+    """A login on an instance, by email (the base of the user actions)."""
+
+    instance: str
+    email: str
+
+
+class CreateUserDetails(UserDetails):
+    """A ``create_user``: the new login's names and role, and ``password_env``, the name of the
+    environment variable holding its first password (read when it runs; never the password)."""
+
+    username: str
+    first_name: str
+    last_name: str
+    role: Role
+    password_env: str
+
+
+class UpdateUserDetails(UserDetails):
+    """An ``update_user``: the fields of the login ``user_id`` that differ, with their new values."""
+
+    user_id: str
+    changes: dict[UserField, str]
+
+
+class RemoveUserDetails(UserDetails):
+    """A ``remove_user``: the login ``user_id``, declared absent (destructive)."""
+
+    user_id: str
+
+
+class LaneDetails(Details):
+    """A ``remove_lane`` (destructive; its targets go with it), and the base of the lane actions:
+    lane ``lane`` on ``instance``."""
+
+    instance: str
+    lane: str
+
+
+class PutLaneDetails(LaneDetails):
+    """A ``put_lane``: the lane document the config asks for (created, or replacing the stored one)."""
+
+    lane_doc: dict[str, Any]
+
+
+class TargetDetails(LaneDetails):
+    """A ``remove_target`` (destructive): target ``target`` of the lane."""
+
+    target: str
+
+
+class PutTargetDetails(TargetDetails):
+    """A ``put_target``: the target's managed fields as the config asks for them."""
+
+    target_doc: dict[str, Any]
+
+
 def user_address(instance: str, email: str) -> str:
     return f"user:{instance}/{email}"
 
@@ -75,11 +135,11 @@ def lane_address(instance: str, lane: str) -> str:
     return f"lane:{instance}/{lane}"
 
 
-def _changes(facts: UserFacts) -> dict[str, str]:
-    wanted = {"role": facts.role} if facts.role else {}
+def _changes(facts: UserFacts) -> dict[UserField, str]:
+    wanted: dict[UserField, str] = {"role": facts.role} if facts.role else {}
     if facts.name_declared:
-        wanted.update(first_name=facts.first_name, last_name=facts.last_name,
-                      name=" ".join(part for part in (facts.first_name, facts.last_name) if part))
+        wanted["first_name"], wanted["last_name"] = facts.first_name, facts.last_name
+        wanted["name"] = " ".join(part for part in (facts.first_name, facts.last_name) if part)
     return {key: value for key, value in wanted.items() if facts.actual.get(key) != value}
 
 
@@ -87,7 +147,6 @@ def diff_user(facts: UserFacts, before: list[str], after: list[str] | None = Non
     diff = Diff()
     address = user_address(facts.instance, facts.email)
     basis = asdict(facts)
-    base = {"instance": facts.instance, "email": facts.email}
     if facts.absent:
         if facts.user_id is None:
             return diff
@@ -98,7 +157,9 @@ def diff_user(facts: UserFacts, before: list[str], after: list[str] | None = Non
             return diff
         diff.actions.append(Action.create(address=address, kind="remove_user", destructive=True, facts=basis,
                                           reason=f"declared absent: remove the login {facts.email}",
-                                          details={**base, "user_id": facts.user_id}, before=before,
+                                          details=RemoveUserDetails(instance=facts.instance, email=facts.email,
+                                                                    user_id=facts.user_id),
+                                          before=before,
                                           depends_on=after))
         return diff
     if facts.user_id is None:
@@ -116,8 +177,9 @@ def diff_user(facts: UserFacts, before: list[str], after: list[str] | None = Non
             address=address, kind="create_user", facts=basis,
             reason=f"create the login {facts.email} ({facts.username}, {facts.role or 'user'}) with the password from "
                    f"${facts.password_env}",
-            details={**base, "username": facts.username, "first_name": facts.first_name,
-                     "last_name": facts.last_name, "role": facts.role or "user", "password_env": facts.password_env},
+            details=CreateUserDetails(instance=facts.instance, email=facts.email, username=facts.username,
+                                      first_name=facts.first_name, last_name=facts.last_name,
+                                      role=facts.role or "user", password_env=facts.password_env),
             before=before, depends_on=after))
         return diff
     changes = _changes(facts)
@@ -126,7 +188,8 @@ def diff_user(facts: UserFacts, before: list[str], after: list[str] | None = Non
     if changes:
         said = ", ".join(f"{key} {facts.actual.get(key) or '-'} -> {value}" for key, value in sorted(changes.items()))
         diff.actions.append(Action.create(address=address, kind="update_user", facts=basis, reason=said,
-                                          details={**base, "user_id": facts.user_id, "changes": changes},
+                                          details=UpdateUserDetails(instance=facts.instance, email=facts.email,
+                                                                    user_id=facts.user_id, changes=changes),
                                           before=before, depends_on=after))
     return diff
 
@@ -139,7 +202,7 @@ def diff_lane(facts: LaneFacts, before: list[str], after: list[str] | None = Non
     diff = Diff()
     address = lane_address(facts.instance, facts.name)
     basis = asdict(facts)
-    base = {"instance": facts.instance, "lane": facts.name}
+    base = LaneDetails(instance=facts.instance, lane=facts.name)
     if facts.declared is None:
         if facts.actual is None:
             return diff
@@ -161,8 +224,9 @@ def diff_lane(facts: LaneFacts, before: list[str], after: list[str] | None = Non
         return diff
     previous: list[str] = list(after or [])
     if _differs(facts.declared, facts.actual):
-        action = Action.create(address=address, kind="put_lane", facts=basis, details={**base, "lane_doc":
-                                                                                        facts.declared},
+        action = Action.create(address=address, kind="put_lane", facts=basis,
+                               details=PutLaneDetails(instance=facts.instance, lane=facts.name,
+                                                      lane_doc=facts.declared),
                                reason=("create" if facts.actual is None else "update") +
                                f" the {facts.declared['type']} lane {facts.name}", before=before,
                                depends_on=previous)
@@ -174,7 +238,8 @@ def diff_lane(facts: LaneFacts, before: list[str], after: list[str] | None = Non
             if facts.prune_targets:
                 diff.actions.append(Action.create(
                     address=address, kind="remove_target", destructive=True, facts=basis,
-                    details={**base, "target": target.name}, depends_on=previous,
+                    details=TargetDetails(instance=facts.instance, lane=facts.name, target=target.name),
+                    depends_on=previous,
                     reason=f"target {target.name} is not in [lanes.{facts.name}] and prune = true: remove it"))
                 continue
             diff.notes.append(AddressMessage(address=address, message=(
@@ -185,7 +250,8 @@ def diff_lane(facts: LaneFacts, before: list[str], after: list[str] | None = Non
         if _differs(target.declared, target.actual):
             diff.actions.append(Action.create(
                 address=address, kind="put_target", facts=basis, depends_on=previous, before=before,
-                details={**base, "target": target.name, "target_doc": target.declared},
+                details=PutTargetDetails(instance=facts.instance, lane=facts.name, target=target.name,
+                                         target_doc=target.declared),
                 reason=("add" if target.actual is None else "update") + f" target {target.name}"))
     if not any(target.problem is None for target in remaining):
         why = "; ".join(f"{target.name}: {target.problem}" for target in remaining) or "no target would remain"

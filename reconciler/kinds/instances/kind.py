@@ -19,7 +19,25 @@ from reconciler.engine.kind import ConfigPath, Diff, Kind, Observation, RunConte
 from reconciler.engine.memo import Memo
 from reconciler.errors import ApplyError
 from reconciler.kinds.instances.config import LaneConfig, UserConfig, check_instances_kind
-from reconciler.kinds.instances.diff import diff_instance, lane_address, user_address
+from reconciler.kinds.instances.database_migration import (
+    CopyDatabaseDetails,
+    MigrateCopyDetails,
+    MovedProjectDetails,
+    ProjectStepDetails,
+)
+from reconciler.kinds.instances.diff import (
+    CreateUserDetails,
+    LaneDetails,
+    PutLaneDetails,
+    PutTargetDetails,
+    RemoveUserDetails,
+    TargetDetails,
+    UpdateUserDetails,
+    diff_instance,
+    lane_address,
+    user_address,
+)
+from reconciler.kinds.instances.migration import AttachMigrationDetails, MergeLaneDetails, MergeUserDetails
 from reconciler.kinds.instances.observe import involved_instances, observe_instances
 from reconciler.kinds.instances.tables import CopiedDatabase, MigratedProject
 from reconciler.providers.cryosparc import accounts, model, scheduler
@@ -92,8 +110,8 @@ class InstancesKind(Kind):
 
     @executor("create_user")
     def create_user(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        instance, email, variable = details["instance"], details["email"], details["password_env"]
+        details = CreateUserDetails.of(action)
+        instance, email, variable = details.instance, details.email, details.password_env
         password = os.environ.get(variable)
         if not password:
             raise ApplyError(f"the environment variable {variable} (initial_password_env of {email}) is not set; "
@@ -106,58 +124,59 @@ class InstancesKind(Kind):
             if config.driver == "cryosparcm":
                 argv = cryosparcm.createuser_argv(
                     config.cryosparcm, self._major(ctx, instance), email=email, password=password,
-                    username=details["username"], first_name=details["first_name"],
-                    last_name=details["last_name"], admin=details["role"] == "admin")
+                    username=details.username, first_name=details.first_name,
+                    last_name=details.last_name, admin=details.role == "admin")
                 cryosparcm.run_argv(argv, f"cryosparcm createuser --email {email} on {instance}", secret=True)
                 found = accounts.find_user(reader.db, email)
-                if found is not None and accounts.role_of(found) != details["role"]:
-                    accounts.update_user(reader.db, found["_id"], {"role": details["role"]})
+                if found is not None and accounts.role_of(found) != details.role:
+                    accounts.update_user(reader.db, found["_id"], {"role": details.role})
                 return f"created {email} on {instance} with cryosparcm"
             document = accounts.user_document(
-                instance_id=config.instance_id, email=email, username=details["username"],
-                first_name=details["first_name"], last_name=details["last_name"], role=details["role"],
+                instance_id=config.instance_id, email=email, username=details.username,
+                first_name=details.first_name, last_name=details.last_name, role=details.role,
                 password_bcrypt=accounts.meteor_password_hash(password))
             inserted = accounts.insert_user(reader.db, document)
         return f"created {email} on {instance} as {document['_id']}" if inserted else f"{email} exists on {instance}"
 
     @executor("update_user")
     def update_user(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        with open_reader(ctx.desired, details["instance"]) as reader:
-            found = accounts.find_user(reader.db, details["email"])
+        details = UpdateUserDetails.of(action)
+        with open_reader(ctx.desired, details.instance) as reader:
+            found = accounts.find_user(reader.db, details.email)
             if found is None:
-                raise ApplyError(f"{details['email']} is no longer on {details['instance']}; run plan again")
+                raise ApplyError(f"{details.email} is no longer on {details.instance}; run plan again")
             # No documented cryosparcm command sets a name or role: both drivers set the fields.
-            accounts.update_user(reader.db, found["_id"], details["changes"])
-        return "set " + ", ".join(f"{key} = {value}" for key, value in sorted(details["changes"].items()))
+            changes: dict[str, Any] = {key: value for key, value in details.changes.items()}
+            accounts.update_user(reader.db, found["_id"], changes)
+        return "set " + ", ".join(f"{key} = {value}" for key, value in sorted(details.changes.items()))
 
     @executor("remove_user")
     def remove_user(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        with open_reader(ctx.desired, details["instance"]) as reader:
-            found = accounts.find_user(reader.db, details["email"])
+        details = RemoveUserDetails.of(action)
+        with open_reader(ctx.desired, details.instance) as reader:
+            found = accounts.find_user(reader.db, details.email)
             if found is None:
-                return f"{details['email']} was already gone from {details['instance']}"
+                return f"{details.email} was already gone from {details.instance}"
             owned = accounts.owned_projects(reader.db, found["_id"])
             if owned:
-                raise ApplyError(f"refusing to remove {details['email']}: it now owns {', '.join(owned)}")
+                raise ApplyError(f"refusing to remove {details.email}: it now owns {', '.join(owned)}")
             # No documented cryosparcm command removes a user: both drivers remove the document.
             accounts.remove_user(reader.db, found["_id"])
-        return f"removed the login {details['email']} from {details['instance']}"
+        return f"removed the login {details.email} from {details.instance}"
 
     @executor("put_lane")
     def put_lane(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        config = ctx.desired.instances[details["instance"]]
-        lane = ctx.desired.lanes[details["lane"]]
+        details = PutLaneDetails.of(action)
+        config = ctx.desired.instances[details.instance]
+        lane = ctx.desired.lanes[details.lane]
         if config.driver == "cryosparcm" and lane.type == "cluster":
-            return self._cluster_connect(ctx, details["instance"], details["lane"], lane)
-        with open_reader(ctx.desired, details["instance"]) as reader:
-            exists = any(item["name"] == details["lane"] for item in scheduler.lanes(reader.db))
+            return self._cluster_connect(ctx, details.instance, details.lane, lane)
+        with open_reader(ctx.desired, details.instance) as reader:
+            exists = any(item["name"] == details.lane for item in scheduler.lanes(reader.db))
             if config.driver == "cryosparcm" and config.master_hostname and not exists:
-                return f"lane {details['lane']} is created by its first worker's `cryosparcw connect --newlane`"
-            scheduler.put_lane(reader.db, details["lane_doc"])
-        return f"lane {details['lane']} is in place on {details['instance']}"
+                return f"lane {details.lane} is created by its first worker's `cryosparcw connect --newlane`"
+            scheduler.put_lane(reader.db, dict(details.lane_doc))
+        return f"lane {details.lane} is in place on {details.instance}"
 
     def _cluster_connect(self, ctx: RunContext, instance: str, name: str, lane: LaneConfig) -> str:
         """``cryosparcm cluster connect`` in a directory holding the lane's two files (the command
@@ -176,38 +195,37 @@ class InstancesKind(Kind):
 
     @executor("put_target")
     def put_target(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        config = ctx.desired.instances[details["instance"]]
-        target = dict(details["target_doc"])
+        details = PutTargetDetails.of(action)
+        config = ctx.desired.instances[details.instance]
+        target = dict(details.target_doc)
         if config.driver == "cryosparcm" and target.get("type") == "cluster":
-            return self._cluster_connect(ctx, details["instance"], details["lane"],
-                                         ctx.desired.lanes[details["lane"]])
+            return self._cluster_connect(ctx, details.instance, details.lane, ctx.desired.lanes[details.lane])
         if config.driver == "cryosparcm" and target.get("type") == "node" and config.master_hostname:
             return self._worker_connect(ctx, details, target)
         # Node targets otherwise: reconciler writes the target's managed fields and keeps the slots
         # `cryosparcw connect --update` detected on the worker.
-        with open_reader(ctx.desired, details["instance"]) as reader:
-            if not any(lane["name"] == details["lane"] for lane in scheduler.lanes(reader.db)):
-                raise ApplyError(f"lane {details['lane']} is not on {details['instance']}; run plan again")
+        with open_reader(ctx.desired, details.instance) as reader:
+            if not any(lane["name"] == details.lane for lane in scheduler.lanes(reader.db)):
+                raise ApplyError(f"lane {details.lane} is not on {details.instance}; run plan again")
             scheduler.put_target(reader.db, target)
-        return f"target {details['target']} of lane {details['lane']} is in place on {details['instance']}"
+        return f"target {details.target} of lane {details.lane} is in place on {details.instance}"
 
-    def _worker_connect(self, ctx: RunContext, details: dict[str, Any], target: dict[str, Any]) -> str:
+    def _worker_connect(self, ctx: RunContext, details: PutTargetDetails, target: dict[str, Any]) -> str:
         """`cryosparcw connect` on the worker over ssh (v4), or `cryosparcm worker connect` (v5)."""
         import shlex
 
         from reconciler.kinds.instances.observe import ssh_settings
 
-        instance = details["instance"]
+        instance = details.instance
         config = ctx.desired.instances[instance]
         major = self._major(ctx, instance)
         with open_reader(ctx.desired, instance) as reader:
             known = {item["name"] for item in scheduler.targets(reader.db)}
-            new_lane = not any(item["name"] == details["lane"] for item in scheduler.lanes(reader.db))
+            new_lane = not any(item["name"] == details.lane for item in scheduler.lanes(reader.db))
         worker_path = str(target["worker_bin_path"]).rsplit("/bin/cryosparcw", 1)[0]
         argv = cryosparcm.worker_connect_argv(
             worker_path, major, config.cryosparcm, hostname=target["hostname"], master=str(config.master_hostname),
-            port=config.base_port, lane=details["lane"], new_lane=new_lane, ssh_str=target["ssh_str"],
+            port=config.base_port, lane=details.lane, new_lane=new_lane, ssh_str=target["ssh_str"],
             ssd_path=target.get("cache_path"), ssd_quota_mb=target.get("cache_quota_mb"))
         if target["name"] in known:
             argv.append("--update")
@@ -215,44 +233,46 @@ class InstancesKind(Kind):
             ssh = ssh_settings(ctx.desired)
             argv = ["ssh", *ssh.base_args(), "--", target["ssh_str"], shlex.join(argv)]
         cryosparcm.run_argv(argv, f"connect worker {target['hostname']} to {instance}")
-        return f"worker {target['hostname']} connected to lane {details['lane']} on {instance}"
+        return f"worker {target['hostname']} connected to lane {details.lane} on {instance}"
 
     @executor("remove_target")
     def remove_target(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        config = ctx.desired.instances[details["instance"]]
+        details = TargetDetails.of(action)
+        config = ctx.desired.instances[details.instance]
         if config.driver == "cryosparcm":
-            cryosparcm.run_argv(cryosparcm.remove_target_argv(config.cryosparcm, self._major(ctx, details["instance"]),
-                                                              details["target"]), "remove target")
+            cryosparcm.run_argv(cryosparcm.remove_target_argv(config.cryosparcm, self._major(ctx, details.instance),
+                                                              details.target), "remove target")
         else:
-            with open_reader(ctx.desired, details["instance"]) as reader:
-                scheduler.remove_target(reader.db, details["target"])
-        return f"removed target {details['target']} from lane {details['lane']} on {details['instance']}"
+            with open_reader(ctx.desired, details.instance) as reader:
+                scheduler.remove_target(reader.db, details.target)
+        return f"removed target {details.target} from lane {details.lane} on {details.instance}"
 
     @executor("remove_lane")
     def remove_lane(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        config = ctx.desired.instances[details["instance"]]
+        details = LaneDetails.of(action)
+        config = ctx.desired.instances[details.instance]
         if config.driver == "cryosparcm":
-            cryosparcm.run_argv(cryosparcm.remove_lane_argv(config.cryosparcm, self._major(ctx, details["instance"]),
-                                                            details["lane"]), "remove lane")
+            cryosparcm.run_argv(cryosparcm.remove_lane_argv(config.cryosparcm, self._major(ctx, details.instance),
+                                                            details.lane), "remove lane")
         else:
-            with open_reader(ctx.desired, details["instance"]) as reader:
-                scheduler.remove_lane(reader.db, details["lane"])
-        return f"removed lane {details['lane']} (and its targets) from {details['instance']}"
+            with open_reader(ctx.desired, details.instance) as reader:
+                scheduler.remove_lane(reader.db, details.lane)
+        return f"removed lane {details.lane} (and its targets) from {details.instance}"
 
     # -- whole-instance migration (alternative B) ------------------------------------------------
 
     @staticmethod
-    def _checkpoint(ctx: RunContext, details: dict[str, Any], **stamps: Any) -> None:
+    def _checkpoint(ctx: RunContext, details: ProjectStepDetails | AttachMigrationDetails, **stamps: Any) -> None:
         """Create or update the project's checkpoint row (one committed write per step)."""
-        key = (details["target"], details["source"], details["uid"])
+        key = (details.target, details.source, details.uid)
+        sized = details if isinstance(details, (MovedProjectDetails, AttachMigrationDetails)) else None
         with ctx.state.session() as session:
             row = session.get(MigratedProject, key)
             if row is None:
-                row = MigratedProject(target=details["target"], source=details["source"], source_uid=details["uid"],
-                                      source_path=details["source_path"], path=details["path"],
-                                      files=details.get("files"), bytes=details.get("bytes"), started_at=_now())
+                row = MigratedProject(target=details.target, source=details.source, source_uid=details.uid,
+                                      source_path=details.source_path, path=details.path,
+                                      files=sized.files if sized else None, bytes=sized.bytes if sized else None,
+                                      started_at=_now())
             for name, value in stamps.items():
                 setattr(row, name, value)
             session.add(row)
@@ -260,84 +280,84 @@ class InstancesKind(Kind):
 
     @executor("migrate_detach")
     def migrate_detach(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        self._checkpoint(ctx, details, new_uid=details["new_uid"])
-        with open_driver(ctx.desired, details["source"]) as driver:
-            document = driver.reader.project(details["uid"]) or {}
+        details = AttachMigrationDetails.of(action)
+        self._checkpoint(ctx, details, new_uid=details.new_uid)
+        with open_driver(ctx.desired, details.source) as driver:
+            document = driver.reader.project(details.uid) or {}
             if not document.get("detached"):
-                driver.detach(details["uid"])
+                driver.detach(details.uid)
         self._checkpoint(ctx, details, detached_at=_now())
-        return f"detached {details['uid']} from {details['source']}"
+        return f"detached {details.uid} from {details.source}"
 
     @executor("migrate_copy")
     def migrate_copy(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        source, destination = Path(details["source_path"]), Path(details["path"])
+        details = MigrateCopyDetails.of(action)
+        source, destination = Path(details.source_path), Path(details.path)
         if not source.is_dir():
             raise ApplyError(f"{source} does not exist any more; run plan again")
         summary, _ = copy_project(source, destination,
-                                  lambda done, total: ctx.progress(f"copy {details['uid']}", done, total))
+                                  lambda done, total: ctx.progress(f"copy {details.uid}", done, total))
         self._checkpoint(ctx, details, copied_at=_now(), files=summary.files, bytes=summary.bytes)
         return f"copied and verified {summary.files:,} files, {human_bytes(summary.bytes)}"
 
     @executor("migrate_attach")
     def migrate_attach(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        imported = details["imported_from"]
-        if details["path"] != details["source_path"] and Path(details["source_path"]).exists():
+        details = AttachMigrationDetails.of(action)
+        imported = details.imported_from.as_dict()
+        if details.path != details.source_path and Path(details.source_path).exists():
             with ctx.state.session() as session:
-                row = session.get(MigratedProject, (details["target"], details["source"], details["uid"]))
+                row = session.get(MigratedProject, (details.target, details.source, details.uid))
                 if row is None or row.copied_at is None:
-                    raise ApplyError(f"the copy {details['source_path']} -> {details['path']} was never verified; "
+                    raise ApplyError(f"the copy {details.source_path} -> {details.path} was never verified; "
                                      "refusing to attach it")
-        with open_driver(ctx.desired, details["target"]) as driver:
-            found = find_imported(driver.reader, imported["instance_id"], imported["uid"])
+        with open_driver(ctx.desired, details.target) as driver:
+            found = find_imported(driver.reader, details.imported_from.instance_id, details.imported_from.uid)
             if found is not None and not found.get(model.ATTACHING):
                 uid, notes = str(found["uid"]), ["it was attached already"]
             else:
-                uid = str(found["uid"]) if found is not None else details["new_uid"]
-                uid, notes = driver.attach(details["path"], uid, imported)
-            notes += self._map_owner(driver.reader, uid, details.get("owner_email"), details["target"])
-            problems = self._check_attached(driver.reader, uid, details["path"])
+                uid = str(found["uid"]) if found is not None else details.new_uid
+                uid, notes = driver.attach(details.path, uid, imported)
+            notes += self._map_owner(driver.reader, uid, details.owner_email, details.target)
+            problems = self._check_attached(driver.reader, uid, details.path)
             if problems:  # this stage's rollback: the attach is undone, the next run attaches again
                 driver.reader._remove_documents(uid)
-                model.remove_lock(Path(details["path"]))
-                raise ApplyError(f"integrity check after attaching {details['uid']} as {uid} failed "
+                model.remove_lock(Path(details.path))
+                raise ApplyError(f"integrity check after attaching {details.uid} as {uid} failed "
                                  f"({'; '.join(problems)}); the attach was rolled back")
         self._checkpoint(ctx, details, new_uid=uid, attached_at=_now())
-        return (f"moved {details['uid']} ({details['source']}) -> {uid} ({details['target']}) at {details['path']}"
+        return (f"moved {details.uid} ({details.source}) -> {uid} ({details.target}) at {details.path}"
                 + "".join(f"; {note}" for note in notes))
 
     # -- whole-instance migration (alternative A) ------------------------------------------------
 
     @executor("migrate_archive")
     def migrate_archive(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        self._checkpoint(ctx, details, new_uid=details["uid"])
-        with open_driver(ctx.desired, details["source"]) as driver:
-            if not (driver.reader.project(details["uid"]) or {}).get("archived"):
+        details = ProjectStepDetails.of(action)
+        self._checkpoint(ctx, details, new_uid=details.uid)
+        with open_driver(ctx.desired, details.source) as driver:
+            if not (driver.reader.project(details.uid) or {}).get("archived"):
                 self._checkpoint(ctx, details, archived_at=_now())  # before: a kill in between still unarchives
-                driver.archive(details["uid"])
-        return f"archived {details['uid']} on {details['source']} (its path changes)"
+                driver.archive(details.uid)
+        return f"archived {details.uid} on {details.source} (its path changes)"
 
     @executor("copy_database")
     def copy_database(self, action: Action, ctx: RunContext) -> str:
         from reconciler.kinds.instances.database_migration import copy_database
 
-        details = action.details
-        key = (details["target"], details["source"])
+        details = CopyDatabaseDetails.of(action)
+        key = (details.target, details.source)
         with ctx.state.session() as session:
             row = session.get(CopiedDatabase, key)
             if row is not None and row.copied_at is not None:
                 return "the database was copied already"
-        with open_reader(ctx.desired, details["source"]) as source, \
-                open_reader(ctx.desired, details["target"]) as target:
+        with open_reader(ctx.desired, details.source) as source, \
+                open_reader(ctx.desired, details.target) as target:
             if row is not None:  # a copy cut short: drop what it inserted, copy again
                 for name in source.db.list_collection_names():
                     if not name.startswith("system."):
                         target.db.drop_collection(name)
             elif target.db[model.PROJECTS].count_documents({}):
-                raise ApplyError(f"{details['target']}'s database holds projects now; run plan again")
+                raise ApplyError(f"{details.target}'s database holds projects now; run plan again")
             started = _now()
             with ctx.state.session() as session:
                 current = session.get(CopiedDatabase, key)
@@ -353,74 +373,74 @@ class InstancesKind(Kind):
             done.copied_at, done.documents = _now(), count
             session.add(done)
             session.commit()
-        return f"copied {count:,} documents from {details['source']} into {details['target']}"
+        return f"copied {count:,} documents from {details.source} into {details.target}"
 
     @executor("repoint")
     def repoint(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
+        details = MovedProjectDetails.of(action)
         with ctx.state.session() as session:
-            row = session.get(MigratedProject, (details["target"], details["source"], details["uid"]))
-        if Path(details["source_path"]).exists() and (row is None or row.copied_at is None):
-            raise ApplyError(f"the copy {details['source_path']} -> {details['path']} was never verified; refusing "
+            row = session.get(MigratedProject, (details.target, details.source, details.uid))
+        if Path(details.source_path).exists() and (row is None or row.copied_at is None):
+            raise ApplyError(f"the copy {details.source_path} -> {details.path} was never verified; refusing "
                              "to point the project at it")
-        with open_driver(ctx.desired, details["target"]) as driver:
-            driver.update_path(details["uid"], details["path"])
-        model.write_lock(Path(details["path"]), ctx.desired.instances[details["target"]].instance_id)
-        return f"{details['uid']} on {details['target']} now lives in {details['path']}"
+        with open_driver(ctx.desired, details.target) as driver:
+            driver.update_path(details.uid, details.path)
+        model.write_lock(Path(details.path), ctx.desired.instances[details.target].instance_id)
+        return f"{details.uid} on {details.target} now lives in {details.path}"
 
     @executor("migrate_unarchive")
     def migrate_unarchive(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        with open_driver(ctx.desired, details["target"]) as driver:
-            if (driver.reader.project(details["uid"]) or {}).get("archived"):
-                driver.unarchive(details["uid"], details["path"])
-        return f"unarchived {details['uid']} on {details['target']}"
+        details = MovedProjectDetails.of(action)
+        with open_driver(ctx.desired, details.target) as driver:
+            if (driver.reader.project(details.uid) or {}).get("archived"):
+                driver.unarchive(details.uid, details.path)
+        return f"unarchived {details.uid} on {details.target}"
 
     @executor("relock")
     def relock(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        directory = Path(details["path"])
-        ids = {ctx.desired.instances[name].instance_id for name in (details["source"], details["target"])}
+        details = MovedProjectDetails.of(action)
+        directory = Path(details.path)
+        ids = {ctx.desired.instances[name].instance_id for name in (details.source, details.target)}
         if model.read_lock(directory) not in (None, *ids):
             raise ApplyError(f"{directory}/cs.lock names another instance; refusing to take it over")
-        model.write_lock(directory, ctx.desired.instances[details["target"]].instance_id)
-        return f"{directory}/cs.lock now names {details['target']}"
+        model.write_lock(directory, ctx.desired.instances[details.target].instance_id)
+        return f"{directory}/cs.lock now names {details.target}"
 
     @executor("merge_user")
     def merge_user(self, action: Action, ctx: RunContext) -> str:
         """Copy a source user to the target: same emails, names, role and password hash (Meteor's
         bcrypt(SHA-256) has no per-instance secret, so the password keeps working), a new id."""
-        details = action.details
-        with open_reader(ctx.desired, details["source"]) as source, \
-                open_reader(ctx.desired, details["target"]) as target:
-            if accounts.find_user(target.db, details["email"]) is not None:
-                return f"{details['email']} is on {details['target']} already"
-            found = accounts.find_user(source.db, details["email"])
+        details = MergeUserDetails.of(action)
+        with open_reader(ctx.desired, details.source) as source, \
+                open_reader(ctx.desired, details.target) as target:
+            if accounts.find_user(target.db, details.email) is not None:
+                return f"{details.email} is on {details.target} already"
+            found = accounts.find_user(source.db, details.email)
             if found is None:
-                raise ApplyError(f"{details['email']} is no longer on {details['source']}; run plan again")
+                raise ApplyError(f"{details.email} is no longer on {details.source}; run plan again")
             document = source.db[model.USERS].find_one({"_id": found["_id"]}) or {}
             copy = {key: value for key, value in document.items()
                     if key not in ("_id", "services")}
             bcrypt_hash = ((document.get("services") or {}).get("password") or {}).get("bcrypt")
-            copy["_id"] = accounts.meteor_id(f"{target.instance_id}\0{details['email']}")
+            copy["_id"] = accounts.meteor_id(f"{target.instance_id}\0{details.email}")
             copy["services"] = {"password": {"bcrypt": bcrypt_hash}} if bcrypt_hash else {}
             copy["merged_from"] = {"instance_id": source.instance_id, "user_id": document.get("_id")}
             accounts.insert_user(target.db, copy)
-        return f"carried {details['email']} over from {details['source']}"
+        return f"carried {details.email} over from {details.source}"
 
     @executor("merge_lane")
     def merge_lane(self, action: Action, ctx: RunContext) -> str:
-        details = action.details
-        with open_reader(ctx.desired, details["source"]) as source, \
-                open_reader(ctx.desired, details["target"]) as target:
-            lane = next((item for item in scheduler.lanes(source.db) if item["name"] == details["lane"]), None)
+        details = MergeLaneDetails.of(action)
+        with open_reader(ctx.desired, details.source) as source, \
+                open_reader(ctx.desired, details.target) as target:
+            lane = next((item for item in scheduler.lanes(source.db) if item["name"] == details.lane), None)
             if lane is None:
-                raise ApplyError(f"lane {details['lane']} is no longer on {details['source']}; run plan again")
-            targets = [item for item in scheduler.targets(source.db) if item.get("lane") == details["lane"]]
+                raise ApplyError(f"lane {details.lane} is no longer on {details.source}; run plan again")
+            targets = [item for item in scheduler.targets(source.db) if item.get("lane") == details.lane]
             for item in targets:  # targets first: a lane never appears without them
                 scheduler.put_target(target.db, item)
             scheduler.put_lane(target.db, lane)
-        return f"carried lane {details['lane']} ({len(targets)} target(s)) over from {details['source']}"
+        return f"carried lane {details.lane} ({len(targets)} target(s)) over from {details.source}"
 
     @staticmethod
     def _check_attached(reader: Any, uid: str, path: str) -> list[str]:

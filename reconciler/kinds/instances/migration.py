@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from reconciler.engine.actions import Action, AddressMessage
+from reconciler.engine.actions import Action, AddressMessage, Details
 from reconciler.engine.kind import Diff, RunContext
 from reconciler.kinds.instances.tables import MigratedProject
 from reconciler.providers.cryosparc import accounts, model, scheduler
@@ -58,6 +58,48 @@ class MigrationFacts:
     users_to_merge: list[str] = field(default_factory=list)  # emails on the source only
     user_conflicts: list[str] = field(default_factory=list)  # on both, with another name or role
     lanes_to_merge: list[str] = field(default_factory=list)  # lanes on the source only (not declared)
+
+
+class InstancePair(Details):
+    """What goes from instance ``source`` to instance ``target`` (the base of the migration actions)."""
+
+    source: str
+    target: str
+
+
+class MergeUserDetails(InstancePair):
+    """A ``merge_user``: the source's login ``email`` carried over to the target (with its password hash)."""
+
+    email: str
+
+
+class MergeLaneDetails(InstancePair):
+    """A ``merge_lane``: the source's lane ``lane`` and its targets carried over to the target."""
+
+    lane: str
+
+
+class ImportedFrom(Details):
+    """Which project of which instance an attached project came from (recorded on the target)."""
+
+    instance_id: str
+    uid: str
+
+
+class AttachMigrationDetails(InstancePair):
+    """A ``migrate_detach``, ``migrate_copy`` or ``migrate_attach`` (alternative B; a project's steps
+    share one details): source project ``uid`` becomes ``new_uid`` on the target, its directory
+    ``source_path`` is copied to ``path`` when they differ, its size as observed (None: not measured),
+    and its owner's email on the source (None: no owner with an email)."""
+
+    uid: str
+    new_uid: str
+    source_path: str
+    path: str
+    files: int | None
+    bytes: int | None
+    owner_email: str | None
+    imported_from: ImportedFrom
 
 
 def migration_address(target: str, uid: str) -> str:
@@ -151,18 +193,19 @@ def _diff_merge(facts: MigrationFacts) -> tuple[Diff, list[str]]:
     diff = Diff()
     waits: list[str] = []
     basis = {"users": facts.users_to_merge, "lanes": facts.lanes_to_merge}
-    base = {"source": facts.source, "target": facts.target}
     for email in facts.users_to_merge:
         address = f"user:{facts.target}/{email}"
         diff.actions.append(Action.create(address=address, kind="merge_user", facts=basis,
-                                          details={**base, "email": email},
+                                          details=MergeUserDetails(source=facts.source, target=facts.target,
+                                                                   email=email),
                                           reason=f"carry the login {email} over from {facts.source} (same id "
                                                  "scheme, same password hash)"))
         waits.append(address)
     for lane in facts.lanes_to_merge:
         address = f"lane:{facts.target}/{lane}"
         diff.actions.append(Action.create(address=address, kind="merge_lane", facts=basis,
-                                          details={**base, "lane": lane},
+                                          details=MergeLaneDetails(source=facts.source, target=facts.target,
+                                                                   lane=lane),
                                           reason=f"carry the lane {lane} and its targets over from {facts.source}"))
         waits.append(address)
     if facts.user_conflicts:
@@ -204,10 +247,10 @@ def diff_migration(facts: MigrationFacts) -> Diff:
             new_uid, number = f"P{number}", number + 1
         mapping.append(f"{project.uid} -> {new_uid} ({project.path}, {size})")
         basis = asdict(project)
-        details = {"source": facts.source, "target": facts.target, "uid": project.uid, "new_uid": new_uid,
-                   "source_path": project.source_path, "path": project.path, "files": project.files,
-                   "bytes": project.bytes, "owner_email": project.owner_email,
-                   "imported_from": {"instance_id": facts.source_id, "uid": project.uid}}
+        details = AttachMigrationDetails(source=facts.source, target=facts.target, uid=project.uid, new_uid=new_uid,
+                                         source_path=project.source_path, path=project.path, files=project.files,
+                                         bytes=project.bytes, owner_email=project.owner_email,
+                                         imported_from=ImportedFrom(instance_id=facts.source_id, uid=project.uid))
         steps: list[tuple[str, str]] = []
         if not project.detached:
             steps.append(("migrate_detach", f"detach {project.uid} ({project.title}) from {facts.source}"))
