@@ -94,12 +94,10 @@ UNTYPED_DETAILS = ("action.details[", "action.details.get(", "details = action.d
 
 def test_no_executor_digs_in_untyped_details() -> None:
     """Executors read their action's details as the kind's typed model (``Model.of(action)``,
-    reconciler/engine/actions.py), never by indexing the plan's dict. The replicas kind is
-    skipped for now: it still reads ``action.details[...]`` and is being converted separately;
-    drop the skip when it is done."""
+    reconciler/engine/actions.py), never by indexing the plan's dict."""
     kinds = ROOT / "reconciler" / "kinds"
     found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
-             for path in sorted(kinds.rglob("*.py")) if path.relative_to(kinds).parts[0] != "replicas"
+             for path in sorted(kinds.rglob("*.py"))
              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
              if any(pattern in line for pattern in UNTYPED_DETAILS)]
     assert found == []

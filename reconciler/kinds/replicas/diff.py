@@ -7,13 +7,43 @@ import json
 from array import array
 from dataclasses import dataclass, field
 
-from reconciler.engine.actions import Action, AddressMessage
+from pydantic import Field
+
+from reconciler.engine.actions import Action, AddressMessage, Details
 from reconciler.engine.kind import Diff
 from reconciler.kinds.replicas.inventory import CandidateSet, ScrubFacts, Unrecorded
 from reconciler.units import human_bytes
 
 SECOND = 1_000_000_000
 
+
+
+class FilesDetails(Details):
+    """A ``copy`` or ``scrub``: files of ``origin`` (paths below its root), and their bytes."""
+
+    origin: str
+    files: list[str]
+    bytes: int
+
+
+class EnrollDetails(FilesDetails):
+    """An ``enroll``: files found on the replica, with the size and mtime each was listed with."""
+
+    sizes: list[int] = Field(alias="_sizes")
+    mtimes_ns: list[int] = Field(alias="_mtimes_ns")
+
+
+class TrimDetails(Details):
+    """A ``trim``: origin files to remove, and the replicas whose verified copies are counted."""
+
+    files: list[str]
+    bytes: int
+    replicas: list[str]
+    min_copies: int
+
+
+DETAILS: dict[str, type[Details]] = {"copy": FilesDetails, "scrub": FilesDetails, "enroll": EnrollDetails,
+                                     "trim": TrimDetails}
 
 @dataclass
 class PairFacts:

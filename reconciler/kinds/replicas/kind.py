@@ -36,9 +36,13 @@ from reconciler.kinds.replicas.config import (
     unsafe_origin_name,
 )
 from reconciler.kinds.replicas.diff import (
+    DETAILS,
+    EnrollDetails,
+    FilesDetails,
     Offline,
     PairFacts,
     ReplicaFacts,
+    TrimDetails,
     TrimFacts,
     copy_precondition,
     diff_replicas,
@@ -479,9 +483,10 @@ class ReplicasKind(Kind):
             return super().recheck(action, desired, observation)
         facts: ReplicaFacts = observation.facts
         replica = action.address.split(":", 1)[1]
-        wanted = set(action.details["files"])
+        planned = FilesDetails.of(action)
+        wanted = set(planned.files)
         for pair in facts.pairs:
-            if pair.replica == replica and pair.origin == action.details["origin"]:
+            if pair.replica == replica and pair.origin == planned.origin:
                 paths = pair.candidates.paths
                 indices = [index for index, path in enumerate(paths) if path in wanted]
                 return copy_precondition(replica, pair.origin, pair.candidates, indices)
@@ -493,30 +498,33 @@ class ReplicasKind(Kind):
         """A copy, scrub, enrolment or marker changes its replica and reads its origin (shared:
         copies from one origin to several replicas run at once); a trim changes its origin and
         reads the replicas whose copies it counts."""
-        if action.kind == "trim":
-            return {action.address: True, **{replica_address(key): False for key in action.details.get("replicas", [])}}
-        origin = action.details.get("origin")
-        return {action.address: True, **({f"origin:{origin}": False} if origin else {})}
+        details = DETAILS[action.kind].of(action) if action.kind in DETAILS else None
+        if isinstance(details, TrimDetails):
+            return {action.address: True, **{replica_address(key): False for key in details.replicas}}
+        if isinstance(details, FilesDetails):
+            return {action.address: True, f"origin:{details.origin}": False}
+        return {action.address: True}
 
     @staticmethod
-    def _origin_of(action: Action, desired: Any) -> tuple[str, OriginConfig]:
+    def _origin_of(details: FilesDetails, address: str, desired: Any) -> tuple[str, OriginConfig]:
         """The origin an action names, with its config. Raises ApplyError when the config no
         longer has it (the plan is out of date)."""
-        origin_name = action.details["origin"]
+        origin_name = details.origin
         origin = desired.origins.get(origin_name)
         if origin is None:
-            raise ApplyError(f"{action.address}: origin {origin_name} is no longer in the config; run plan again")
+            raise ApplyError(f"{address}: origin {origin_name} is no longer in the config; run plan again")
         return origin_name, origin
 
     @executor("copy")
     def copy(self, action: Action, ctx: RunContext) -> str:
         desired = ctx.desired
         replica = action.address.split(":", 1)[1]
-        origin_name, origin = self._origin_of(action, desired)
+        planned = FilesDetails.of(action)
+        origin_name, origin = self._origin_of(planned, action.address, desired)
         source = origin.location
         destination = replica_location(replica, ctx.base_dir)
         ssh = connections.shared(desired.ssh.settings(), [source, destination])
-        files: list[str] = action.details["files"]
+        files = planned.files
         replica_config = desired.replicas.get(replica) or ReplicaConfig()
         invocation = copy_invocation(source, destination, origin_name, ssh, replica_config.bwlimit_kib())
         batches = plan_batches([paths.to_bytes(path) for path in files], replica_config.copy_batch_files,
@@ -531,7 +539,7 @@ class ReplicasKind(Kind):
                 self._origin_hashes(ctx, origin_name, origin, files[start:start + SCRUB_BATCH], ssh)
         all_copied: list[str] = []
 
-        bytes_total = action.details.get("bytes")
+        bytes_total = planned.bytes
         bytes_done = [0]  # of the batches finished so far (rsync reports names, not sizes)
 
         def record(index: int, delivered: list[bytes] | None) -> None:
@@ -676,8 +684,9 @@ class ReplicasKind(Kind):
         """Re-read copies where they lie; repair corrupt ones from the origin or, when the origin
         no longer has the file, from another replica whose copy is verified."""
         key = action.address.split(":", 1)[1]
-        origin_name, _ = self._origin_of(action, ctx.desired)
-        files: list[str] = action.details["files"]
+        planned = FilesDetails.of(action)
+        origin_name, _ = self._origin_of(planned, action.address, ctx.desired)
+        files = planned.files
         outcome = self.scrub_copies(ctx, key, origin_name, (files[start:start + SCRUB_BATCH]
                                                             for start in range(0, len(files), SCRUB_BATCH)))
         if outcome.failed:
@@ -749,7 +758,8 @@ class ReplicasKind(Kind):
         min_copies = origin.trim.min_copies
         now = inventory.now_utc()
         counted: dict[str, datetime] = {}
-        for key in action.details["replicas"]:
+        planned = TrimDetails.of(action)
+        for key in planned.replicas:
             replica = desired.replicas.get(key)
             if replica is not None and replica.scrub_every is not None and name in origins_of(desired, replica):
                 counted[key] = now - replica.scrub_every
@@ -759,7 +769,7 @@ class ReplicasKind(Kind):
             self._ensure_marker(ctx, key, location, ssh)
         removed = removed_bytes = 0
         kept: list[str] = []
-        for batch in trim.batches(action.details["files"]):
+        for batch in trim.batches(planned.files):
             with ctx.state.engine.begin() as connection:
                 proofs = trim.proofs(connection, name, batch, counted)
             names = {path: paths.to_bytes(path) for path in batch}
@@ -822,9 +832,9 @@ class ReplicasKind(Kind):
     @executor("enroll")
     def enroll(self, action: Action, ctx: RunContext) -> str:
         replica = action.address.split(":", 1)[1]
-        details = action.details
-        rows = list(zip(details["files"], details["_sizes"], details["_mtimes_ns"], strict=True))
-        self._enroll(ctx, replica, details["origin"], rows)
+        details = EnrollDetails.of(action)
+        rows = list(zip(details.files, details.sizes, details.mtimes_ns, strict=True))
+        self._enroll(ctx, replica, details.origin, rows)
         with ctx.state.engine.begin() as connection:
             inventory.touch_replica(connection, replica, verify=inventory.now_utc())
         return f"enrolled {len(rows):,} files"
