@@ -121,16 +121,9 @@ class InstancesKind(Kind):
         with open_reader(ctx.desired, instance) as reader:
             if accounts.find_user(reader.db, email) is not None:
                 return f"{email} already exists on {instance}"
-            if config.driver == "cryosparcm":
-                argv = cryosparcm.createuser_argv(
-                    config.cryosparcm, self._major(ctx, instance), email=email, password=password,
-                    username=details.username, first_name=details.first_name,
-                    last_name=details.last_name, admin=details.role == "admin")
-                cryosparcm.run_argv(argv, f"cryosparcm createuser --email {email} on {instance}", secret=True)
-                found = accounts.find_user(reader.db, email)
-                if found is not None and accounts.role_of(found) != details.role:
-                    accounts.update_user(reader.db, found["_id"], {"role": details.role})
-                return f"created {email} on {instance} with cryosparcm"
+            # With either driver the account is written as Meteor's accounts store it: `cryosparcm
+            # createuser` takes the password only in its argument list, where every user of the
+            # master host could read it in the process table (secrets never go on a command line).
             document = accounts.user_document(
                 instance_id=config.instance_id, email=email, username=details.username,
                 first_name=details.first_name, last_name=details.last_name, role=details.role,

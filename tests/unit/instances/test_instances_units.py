@@ -12,17 +12,6 @@ from reconciler.providers.cryosparc import accounts, scheduler
 from reconciler.providers.cryosparc.drivers import cryosparcm
 
 
-def test_createuser_v4_and_v5_command_lines():
-    v4 = cryosparcm.createuser_argv("/opt/cs/bin/cryosparcm", 4, email="a@x.org", password="pw", username="a",
-                                    first_name="Ada", last_name="Lovelace", admin=True)
-    assert v4 == ["/opt/cs/bin/cryosparcm", "createuser", "--email", "a@x.org", "--password", "pw", "--username",
-                  "a", "--firstname", "Ada", "--lastname", "Lovelace", "--admin"]
-    v5 = cryosparcm.createuser_argv("cryosparcm", 5, email="a@x.org", password="pw", username="a", first_name="",
-                                    last_name="")
-    assert v5[:3] == ["cryosparcm", "user", "create"] and "--admin" not in v5
-    assert v5[v5.index("--firstname") + 1] == "a" and v5[v5.index("--lastname") + 1] == "-"
-
-
 def test_scheduler_command_lines_by_version():
     assert cryosparcm.remove_target_argv("cryosparcm", 4, "gpu1") == [
         "cryosparcm", "cli", "remove_scheduler_target_node('gpu1')"]

@@ -119,8 +119,9 @@ class CryosparcmDriver:
 # connect`, `cryosparcm worker disconnect`, `cryosparcm cluster remove`.
 #
 # The password: `createuser` takes it only as --password in its argument list (no documented
-# environment variable or stdin form), so while it runs it is visible in the process table of
-# the master host to users who may list processes. The mongo driver never puts it in an argv.
+# environment variable or stdin form), so while it ran it would be visible in the process table
+# of the master host. reconciler therefore never runs it: with either driver a login is written
+# to the database as Meteor's accounts store it (providers/cryosparc/accounts.py).
 
 _VERSION = re.compile(r"\bv?(\d+)\.\d+(?:\.\d+)?")
 
@@ -134,15 +135,6 @@ def major_version(text: str) -> int:
             if match:
                 return int(match.group(1))
     raise ValueError("no CryoSPARC version in the output of cryosparcm status")
-
-
-def createuser_argv(cryosparcm: str, major: int, *, email: str, password: str, username: str, first_name: str,
-                    last_name: str, admin: bool = False) -> list[str]:
-    """The installation's own command that creates a login (see above: the password is in argv)."""
-    command = ["createuser"] if major < 5 else ["user", "create"]
-    argv = [cryosparcm, *command, "--email", email, "--password", password, "--username", username,
-            "--firstname", first_name or username, "--lastname", last_name or "-"]
-    return argv + (["--admin"] if admin else [])
 
 
 def cluster_connect_argv(cryosparcm: str, major: int) -> list[str]:
