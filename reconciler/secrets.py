@@ -126,6 +126,13 @@ def remember_secret(value: str | None) -> None:
         _remembered.add(value)
 
 
+def forget_all() -> None:
+    """Forget every remembered secret: one process, one run, except in a test process that runs
+    many runs (tests/conftest.py), where one test's secret must not redact the next one's output."""
+    _remembered.clear()
+    _secret_variables.clear()
+
+
 def remember_variable(name: str | None) -> None:
     """Record that the environment variable ``name`` holds a secret (a connection string named by
     a ``*_env`` key), and remember the password its value carries."""

@@ -18,6 +18,17 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("reconciler", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("reconciler")
 
+@pytest.fixture(autouse=True)
+def _secrets_of_one_test_only() -> Iterator[None]:
+    """Secrets a run remembers (reconciler/secrets.py) live as long as its process; in a test process
+    each test is a run of its own (a password a property test made up must not redact "true" in a
+    later test's report)."""
+    from reconciler import secrets
+
+    yield
+    secrets.forget_all()
+
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 

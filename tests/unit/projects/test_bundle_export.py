@@ -9,9 +9,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from reconciler.kinds.projects.model import Records
 
 from reconciler.kinds.projects.bundle import DATA, _reader, export_bundle, extract_data, verify_bundle
+from reconciler.providers.cryosparc.model import Records
 
 
 def _project(root: Path) -> Path:
