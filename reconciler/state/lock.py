@@ -205,9 +205,7 @@ def acquire(store: StateStore, operation: str, timeout: float = 0.0, name: str =
     is replaced and its runs closed as interrupted. Raises LockError naming the holder when
     a live one keeps it (or, on SQLite, one on another host this host cannot check).
     """
-    deadline = time.monotonic() + max(timeout, 0.0)
-    unrecorded_since: float | None = None
-    waited = False
+    waiting = _Waiting(store, time.monotonic() + max(timeout, 0.0))
     while True:
         current: LockRecord | None
         guard = guards.try_take(store, name)
@@ -225,18 +223,42 @@ def acquire(store: StateStore, operation: str, timeout: float = 0.0, name: str =
                 raise
         else:
             current = holder(store, name)
+        waiting.failed(current)
+
+
+class _Waiting:
+    """One wait for a lock, judged the same way wherever a lock is waited for: the holder named
+    once when the wait starts, a refusal naming it at the deadline, and a holder that has not
+    written its row yet given ``ROW_GRACE_SECONDS`` (taking the lock and writing the row are two
+    steps)."""
+
+    def __init__(self, store: StateStore, deadline: float, address: str | None = None):
+        self.store = store
+        self.deadline = deadline
+        self.address = address  # None: the state's own lock
+        self.failures = 0
+        self.unrecorded_since: float | None = None
+
+    def failed(self, current: LockRecord | None) -> None:
+        """After an attempt that did not get the lock: raise LockError at the deadline, else pause."""
         now = time.monotonic()
-        if not waited and now < deadline and current is not None:
-            waited = True
-            log.info("waiting up to %.0f s for the lock held by %s", deadline - now, describe(current))
-        if now >= deadline:
+        self.failures += 1
+        if self.failures == 1 and now < self.deadline and current is not None:
+            log.info("waiting up to %.0f s for the lock held by %s%s", self.deadline - now, describe(current),
+                     f" on {self.address}" if self.address else "")
+        if now >= self.deadline:
+            what = self.address or "the state database"
             if current is not None:
-                raise _refusal(store, current)
-            # Held, but its holder has not written its row yet: that takes a moment.
-            unrecorded_since = unrecorded_since if unrecorded_since is not None else now
-            if now - unrecorded_since >= ROW_GRACE_SECONDS:
+                if self.address is None:
+                    raise _refusal(self.store, current)
                 raise LockError(
-                    "the state database is locked by another process that has not said who it is; wait for it "
+                    f"{what} is locked by {describe(current)}, {_still_running(self.store, current)}; "
+                    "wait for it to finish, or pass --lock-timeout (e.g. --lock-timeout 5m) to wait for it"
+                )
+            self.unrecorded_since = self.unrecorded_since if self.unrecorded_since is not None else now
+            if now - self.unrecorded_since >= ROW_GRACE_SECONDS:
+                raise LockError(
+                    f"{what} is locked by another process that has not said who it is; wait for it "
                     "to finish, or pass --lock-timeout (e.g. --lock-timeout 5m) to wait for it"
                 )
         time.sleep(guards.POLL_SECONDS)
@@ -347,32 +369,12 @@ class RunLocks:
     def _take(self, address: str, exclusive: bool, deadline: float) -> bool:
         """Take one address's lock; True when it had to wait for another holder."""
         assert self.session is not None
-        waited = False
-        unrecorded_since: float | None = None
-        while True:
-            if self.session.try_lock(address, shared=not exclusive):
-                self._write_row(address, exclusive)
-                self.covered[address] = exclusive or self.covered.get(address, False)
-                return waited
-            current = holder(self.store, address)
-            now = time.monotonic()
-            if not waited and now < deadline and current is not None:
-                log.info("waiting up to %.0f s for the lock held by %s on %s", deadline - now, describe(current),
-                         address)
-            waited = True
-            if now >= deadline:
-                if current is not None:
-                    raise LockError(
-                        f"{address} is locked by {describe(current)}, {_still_running(self.store, current)}; "
-                        "wait for it to finish, or pass --lock-timeout (e.g. --lock-timeout 5m) to wait for it"
-                    )
-                unrecorded_since = unrecorded_since if unrecorded_since is not None else now
-                if now - unrecorded_since >= ROW_GRACE_SECONDS:
-                    raise LockError(
-                        f"{address} is locked by another process that has not said who it is; wait for it to "
-                        "finish, or pass --lock-timeout (e.g. --lock-timeout 5m) to wait for it"
-                    )
-            time.sleep(guards.POLL_SECONDS)
+        waiting = _Waiting(self.store, deadline, address)
+        while not self.session.try_lock(address, shared=not exclusive):
+            waiting.failed(holder(self.store, address))
+        self._write_row(address, exclusive)
+        self.covered[address] = exclusive or self.covered.get(address, False)
+        return waiting.failures > 0
 
     def _write_row(self, name: str, exclusive: bool) -> None:
         """Say who holds ``name`` now (a shared holder: a row of its own), replacing the row of
@@ -454,25 +456,9 @@ def _open_run(store: StateStore, operation: str, timeout: float) -> RunLocks:
     locks = RunLocks(store, operation, timeout, str(uuid.uuid4()), session=session)
     try:
         session.try_lock(f"run:{locks.lock_id}")  # unique to this run: others probe it to see it is alive
-        deadline = time.monotonic() + max(timeout, 0.0)
-        waited = False
-        unrecorded_since: float | None = None
+        waiting = _Waiting(store, time.monotonic() + max(timeout, 0.0))
         while not session.try_lock(LOCK_NAME, shared=True):
-            current = holder(store, LOCK_NAME)
-            now = time.monotonic()
-            if not waited and now < deadline and current is not None:
-                waited = True
-                log.info("waiting up to %.0f s for the lock held by %s", deadline - now, describe(current))
-            if now >= deadline:
-                if current is not None:
-                    raise _refusal(store, current)
-                unrecorded_since = unrecorded_since if unrecorded_since is not None else now
-                if now - unrecorded_since >= ROW_GRACE_SECONDS:
-                    raise LockError(
-                        "the state database is locked by another process that has not said who it is; wait for it "
-                        "to finish, or pass --lock-timeout (e.g. --lock-timeout 5m) to wait for it"
-                    )
-            time.sleep(guards.POLL_SECONDS)
+            waiting.failed(holder(store, LOCK_NAME))
         locks._write_row(LOCK_NAME, exclusive=False)
         locks._sweep()
     except BaseException:
