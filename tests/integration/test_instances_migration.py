@@ -190,3 +190,40 @@ def test_merge_into_an_instance_with_projects_and_users(facility, monkeypatch):
     _no_orphans(new_db)
     again = json.loads(site.cli("plan", "--format", "json").out)
     assert again["actions"] == [] and again["errors"] == []
+
+
+def test_a_failed_integrity_check_rolls_that_attach_back_and_names_what_failed(facility, monkeypatch):
+    """A project whose owner has no email on the source cannot be mapped to a user of the target:
+    attached, its owner_user_id would dangle. The check after the attach finds it, that stage is
+    rolled back (documents gone, the copy's records and lock as before), the others stand, and once
+    the owner is fixed on the source the next run attaches it."""
+    site, old_db, new_db, old, root = facility
+    monkeypatch.setenv("GRACE_PW", "a long enough password")
+    old_db.users.insert_one({"_id": "user-ghost", "name": "Ghost", "emails": []})
+    old_db.projects.update_one({"uid": "P2"}, {"$set": {"owner_user_id": "user-ghost"}})
+    projects_before = new_db.projects.count_documents({})
+    failed = site.cli("apply", "--auto-approve")
+    text = failed.out + failed.err
+    assert failed.code == 1, text
+    assert "integrity check after attaching P2 as P3 on new failed" in text, text
+    assert "dangling projects P3: owner_user_id user-ghost" in text and "the attach was rolled back" in text
+    assert new_db.projects.find_one({"imported_from.uid": "P2"}) is None
+    assert new_db.workspaces.count_documents({"project_uid": "P3"}) == 0 == new_db.jobs.count_documents(
+        {"project_uid": "P3"})
+    assert new_db.projects.count_documents({}) == projects_before + 2, "the other projects' stages stand"
+    copy = root / "new-storage" / old[1].project_dir.name
+    assert model.read_records(copy).project["uid"] == "P2" and model.read_lock(copy) is None
+    store = StateStore(site.state_url)
+    with store.session() as session:
+        rows = {row.source_uid: row for row in session.exec(select(MigratedProject))}
+    store.dispose()
+    assert rows["P2"].copied_at is not None and rows["P2"].attached_at is None
+    assert rows["P1"].attached_at is not None and rows["P3"].attached_at is not None
+
+    old_db.projects.update_one({"uid": "P2"}, {"$set": {"owner_user_id": "user-alice"}})
+    again = site.cli("apply", "--auto-approve")
+    assert again.code == 0, again.out + again.err
+    moved = new_db.projects.find_one({"imported_from.uid": "P2"})
+    assert moved["owner_user_id"] == new_db.users.find_one({"emails.address": "alice@example.org"})["_id"]
+    _no_orphans(new_db)
+    assert site.cli("plan", "--detailed-exitcode").code == 0
