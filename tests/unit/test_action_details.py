@@ -67,7 +67,7 @@ def _instances_actions() -> list[Action]:
         lanes_to_merge=["hpc"], projects=[MigratingProject(uid="P1", title="a", source_path="/o/a", path="/n/a",
                                                            detached=False)])).actions
     actions += diff_database_migration(DatabaseMigrationFacts(
-        target="new", source="old", source_id="id-old", target_id="id-new", projects=[
+        target="new", source="old", source_id="id-old", target_id="id-new", maintenance=False, projects=[
             DatabaseProject(uid="P1", source_path="/o/a", path="/n/a", archived=False, detached=False, files=2,
                             bytes=9),
             DatabaseProject(uid="P2", source_path="/s/b", path="/s/b", archived=False, detached=False)])).actions
@@ -85,6 +85,7 @@ def test_every_instances_action_reads_back_as_its_executor_s_model() -> None:
               "merge_lane": b.MergeLaneDetails, "migrate_detach": b.AttachMigrationDetails,
               "migrate_attach": b.AttachMigrationDetails, "migrate_copy": a.MigrateCopyDetails,
               "migrate_archive": a.ProjectStepDetails, "copy_database": a.CopyDatabaseDetails,
+              "maintenance_on": a.CopyDatabaseDetails,
               "repoint": a.MovedProjectDetails, "migrate_unarchive": a.MovedProjectDetails,
               "relock": a.MovedProjectDetails}
     actions = _instances_actions()

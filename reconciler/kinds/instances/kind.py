@@ -350,6 +350,25 @@ class InstancesKind(Kind):
                 driver.archive(details.uid)
         return f"archived {details.uid} on {details.source} (its path changes)"
 
+    @executor("maintenance_on")
+    def maintenance_on(self, action: Action, ctx: RunContext) -> str:
+        """``cryosparcm maintenancemode on`` on the source of a database migration (alternative A's
+        freeze), then ``status`` to see it took."""
+        details = CopyDatabaseDetails.of(action)
+        program = ctx.desired.instances[details.source].cryosparcm
+        cryosparcm.run_argv(cryosparcm.maintenance_argv(program, "on"),
+                            f"cryosparcm maintenancemode on ({details.source})")
+        output = cryosparcm.run_argv(cryosparcm.maintenance_argv(program, "status"),
+                                     f"cryosparcm maintenancemode status ({details.source})")
+        try:
+            on = cryosparcm.maintenance_is_on(output)
+        except ValueError as error:
+            raise ApplyError(f"{details.source}: {error}") from None
+        if not on:
+            raise ApplyError(f"{details.source} is still not in maintenance mode after `cryosparcm maintenancemode "
+                             "on`; refusing to copy its database")
+        return f"{details.source} is in maintenance mode (queued jobs wait, running ones finish)"
+
     @executor("copy_database")
     def copy_database(self, action: Action, ctx: RunContext) -> str:
         from reconciler.kinds.instances.database_migration import copy_database
