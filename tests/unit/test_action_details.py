@@ -106,3 +106,16 @@ def test_update_user_details_name_only_the_managed_fields() -> None:
                                     "changes": {"services": "x"}})
     with pytest.raises(ApplyError, match=r"^user:new/a@x.org: the planned update_user does not fit .*changes"):
         UpdateUserDetails.of(action)
+
+
+def test_merge_stages_on_one_target_share_an_exclusive_lock() -> None:
+    from reconciler.kinds.instances.kind import InstancesKind
+
+    kind = InstancesKind()
+    stages = [action for action in _instances_actions()
+              if action.kind in ("merge_user", "merge_lane", "migrate_attach")]
+    assert {action.kind for action in stages} == {"merge_user", "merge_lane", "migrate_attach"}
+    for action in stages:
+        assert kind.locks(action) == {action.address: True, "instance:new/merge": True}
+    other = next(action for action in _instances_actions() if action.kind == "create_user")
+    assert kind.locks(other) == {other.address: True}

@@ -93,6 +93,16 @@ class InstancesKind(Kind):
             combined.extend(diff_instance(facts))
         return combined
 
+    def locks(self, action: Action) -> dict[str, bool]:
+        """A merge stage (carrying a user or a lane over, attaching a project) counts the target's
+        documents before and after itself (its integrity check): stages on one target take an
+        exclusive lock on ``instance:<target>/merge`` too, so two runs never interleave them."""
+        stages: dict[str, Any] = {"merge_user": MergeUserDetails, "merge_lane": MergeLaneDetails,
+                                  "migrate_attach": AttachMigrationDetails}
+        if action.kind in stages:
+            return {action.address: True, f"instance:{stages[action.kind].of(action).target}/merge": True}
+        return {action.address: True}
+
     # -- executors -------------------------------------------------------------------------------
 
     @staticmethod
