@@ -227,3 +227,27 @@ def test_a_failed_integrity_check_rolls_that_attach_back_and_names_what_failed(f
     assert moved["owner_user_id"] == new_db.users.find_one({"emails.address": "alice@example.org"})["_id"]
     _no_orphans(new_db)
     assert site.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_a_failed_users_stage_check_is_an_error_and_no_project_moves_before_it(facility, monkeypatch):
+    """The id the carried-over user would get is already another account's on the target (a
+    document with no email): the insert does not happen, the users stage's check finds the email
+    missing, fails naming it, and the projects, which wait for the users stage, stay where they are."""
+    from reconciler.providers.cryosparc import accounts
+
+    site, old_db, new_db, old, root = facility
+    monkeypatch.setenv("GRACE_PW", "a long enough password")
+    old_db.users.insert_one({"_id": "user-zoe", "emails": [{"address": "zoe@example.org"}], "name": "Zoe Zed"})
+    taken = accounts.meteor_id("id-new\0zoe@example.org")
+    new_db.users.insert_one({"_id": taken, "name": "someone without an email"})
+    users_before = new_db.users.count_documents({})
+    failed = site.cli("apply", "--auto-approve")
+    text = failed.out + failed.err
+    assert failed.code == 1, text
+    assert "integrity check after carrying zoe@example.org over to new failed" in text, text
+    assert "zoe@example.org is not found on new as the user just carried over" in text
+    assert new_db.users.count_documents({}) == users_before + 1, "only the declared grace was created"
+    assert new_db.users.find_one({"emails.address": "grace@example.org"}) is not None
+    assert new_db.users.find_one({"_id": taken})["name"] == "someone without an email", "the other account stays"
+    assert new_db.projects.count_documents({"imported_from": {"$exists": True}}) == 0
+    assert not any(doc.get("detached") for doc in old_db.projects.find({})), "no project left its instance"
