@@ -246,6 +246,7 @@ def test_a_failed_users_stage_check_is_an_error_and_no_project_moves_before_it(f
     assert failed.code == 1, text
     assert "integrity check after carrying zoe@example.org over to new failed" in text, text
     assert "zoe@example.org is not found on new as the user just carried over" in text
+    assert f"its id {taken} is another account's" in text
     assert new_db.users.count_documents({}) == users_before + 1, "only the declared grace was created"
     assert new_db.users.find_one({"emails.address": "grace@example.org"}) is not None
     assert new_db.users.find_one({"_id": taken})["name"] == "someone without an email", "the other account stays"

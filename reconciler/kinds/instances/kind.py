@@ -470,7 +470,10 @@ class InstancesKind(Kind):
             problems = integrity.compare(before, integrity.census(target.db), {model.USERS: int(inserted)})
             found_now = accounts.find_user(target.db, details.email)
             if found_now is None or found_now["_id"] != copy["_id"]:
-                problems.append(f"{details.email} is not found on {details.target} as the user just carried over")
+                problems.append(f"{details.email} is not found on {details.target} as the user just carried over"
+                                + (f" (its id {copy['_id']} is another account's: remove or re-id that account)"
+                                   if not inserted and target.db[model.USERS].find_one({"_id": copy["_id"]})
+                                   else ""))
             stored = ((target.db[model.USERS].find_one({"_id": copy["_id"]}) or {}).get("services") or {})
             if (stored.get("password") or {}).get("bcrypt") != bcrypt_hash:
                 problems.append("its password hash differs from the source's")
