@@ -252,3 +252,16 @@ def test_a_failed_users_stage_check_is_an_error_and_no_project_moves_before_it(f
     assert new_db.users.find_one({"_id": taken})["name"] == "someone without an email", "the other account stays"
     assert new_db.projects.count_documents({"imported_from": {"$exists": True}}) == 0
     assert not any(doc.get("detached") for doc in old_db.projects.find({})), "no project left its instance"
+
+
+def test_a_reference_that_dangled_before_the_merge_is_not_blamed_on_it(facility, monkeypatch):
+    from reconciler.providers.cryosparc import integrity
+
+    site, old_db, new_db, old, root = facility
+    monkeypatch.setenv("GRACE_PW", "a long enough password")
+    new_db.jobs.insert_one({"uid": "J1", "project_uid": "P99", "status": "completed"})  # the target's own leftover
+    assert integrity.dangling(new_db) == ["1 jobs: project_uid P99"]
+    applied = site.cli("apply", "--auto-approve")
+    assert applied.code == 0, applied.out + applied.err
+    assert new_db.projects.count_documents({"imported_from": {"$exists": True}}) == 3
+    assert integrity.dangling(new_db) == ["1 jobs: project_uid P99"], "the merge added no dangling reference"

@@ -35,14 +35,19 @@ def census(db: Any) -> Census:
 
 
 def dangling(db: Any) -> list[str]:
-    """Every reference that names a missing document, as ``"<collection> <uid>: <field> <value>"``."""
+    """Every reference that names a missing document: ``"<n> <collection>: project_uid <uid>"``
+    and ``"projects <uid>: owner_user_id <id>"``. Workspaces and jobs are compared by their
+    distinct ``project_uid`` values (the server does the work: one value per project)."""
     projects = {doc["uid"] for doc in db[model.PROJECTS].find({}, {"uid": 1}) if "uid" in doc}
     users = {doc["_id"] for doc in db[model.USERS].find({}, {"_id": 1})}
     found = []
     for collection in (model.WORKSPACES, model.JOBS):
-        for doc in db[collection].find({}, {"uid": 1, "project_uid": 1}):
-            if doc.get("project_uid") not in projects:
-                found.append(f"{collection} {doc.get('uid')}: project_uid {doc.get('project_uid')}")
+        for value in db[collection].distinct("project_uid"):
+            if value is not None and value not in projects:
+                count = db[collection].count_documents({"project_uid": value})
+                found.append(f"{count} {collection}: project_uid {value}")
+        if db[collection].count_documents({"project_uid": None}, limit=1):
+            found.append(f"{collection} without a project_uid")
     for doc in db[model.PROJECTS].find({}, {"uid": 1, "owner_user_id": 1}):
         owner = doc.get("owner_user_id")
         if owner and owner not in users:
