@@ -15,7 +15,10 @@ Commands: `status`; v4 `createuser --email E --password P --username U --firstna
 --lastname L [--admin]`, v5 `user create` with the same flags; `cluster connect` (reads
 cluster_info.json and cluster_script.sh from the current directory); v4 `cli
 "remove_scheduler_target_node('H')"` and `cli "remove_scheduler_lane('L')"`, v5 `worker
-disconnect H` and `cluster remove L`. Run as a worker's `bin/cryosparcw` (CRYOSPARCW_STANDIN_SELF
+disconnect H` and `cluster remove L`; `maintenancemode on|off|status` (v4.0+; the guide does not
+say where CryoSPARC keeps the flag, so the stand-in keeps it in a file of its own,
+$CRYOSPARCM_STANDIN_STATE_DIR/<database>.maintenance, default the temporary directory).
+Run as a worker's `bin/cryosparcw` (CRYOSPARCW_STANDIN_SELF
 set to that path): `connect --worker H --master M --port N --ssdpath D|--nossd [--ssdquota Q]
 --lane L [--newlane] --sshstr S [--update]`.
 """
@@ -126,6 +129,23 @@ def remove_lane(name: str) -> None:
     db.sched_config.update_one({"_id": "lanes"}, {"$pull": {"lanes": {"name": name}}})
 
 
+def maintenance(state: str) -> None:
+    import tempfile
+
+    directory = Path(os.environ.get("CRYOSPARCM_STANDIN_STATE_DIR", tempfile.gettempdir()))
+    flag = directory / f"{os.environ['CRYOSPARCM_STANDIN_DB']}.maintenance"
+    if state == "on":
+        flag.write_text("on\n")
+        print("Turning maintenance mode ON")
+    elif state == "off":
+        flag.unlink(missing_ok=True)
+        print("Turning maintenance mode OFF")
+    elif state == "status":
+        print(f"Maintenance mode is currently {'ON' if flag.exists() else 'OFF'}")
+    else:
+        fail(f"maintenancemode takes on, off or status, not {state}")
+
+
 def main(argv: list[str]) -> None:
     log = os.environ.get("CRYOSPARCM_STANDIN_LOG")
     if log:
@@ -141,6 +161,8 @@ def main(argv: list[str]) -> None:
         create_user(argv[1:])
     elif major >= 5 and argv[:2] == ["user", "create"]:
         create_user(argv[2:])
+    elif argv[:1] == ["maintenancemode"] and len(argv) == 2:
+        maintenance(argv[1])
     elif argv[:2] == ["cluster", "connect"]:
         cluster_connect()
     elif major < 5 and argv[:1] == ["cli"] and len(argv) == 2:

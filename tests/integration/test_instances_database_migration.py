@@ -158,3 +158,56 @@ def test_kill_9_during_a_database_migration_then_rerun_converges(facility, monke
     assert all(doc["project_dir"].startswith(str(root / "new-storage")) for doc in new_db.projects.find({}))
     assert new_db.users.count_documents({}) == old_db.users.count_documents({}) + 1
     assert site.cli("plan", "--detailed-exitcode").code == 0
+
+
+@pytest.mark.parametrize("version", ["4.6.2", "5.0.0"])
+def test_a_cryosparcm_source_is_put_in_maintenance_mode_before_its_database_is_copied(facility, mongo_rs,
+                                                                                       monkeypatch, tmp_path,
+                                                                                       version):
+    """Through the stand-in (tests/integration/cryosparcm_standin.py: no CryoSPARC runs here): the
+    guide's `cryosparcm maintenancemode on` freezes the source; a queued job still holds the copy."""
+    import sys
+    from pathlib import Path
+
+    site, old_db, new_db, old, root = facility
+    monkeypatch.setenv("GRACE_PW", "a long enough password")
+    program = tmp_path / "cryosparcm"
+    program.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).parent / 'cryosparcm_standin.py'} "
+                       '"$@"\n')
+    program.chmod(0o755)
+    log = tmp_path / "calls.jsonl"
+    for name, value in {"CRYOSPARCM_STANDIN_URI": mongo_rs.uri, "CRYOSPARCM_STANDIN_DB": old_db.name,
+                        "CRYOSPARCM_STANDIN_VERSION": version, "CRYOSPARCM_STANDIN_LOG": str(log),
+                        "CRYOSPARCM_STANDIN_STATE_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(name, value)
+    config = site.config.read_text().replace('[instances.old]\ndatabase = "cs-old"\ninstance_id = "id-old"\n',
+                                 '[instances.old]\ndatabase = "cs-old"\ninstance_id = "id-old"\n'
+                                 f'driver = "cryosparcm"\ncryosparcm = "{program}"\n')
+    config = "\n".join(line for line in config.splitlines() if not line.startswith("migrate_paths")) + "\n"
+    site.write(config)
+    job = old_db.jobs.find_one({"project_uid": "P1"})
+    old_db.jobs.update_one({"_id": job["_id"]}, {"$set": {"status": "queued"}})
+
+    plan = json.loads(site.cli("plan", "--format", "json").out)
+    assert [(a["address"], a["kind"]) for a in plan["actions"] if a["address"].startswith("migration:")] == [
+        ("migration:new/database", "maintenance_on")]
+    waiting = " ".join(note["message"] for note in plan["notes"])
+    assert f"P1/{job['uid']}" in waiting and "queued jobs never start" in waiting
+    frozen = site.cli("apply", "--auto-approve")
+    assert frozen.code == 0, frozen.out + frozen.err
+    calls = [json.loads(line)["argv"] for line in log.read_text().splitlines()]
+    assert ["maintenancemode", "on"] in calls and new_db.projects.count_documents({}) == 0
+    assert new_db.users.count_documents({}) == 0, "users are made on the copied database, not before it"
+    assert "wait for the database copy" in frozen.out, frozen.out
+    again = json.loads(site.cli("plan", "--format", "json").out)
+    assert not any(a["kind"] in ("maintenance_on", "copy_database") for a in again["actions"]), "on, still waiting"
+
+    old_db.jobs.update_one({"_id": job["_id"]}, {"$set": {"status": "completed"}})
+    plan = json.loads(site.cli("plan", "--format", "json").out)
+    kinds = [a["kind"] for a in plan["actions"]]
+    assert "copy_database" in kinds and "maintenance_on" not in kinds
+    done = site.cli("apply", "--auto-approve")
+    assert done.code == 0, done.out + done.err
+    assert sorted(doc["uid"] for doc in new_db.projects.find({})) == ["P1", "P2", "P3"]
+    assert all(model.read_lock(project.project_dir) == "id-new" for project in old)
+    assert site.cli("plan", "--detailed-exitcode").code == 0

@@ -190,3 +190,78 @@ def test_merge_into_an_instance_with_projects_and_users(facility, monkeypatch):
     _no_orphans(new_db)
     again = json.loads(site.cli("plan", "--format", "json").out)
     assert again["actions"] == [] and again["errors"] == []
+
+
+def test_a_failed_integrity_check_rolls_that_attach_back_and_names_what_failed(facility, monkeypatch):
+    """A project whose owner has no email on the source cannot be mapped to a user of the target:
+    attached, its owner_user_id would dangle. The check after the attach finds it, that stage is
+    rolled back (documents gone, the copy's records and lock as before), the others stand, and once
+    the owner is fixed on the source the next run attaches it."""
+    site, old_db, new_db, old, root = facility
+    monkeypatch.setenv("GRACE_PW", "a long enough password")
+    old_db.users.insert_one({"_id": "user-ghost", "name": "Ghost", "emails": []})
+    old_db.projects.update_one({"uid": "P2"}, {"$set": {"owner_user_id": "user-ghost"}})
+    projects_before = new_db.projects.count_documents({})
+    failed = site.cli("apply", "--auto-approve")
+    text = failed.out + failed.err
+    assert failed.code == 1, text
+    assert "integrity check after attaching P2 as P3 on new failed" in text, text
+    assert "dangling projects P3: owner_user_id user-ghost" in text and "the attach was rolled back" in text
+    assert new_db.projects.find_one({"imported_from.uid": "P2"}) is None
+    assert new_db.workspaces.count_documents({"project_uid": "P3"}) == 0 == new_db.jobs.count_documents(
+        {"project_uid": "P3"})
+    assert new_db.projects.count_documents({}) == projects_before + 2, "the other projects' stages stand"
+    copy = root / "new-storage" / old[1].project_dir.name
+    assert model.read_records(copy).project["uid"] == "P2" and model.read_lock(copy) is None
+    store = StateStore(site.state_url)
+    with store.session() as session:
+        rows = {row.source_uid: row for row in session.exec(select(MigratedProject))}
+    store.dispose()
+    assert rows["P2"].copied_at is not None and rows["P2"].attached_at is None
+    assert rows["P1"].attached_at is not None and rows["P3"].attached_at is not None
+
+    old_db.projects.update_one({"uid": "P2"}, {"$set": {"owner_user_id": "user-alice"}})
+    again = site.cli("apply", "--auto-approve")
+    assert again.code == 0, again.out + again.err
+    moved = new_db.projects.find_one({"imported_from.uid": "P2"})
+    assert moved["owner_user_id"] == new_db.users.find_one({"emails.address": "alice@example.org"})["_id"]
+    _no_orphans(new_db)
+    assert site.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_a_failed_users_stage_check_is_an_error_and_no_project_moves_before_it(facility, monkeypatch):
+    """The id the carried-over user would get is already another account's on the target (a
+    document with no email): the insert does not happen, the users stage's check finds the email
+    missing, fails naming it, and the projects, which wait for the users stage, stay where they are."""
+    from reconciler.providers.cryosparc import accounts
+
+    site, old_db, new_db, old, root = facility
+    monkeypatch.setenv("GRACE_PW", "a long enough password")
+    old_db.users.insert_one({"_id": "user-zoe", "emails": [{"address": "zoe@example.org"}], "name": "Zoe Zed"})
+    taken = accounts.meteor_id("id-new\0zoe@example.org")
+    new_db.users.insert_one({"_id": taken, "name": "someone without an email"})
+    users_before = new_db.users.count_documents({})
+    failed = site.cli("apply", "--auto-approve")
+    text = failed.out + failed.err
+    assert failed.code == 1, text
+    assert "integrity check after carrying zoe@example.org over to new failed" in text, text
+    assert "zoe@example.org is not found on new as the user just carried over" in text
+    assert f"its id {taken} is another account's" in text
+    assert new_db.users.count_documents({}) == users_before + 1, "only the declared grace was created"
+    assert new_db.users.find_one({"emails.address": "grace@example.org"}) is not None
+    assert new_db.users.find_one({"_id": taken})["name"] == "someone without an email", "the other account stays"
+    assert new_db.projects.count_documents({"imported_from": {"$exists": True}}) == 0
+    assert not any(doc.get("detached") for doc in old_db.projects.find({})), "no project left its instance"
+
+
+def test_a_reference_that_dangled_before_the_merge_is_not_blamed_on_it(facility, monkeypatch):
+    from reconciler.providers.cryosparc import integrity
+
+    site, old_db, new_db, old, root = facility
+    monkeypatch.setenv("GRACE_PW", "a long enough password")
+    new_db.jobs.insert_one({"uid": "J1", "project_uid": "P99", "status": "completed"})  # the target's own leftover
+    assert integrity.dangling(new_db) == ["1 jobs: project_uid P99"]
+    applied = site.cli("apply", "--auto-approve")
+    assert applied.code == 0, applied.out + applied.err
+    assert new_db.projects.count_documents({"imported_from": {"$exists": True}}) == 3
+    assert integrity.dangling(new_db) == ["1 jobs: project_uid P99"], "the merge added no dangling reference"

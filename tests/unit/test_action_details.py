@@ -67,7 +67,7 @@ def _instances_actions() -> list[Action]:
         lanes_to_merge=["hpc"], projects=[MigratingProject(uid="P1", title="a", source_path="/o/a", path="/n/a",
                                                            detached=False)])).actions
     actions += diff_database_migration(DatabaseMigrationFacts(
-        target="new", source="old", source_id="id-old", target_id="id-new", projects=[
+        target="new", source="old", source_id="id-old", target_id="id-new", maintenance=False, projects=[
             DatabaseProject(uid="P1", source_path="/o/a", path="/n/a", archived=False, detached=False, files=2,
                             bytes=9),
             DatabaseProject(uid="P2", source_path="/s/b", path="/s/b", archived=False, detached=False)])).actions
@@ -85,6 +85,7 @@ def test_every_instances_action_reads_back_as_its_executor_s_model() -> None:
               "merge_lane": b.MergeLaneDetails, "migrate_detach": b.AttachMigrationDetails,
               "migrate_attach": b.AttachMigrationDetails, "migrate_copy": a.MigrateCopyDetails,
               "migrate_archive": a.ProjectStepDetails, "copy_database": a.CopyDatabaseDetails,
+              "maintenance_on": a.CopyDatabaseDetails,
               "repoint": a.MovedProjectDetails, "migrate_unarchive": a.MovedProjectDetails,
               "relock": a.MovedProjectDetails}
     actions = _instances_actions()
@@ -105,3 +106,16 @@ def test_update_user_details_name_only_the_managed_fields() -> None:
                                     "changes": {"services": "x"}})
     with pytest.raises(ApplyError, match=r"^user:new/a@x.org: the planned update_user does not fit .*changes"):
         UpdateUserDetails.of(action)
+
+
+def test_merge_stages_on_one_target_share_an_exclusive_lock() -> None:
+    from reconciler.kinds.instances.kind import InstancesKind
+
+    kind = InstancesKind()
+    stages = [action for action in _instances_actions()
+              if action.kind in ("merge_user", "merge_lane", "migrate_attach")]
+    assert {action.kind for action in stages} == {"merge_user", "merge_lane", "migrate_attach"}
+    for action in stages:
+        assert kind.locks(action) == {action.address: True, "instance:new/merge": True}
+    other = next(action for action in _instances_actions() if action.kind == "create_user")
+    assert kind.locks(other) == {other.address: True}

@@ -3,7 +3,12 @@ the source's database becomes the target's, and project directories follow.
 
 Steps (addresses ``migration:<target>/database`` and ``migration:<target>/<uid>``):
 
-1. freeze: nothing happens while a job of the source is queued or running (the plan waits);
+1. freeze: with the ``cryosparcm`` driver on the source, ``maintenance_on`` puts it in
+   maintenance mode first (the guide's ``cryosparcm maintenancemode on``: queued jobs are not
+   launched, running ones finish; it stays on, the source is retired); nothing else happens
+   while a job of the source is queued or running (the plan waits). The ``mongo`` driver has
+   no maintenance mode to set (it is a command of the installation, and the guide does not say
+   where the flag is kept): the plan only waits;
 2. ``migrate_archive`` on the source for every active project whose path changes
    (``migrate_paths``): the guide's rule, archive before a path changes;
 3. ``copy_database``: a consistent copy of every collection (one snapshot read session on the
@@ -30,7 +35,7 @@ from sqlmodel import select
 
 from reconciler.engine.actions import Action, AddressMessage, Details
 from reconciler.engine.kind import Diff, RunContext
-from reconciler.errors import ApplyError
+from reconciler.errors import ApplyError, ReconcilerError
 from reconciler.kinds.instances.migration import ImportedFrom, InstancePair, migration_address, new_path
 from reconciler.kinds.instances.tables import CopiedDatabase, MigratedProject
 from reconciler.providers.cryosparc import model, rollback
@@ -65,6 +70,8 @@ class DatabaseMigrationFacts:
     copy_started: str | None = None  # ISO time of the snapshot (a copy began)
     copy_done: bool = False
     newer: str | None = None  # source projects changed after the copy (the rollback rule)
+    maintenance: bool | None = None  # the source's maintenance mode (None: not a cryosparcm source, or copied)
+    maintenance_error: str | None = None  # `cryosparcm maintenancemode status` failed
     projects: list[DatabaseProject] = field(default_factory=list)
 
 
@@ -122,6 +129,16 @@ def observe_database_migration(desired: Any, target: str, readers: Readers, ctx:
         taken = copy.started_at if copy.started_at.tzinfo else copy.started_at.replace(tzinfo=UTC)
         found = rollback.newer_projects(documents, taken)
         facts.newer = rollback.describe(found) if found else None
+    source_config = desired.instances[source]
+    if source_config.driver == "cryosparcm" and not facts.copy_done:
+        from reconciler.providers.cryosparc.drivers import cryosparcm
+
+        try:
+            output = cryosparcm.run_argv(cryosparcm.maintenance_argv(source_config.cryosparcm, "status"),
+                                         f"cryosparcm maintenancemode status on {source}")
+            facts.maintenance = cryosparcm.maintenance_is_on(output)
+        except (ReconcilerError, ValueError) as error:
+            facts.maintenance_error = str(error)
     facts.busy = [f"{job['project_uid']}/{job['uid']}" for job in source_db[model.JOBS].find(
         {"status": {"$in": list(model.BUSY_STATUSES)}}, {"project_uid": 1, "uid": 1})]
     for document in documents:
@@ -164,10 +181,24 @@ def diff_database_migration(facts: DatabaseMigrationFacts) -> Diff:
                 f"holds {', '.join(facts.target_uids)} (uid clash); use an empty database for [instances."
                 f'{facts.target}] or migration = "attach"')))
             return diff
+        if facts.maintenance_error:
+            diff.errors.append(AddressMessage(address=database, message=(
+                f"cannot tell whether {facts.source} is in maintenance mode: {facts.maintenance_error}; check "
+                f"[instances.{facts.source}] cryosparcm")))
+            return diff
+        freeze: list[str] = []
+        if facts.maintenance is False:
+            maintenance = _action(database, "maintenance_on", f"put {facts.source} in maintenance mode (cryosparcm "
+                                  "maintenancemode on): queued jobs are not launched, running ones finish", basis,
+                                  base, [])
+            diff.actions.append(maintenance)
+            freeze = [maintenance.id]
         if facts.busy:
+            hint = ("it is in maintenance mode, where queued jobs never start: kill or clear them" if
+                    facts.maintenance is not None else "with the cryosparcm driver it is put in maintenance mode")
             diff.notes.append(AddressMessage(address=database, message=(
                 f"waiting: jobs {', '.join(facts.busy[:10])} on {facts.source} are queued or running; the database "
-                "is copied once the source is idle (put it in maintenance mode)")))
+                f"is copied once the source is idle ({hint})")))
             return diff
         if facts.newer and facts.copy_started:
             diff.errors.append(AddressMessage(address=database, message=(
@@ -180,11 +211,11 @@ def diff_database_migration(facts: DatabaseMigrationFacts) -> Diff:
                     migration_address(facts.target, project.uid), "migrate_archive",
                     f"archive {project.uid} on {facts.source} before its path changes to {project.path}", basis,
                     ProjectStepDetails(source=facts.source, target=facts.target, uid=project.uid,
-                                       source_path=project.source_path, path=project.path), []))
+                                       source_path=project.source_path, path=project.path), freeze))
         diff.actions.extend(archives)
         diff.actions.append(_action(database, "copy_database",
                                     f"copy {facts.source}'s database into {facts.target}'s (a consistent snapshot)",
-                                    basis, base, [action.id for action in archives]))
+                                    basis, base, [*freeze, *(action.id for action in archives)]))
     elif facts.newer:
         diff.errors.append(AddressMessage(address=database, message=(
             f"refusing to go on: {facts.source}'s database was copied at {facts.copy_started}, but {facts.newer}; "

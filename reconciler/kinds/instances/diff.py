@@ -265,15 +265,26 @@ def diff_lane(facts: LaneFacts, before: list[str], after: list[str] | None = Non
 def diff_instance(facts: InstanceFacts) -> Diff:
     combined = Diff()
     after: list[str] = []
+    hold = False  # the database copy is still to come but not in this plan (the source is busy)
     if facts.database_migration is not None:  # users and lanes are reconciled on the copied database
         from reconciler.kinds.instances.database_migration import database_address, diff_database_migration
 
-        combined.extend(diff_database_migration(facts.database_migration))
+        planned = diff_database_migration(facts.database_migration)
+        combined.extend(planned)
         after = [database_address(facts.instance)]
+        hold = not facts.database_migration.copy_done and not any(
+            action.kind == "copy_database" for action in planned.actions)
+    local = Diff()
     for user in facts.users:
-        combined.extend(diff_user(user, facts.project_addresses, after))
+        local.extend(diff_user(user, facts.project_addresses, after))
     for lane in facts.lanes:
-        combined.extend(diff_lane(lane, facts.project_addresses, after))
+        local.extend(diff_lane(lane, facts.project_addresses, after))
+    if hold and local.actions:
+        local.notes.append(AddressMessage(address=f"instance:{facts.instance}", message=(
+            f"{len(local.actions)} user and lane change(s) on {facts.instance} wait for the database copy "
+            "(they are made on the copied database)")))
+        local.actions = []
+    combined.extend(local)
     if facts.migration is not None:
         from reconciler.kinds.instances.migration import diff_migration
 

@@ -40,7 +40,7 @@ from reconciler.kinds.instances.diff import (
 from reconciler.kinds.instances.migration import AttachMigrationDetails, MergeLaneDetails, MergeUserDetails
 from reconciler.kinds.instances.observe import involved_instances, observe_instances
 from reconciler.kinds.instances.tables import CopiedDatabase, MigratedProject
-from reconciler.providers.cryosparc import accounts, model, scheduler
+from reconciler.providers.cryosparc import accounts, integrity, model, scheduler
 from reconciler.providers.cryosparc.config import INSTANCES_SECTION
 from reconciler.providers.cryosparc.copy import copy_project
 from reconciler.providers.cryosparc.drivers import cryosparcm, open_driver, open_reader
@@ -92,6 +92,16 @@ class InstancesKind(Kind):
         for facts in observation.facts or []:
             combined.extend(diff_instance(facts))
         return combined
+
+    def locks(self, action: Action) -> dict[str, bool]:
+        """A merge stage (carrying a user or a lane over, attaching a project) counts the target's
+        documents before and after itself (its integrity check): stages on one target take an
+        exclusive lock on ``instance:<target>/merge`` too, so two runs never interleave them."""
+        stages: dict[str, Any] = {"merge_user": MergeUserDetails, "merge_lane": MergeLaneDetails,
+                                  "migrate_attach": AttachMigrationDetails}
+        if action.kind in stages:
+            return {action.address: True, f"instance:{stages[action.kind].of(action).target}/merge": True}
+        return {action.address: True}
 
     # -- executors -------------------------------------------------------------------------------
 
@@ -303,20 +313,37 @@ class InstancesKind(Kind):
                 if row is None or row.copied_at is None:
                     raise ApplyError(f"the copy {details.source_path} -> {details.path} was never verified; "
                                      "refusing to attach it")
+        directory = Path(details.path)
+        try:
+            original = model.read_records(directory)
+        except model.RecordsError as error:
+            raise ApplyError(f"cannot attach {details.path}: {error}") from None
+        lock_before = model.read_lock(directory)
         with open_driver(ctx.desired, details.target) as driver:
+            db = driver.reader.db
             found = find_imported(driver.reader, details.imported_from.instance_id, details.imported_from.uid)
+            uid = str(found["uid"]) if found is not None else details.new_uid
+            before = integrity.census(db)
+            present = {model.PROJECTS: db[model.PROJECTS].count_documents({"uid": uid}),
+                       model.WORKSPACES: db[model.WORKSPACES].count_documents({"project_uid": uid}),
+                       model.JOBS: db[model.JOBS].count_documents({"project_uid": uid})}
             if found is not None and not found.get(model.ATTACHING):
-                uid, notes = str(found["uid"]), ["it was attached already"]
+                notes = ["it was attached already"]
             else:
-                uid = str(found["uid"]) if found is not None else details.new_uid
                 uid, notes = driver.attach(details.path, uid, imported)
             notes += self._map_owner(driver.reader, uid, details.owner_email, details.target)
-            problems = self._check_attached(driver.reader, uid, details.path)
+            problems = self._check_attached(driver.reader, uid, details.path, original, before, present)
             if problems:  # this stage's rollback: the attach is undone, the next run attaches again
+                # marked as cut short first: a run killed inside the rollback redoes the attach
+                db[model.PROJECTS].update_one({"uid": uid}, {"$set": {model.ATTACHING: _now()}})
                 driver.reader._remove_documents(uid)
-                model.remove_lock(Path(details.path))
-                raise ApplyError(f"integrity check after attaching {details.uid} as {uid} failed "
-                                 f"({'; '.join(problems)}); the attach was rolled back")
+                model.write_records(directory, original)
+                if lock_before is None:
+                    model.remove_lock(directory)
+                else:
+                    model.write_lock(directory, lock_before)
+                raise ApplyError(f"integrity check after attaching {details.uid} as {uid} on {details.target} "
+                                 f"failed ({'; '.join(problems)}); the attach was rolled back")
         self._checkpoint(ctx, details, new_uid=uid, attached_at=_now())
         return (f"moved {details.uid} ({details.source}) -> {uid} ({details.target}) at {details.path}"
                 + "".join(f"; {note}" for note in notes))
@@ -332,6 +359,25 @@ class InstancesKind(Kind):
                 self._checkpoint(ctx, details, archived_at=_now())  # before: a kill in between still unarchives
                 driver.archive(details.uid)
         return f"archived {details.uid} on {details.source} (its path changes)"
+
+    @executor("maintenance_on")
+    def maintenance_on(self, action: Action, ctx: RunContext) -> str:
+        """``cryosparcm maintenancemode on`` on the source of a database migration (alternative A's
+        freeze), then ``status`` to see it took."""
+        details = CopyDatabaseDetails.of(action)
+        program = ctx.desired.instances[details.source].cryosparcm
+        cryosparcm.run_argv(cryosparcm.maintenance_argv(program, "on"),
+                            f"cryosparcm maintenancemode on ({details.source})")
+        output = cryosparcm.run_argv(cryosparcm.maintenance_argv(program, "status"),
+                                     f"cryosparcm maintenancemode status ({details.source})")
+        try:
+            on = cryosparcm.maintenance_is_on(output)
+        except ValueError as error:
+            raise ApplyError(f"{details.source}: {error}") from None
+        if not on:
+            raise ApplyError(f"{details.source} is still not in maintenance mode after `cryosparcm maintenancemode "
+                             "on`; refusing to copy its database")
+        return f"{details.source} is in maintenance mode (queued jobs wait, running ones finish)"
 
     @executor("copy_database")
     def copy_database(self, action: Action, ctx: RunContext) -> str:
@@ -418,7 +464,24 @@ class InstancesKind(Kind):
             copy["_id"] = accounts.meteor_id(f"{target.instance_id}\0{details.email}")
             copy["services"] = {"password": {"bcrypt": bcrypt_hash}} if bcrypt_hash else {}
             copy["merged_from"] = {"instance_id": source.instance_id, "user_id": document.get("_id")}
-            accounts.insert_user(target.db, copy)
+            before = integrity.census(target.db)
+            inserted = accounts.insert_user(target.db, copy)
+            # the users stage's integrity check: one more user, found by its email as the copy
+            problems = integrity.compare(before, integrity.census(target.db), {model.USERS: int(inserted)})
+            found_now = accounts.find_user(target.db, details.email)
+            if found_now is None or found_now["_id"] != copy["_id"]:
+                problems.append(f"{details.email} is not found on {details.target} as the user just carried over"
+                                + (f" (its id {copy['_id']} is another account's: remove or re-id that account)"
+                                   if not inserted and target.db[model.USERS].find_one({"_id": copy["_id"]})
+                                   else ""))
+            stored = ((target.db[model.USERS].find_one({"_id": copy["_id"]}) or {}).get("services") or {})
+            if (stored.get("password") or {}).get("bcrypt") != bcrypt_hash:
+                problems.append("its password hash differs from the source's")
+            if problems:  # this stage's rollback: the user carried over is removed again
+                if inserted:
+                    target.db[model.USERS].delete_one({"_id": copy["_id"]})
+                raise ApplyError(f"integrity check after carrying {details.email} over to {details.target} failed "
+                                 f"({'; '.join(problems)}); the user was rolled back")
         return f"carried {details.email} over from {details.source}"
 
     @executor("merge_lane")
@@ -433,20 +496,52 @@ class InstancesKind(Kind):
             for item in targets:  # targets first: a lane never appears without them
                 scheduler.put_target(target.db, item)
             scheduler.put_lane(target.db, lane)
+            # the lanes stage's integrity check: the lane once, with every target the source gives it
+            problems = []
+            if [item["name"] for item in scheduler.lanes(target.db)].count(details.lane) != 1:
+                problems.append(f"lane {details.lane} is not on {details.target} exactly once")
+            carried = {item["name"] for item in scheduler.targets(target.db) if item.get("lane") == details.lane}
+            missing = sorted({item["name"] for item in targets} - carried)
+            if missing:
+                problems.append(f"target(s) {', '.join(missing)} missing")
+            if problems:  # this stage's rollback: the lane and its targets go again
+                scheduler.remove_lane(target.db, details.lane)
+                raise ApplyError(f"integrity check after carrying lane {details.lane} over to {details.target} "
+                                 f"failed ({'; '.join(problems)}); the lane was rolled back")
         return f"carried lane {details.lane} ({len(targets)} target(s)) over from {details.source}"
 
     @staticmethod
-    def _check_attached(reader: Any, uid: str, path: str) -> list[str]:
-        """Integrity after an attach: the documents match the exported records (workspace and job
-        uids), nothing refers to another project, and the owner is a user here."""
+    def _check_attached(reader: Any, uid: str, path: str, original: model.Records, before: integrity.Census,
+                        present: dict[str, int]) -> list[str]:
+        """Integrity after an attach (the merge's project stage): the target's document counts
+        grew by exactly this project (``present``: what of it was there before, an attach cut
+        short), no reference dangles that did not before, the workspace and job documents in the
+        database and in the re-exported records are by sha256 what the exported records
+        (``original``) said, once their project uid and session directories are carried over,
+        and the owner is a user here."""
         problems = []
-        records = model.read_records(Path(path))
-        for collection, exported in ((model.WORKSPACES, records.workspaces), (model.JOBS, records.jobs)):
-            stored = sorted(str(doc["uid"]) for doc in reader.db[collection].find({"project_uid": uid}, {"uid": 1}))
-            if stored != sorted(str(item["uid"]) for item in exported):
-                problems.append(f"{collection} of {uid} differ from the exported records")
-            if any(item.get("project_uid") != uid for item in exported):
-                problems.append(f"exported {collection} of {uid} name another project")
+        expected = model.rewrite_uid(original, uid)
+        workspaces = model.rebase_session_dirs(expected.workspaces, str(original.project.get("project_dir") or ""),
+                                               path)
+        if any(item.get("project_uid") not in (None, original.project.get("uid"))
+               for item in [*original.workspaces, *original.jobs]):
+            problems.append(f"the exported records of {original.project.get('uid')} name another project")
+        wanted = integrity.documents_digest(workspaces, expected.jobs)
+        stored = integrity.stored_digest(reader.db, uid)
+        if stored != wanted:
+            problems.append(f"sha256 of {uid}'s workspaces and jobs in the database {stored[:12]} differs from "
+                            f"the exported records' {wanted[:12]}")
+        try:
+            exported = model.read_records(Path(path))
+        except model.RecordsError as error:
+            problems.append(f"the re-exported records cannot be read: {error}")
+        else:
+            if integrity.documents_digest(exported.workspaces, exported.jobs) != wanted:
+                problems.append(f"sha256 of the re-exported records in {path} differs from what was attached")
+        changes = {model.PROJECTS: 1 - present[model.PROJECTS],
+                   model.WORKSPACES: len(original.workspaces) - present[model.WORKSPACES],
+                   model.JOBS: len(original.jobs) - present[model.JOBS]}
+        problems += integrity.compare(before, integrity.census(reader.db), changes)
         owner = (reader.project(uid) or {}).get("owner_user_id")
         if owner and reader.db[model.USERS].find_one({"_id": owner}) is None:
             problems.append(f"its owner {owner} is not a user here")

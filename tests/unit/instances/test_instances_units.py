@@ -176,3 +176,45 @@ def test_database_migration_planner_refuses_a_clash_and_an_outdated_copy():
                                       newer="P2 (/s/b, records changed 2026-01-02 00:00:00Z)", projects=projects)
     refused = diff_database_migration(outdated)
     assert refused.actions == [] and "refusing to go on" in refused.errors[0].message
+
+
+def test_a_cryosparcm_source_is_put_in_maintenance_mode_before_anything_of_alternative_a():
+    from reconciler.kinds.instances.database_migration import (
+        DatabaseMigrationFacts,
+        DatabaseProject,
+        diff_database_migration,
+    )
+
+    projects = [DatabaseProject(uid="P1", source_path="/o/a", path="/n/a", archived=False, detached=False)]
+    off = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
+                                 maintenance=False, projects=projects)
+    actions = diff_database_migration(off).actions
+    assert [action.kind for action in actions[:3]] == ["maintenance_on", "migrate_archive", "copy_database"]
+    assert actions[0].id in actions[1].depends_on and actions[0].id in actions[2].depends_on
+    on = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
+                                maintenance=True, projects=projects)
+    assert "maintenance_on" not in {action.kind for action in diff_database_migration(on).actions}
+    busy = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
+                                  maintenance=False, busy=["P1/J3"], projects=projects)
+    plan = diff_database_migration(busy)
+    assert [action.kind for action in plan.actions] == ["maintenance_on"]
+    assert "P1/J3" in plan.notes[0].message and "queued jobs never start" in plan.notes[0].message
+    broken = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
+                                    maintenance_error="cryosparcm: not found", projects=projects)
+    assert diff_database_migration(broken).actions == [] and "maintenance mode" in \
+        diff_database_migration(broken).errors[0].message
+
+
+def test_maintenance_mode_command_lines_are_the_documented_ones():
+    import pytest
+
+    from reconciler.providers.cryosparc.drivers import cryosparcm
+
+    assert cryosparcm.maintenance_argv("/cs/bin/cryosparcm", "on") == ["/cs/bin/cryosparcm", "maintenancemode", "on"]
+    assert cryosparcm.maintenance_argv("cryosparcm", "status") == ["cryosparcm", "maintenancemode", "status"]
+    assert cryosparcm.maintenance_is_on("Maintenance mode is currently ON\n")
+    assert not cryosparcm.maintenance_is_on("Maintenance mode is currently OFF")
+    with pytest.raises(ValueError):
+        cryosparcm.maintenance_is_on("command not found")
+    with pytest.raises(ValueError):
+        cryosparcm.maintenance_argv("cryosparcm", "maybe")

@@ -170,6 +170,28 @@ def remove_lane_argv(cryosparcm: str, major: int, lane: str) -> list[str]:
     return [cryosparcm, "cluster", "remove", lane]
 
 
+# Maintenance mode (the guide's "Maintenance Mode and Configurable User Facing Messages", v4.0+):
+# `cryosparcm maintenancemode on|off|status` pauses the job queue: running jobs complete, queued
+# jobs are not launched until it is turned off; `status` prints "Maintenance mode is currently
+# ON" (or OFF). The guide documents no v5 rename of this command: the same words are used for v5.
+# It does not pause running Live sessions, and the guide does not say where the flag is stored.
+
+
+def maintenance_argv(cryosparcm: str, state: str) -> list[str]:
+    """``cryosparcm maintenancemode on|off|status``."""
+    if state not in ("on", "off", "status"):
+        raise ValueError(f"maintenancemode takes on, off or status, not {state!r}")
+    return [cryosparcm, "maintenancemode", state]
+
+
+def maintenance_is_on(output: str) -> bool:
+    """True for "Maintenance mode is currently ON". Raises ValueError when the output says neither."""
+    words = re.findall(r"\b(ON|OFF)\b", output)
+    if not words:
+        raise ValueError("cryosparcm maintenancemode status printed neither ON nor OFF")
+    return words[-1] == "ON"
+
+
 def run_argv(argv: list[str], what: str, *, cwd: str | None = None, secret: bool = False) -> str:
     """Run ``argv`` (an installation's command); ``what`` names it in errors. With ``secret`` the
     arguments never appear in an error (they hold a password)."""
