@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sh
 from bson import json_util
 
 from reconciler import __version__
@@ -350,6 +349,8 @@ def dump_mongodump(mongodump: str, uri: str, client: Any, request: DumpRequest) 
         os.chmod(config_file, 0o600)
         if "*" not in request.collections and len(request.collections) > 1:
             raise ApplyError("the mongodump method dumps one collection or all; use method = \"python\" for a list")
+        import sh  # only the mongodump method runs a program: the python method never loads sh
+
         try:
             result = sh.Command(mongodump)(*mongodump_argv(config_file, request, temporary), _return_cmd=True)
             stderr = result.stderr.decode("utf-8", "replace")
