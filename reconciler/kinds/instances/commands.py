@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
@@ -24,15 +25,26 @@ def list_users(app: Any, as_json: bool) -> None:
     from reconciler.kinds.instances.observe import user_rows
 
     rows, problems = user_rows(app.config.model)
+
+    def line(row: dict[str, Any]) -> str:
+        owns = f", owns {', '.join(row['owns'])}" if row["owns"] else ""
+        return f"{row['instance']}  {row['email']}  {row['role']}  {row['name'] or '-'}  [{row['status']}]{owns}"
+
+    _emit(rows, problems, as_json, line)
+
+
+def _emit(rows: list[dict[str, Any]], problems: list[str], as_json: bool, line: Callable[[dict[str, Any]], str]
+          ) -> None:
+    """A per-instance listing: each instance that could not be read as an error line, the rows (JSON or
+    a line each), and exit 1 when any instance could not be read (a listing never looks complete
+    when it is not)."""
     for problem in problems:
         click.echo(f"error: {problem}", err=True)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
     else:
         for row in rows:
-            owns = f", owns {', '.join(row['owns'])}" if row["owns"] else ""
-            click.echo(f"{row['instance']}  {row['email']}  {row['role']}  {row['name'] or '-'}  "
-                       f"[{row['status']}]{owns}")
+            click.echo(line(row))
     if problems:
         raise SystemExit(1)
 
@@ -70,17 +82,13 @@ def list_lanes(app: Any, as_json: bool) -> None:
                              "targets": [{"name": target["name"], "ssh_str": target.get("ssh_str"),
                                           "worker_bin_path": target.get("worker_bin_path")}
                                          for target in targets if target.get("lane") == lane["name"]]})
-    for problem in problems:
-        click.echo(f"error: {problem}", err=True)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-    else:
-        for row in rows:
-            names = ", ".join(target["name"] for target in row["targets"]) or "no targets"
-            click.echo(f"{row['instance']}  {row['lane']} ({row['type']})  {names}"
-                       + ("" if row["declared"] else "  [not in the config]"))
-    if problems:
-        raise SystemExit(1)
+
+    def line(row: dict[str, Any]) -> str:
+        names = ", ".join(target["name"] for target in row["targets"]) or "no targets"
+        return (f"{row['instance']}  {row['lane']} ({row['type']})  {names}"
+                + ("" if row["declared"] else "  [not in the config]"))
+
+    _emit(rows, problems, as_json, line)
 
 
 @click.group("instances")
