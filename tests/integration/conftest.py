@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +53,16 @@ def make_tree(root: Path, files: dict[str, bytes | str], age_seconds: float = 36
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content.encode() if isinstance(content, str) else content)
         os.utime(path, (stamp, stamp))
+
+
+def make_worker(root: Path) -> Path:
+    """A CryoSPARC worker directory under ``root`` whose bin/cryosparcw runs (and does nothing)."""
+    worker = root / "cryosparc_worker"
+    (worker / "bin").mkdir(parents=True)
+    program = worker / "bin" / "cryosparcw"
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    return worker
 
 
 def rewrite_in_place(path: Path, content: str, age_seconds: float) -> None:

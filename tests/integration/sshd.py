@@ -41,8 +41,11 @@ class Sshd:
     def url(self, path: Path | str) -> str:
         return f"ssh://{self.user}@127.0.0.1:{self.port}{path}"
 
-    def toml(self) -> str:
-        quoted = ", ".join(f'"{option}"' for option in self.options)
+    def toml(self, port_option: bool = False) -> str:
+        """The [ssh] table for this server; ``port_option`` adds its port as an option, for hosts
+        named without one (a CryoSPARC target's ssh string, "user@host")."""
+        options = [*self.options, f"Port={self.port}"] if port_option else self.options
+        quoted = ", ".join(f'"{option}"' for option in options)
         return f'[ssh]\nidentity_file = "{self.identity}"\noptions = [{quoted}]\nconnect_timeout = "5s"\n'
 
     def command(self) -> list[str]:

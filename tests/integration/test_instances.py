@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from reconciler.kinds.projects.generator import make_instance
 from reconciler.providers.cryosparc import accounts, scheduler
 from tests.conftest import run_cli
+from tests.integration.conftest import make_worker
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -134,24 +134,11 @@ def test_removal_needs_absent_and_allow_destroy_and_never_touches_an_owner(insta
     assert instance.db.users.count_documents({}) == len(users)
 
 
-def _worker(root: Path) -> Path:
-    worker = root / "cryosparc_worker"
-    (worker / "bin").mkdir(parents=True)
-    program = worker / "bin" / "cryosparcw"
-    program.write_text("#!/bin/sh\nexit 0\n")
-    program.chmod(program.stat().st_mode | stat.S_IXUSR)
-    return worker
-
-
-def _ssh_toml(sshd: Any) -> str:
-    options = ", ".join(f'"{option}"' for option in [*sshd.options, f"Port={sshd.port}"])
-    return f'[ssh]\nidentity_file = "{sshd.identity}"\noptions = [{options}]\nconnect_timeout = "5s"\n'
-
-
 def test_node_lane_is_created_when_its_target_answers_over_ssh_and_pruned_only_with_allow_destroy(instance, sshd):
-    worker = _worker(instance.root)
+    worker = make_worker(instance.root)
     target = f'{{ hostname = "gpu1", ssh = "{sshd.user}@127.0.0.1", worker_path = "{worker}", ssd_path = "/scratch" }}'
-    instance.configure(f'{_ssh_toml(sshd)}\n[lanes.workstations]\ntype = "node"\ntargets = [{target}]\n')
+    instance.configure(f'{sshd.toml(port_option=True)}\n[lanes.workstations]\ntype = "node"\n'
+                       f'targets = [{target}]\n')
     plan = instance.site.cli("plan", "--format", "json")
     assert plan.code == 0, plan.out + plan.err
     body = json.loads(plan.out)
@@ -172,7 +159,7 @@ def test_node_lane_is_created_when_its_target_answers_over_ssh_and_pruned_only_w
                                                              ssd_path=None, ssd_quota_mb=None))
     kept = json.loads(instance.site.cli("plan", "--format", "json").out)
     assert kept["actions"] == [] and any("old-gpu" in note["message"] for note in kept["notes"])
-    instance.configure(f'{_ssh_toml(sshd)}\n[lanes.workstations]\ntype = "node"\nprune = true\n'
+    instance.configure(f'{sshd.toml(port_option=True)}\n[lanes.workstations]\ntype = "node"\nprune = true\n'
                        f'targets = [{target}]\n', extra="prune_lanes = true\n")
     pending = instance.site.cli("reconcile")
     assert pending.code == 2, pending.out + pending.err
@@ -184,10 +171,10 @@ def test_node_lane_is_created_when_its_target_answers_over_ssh_and_pruned_only_w
 
 
 def test_a_lane_whose_only_target_does_not_answer_is_refused_naming_it(instance, sshd):
-    worker = _worker(instance.root)
+    worker = make_worker(instance.root)
     missing = instance.root / "no-worker-here"
     instance.configure(
-        f'{_ssh_toml(sshd)}\n[lanes.ws]\ntype = "node"\ntargets = ['
+        f'{sshd.toml(port_option=True)}\n[lanes.ws]\ntype = "node"\ntargets = ['
         f'{{ hostname = "gpu2", ssh = "{sshd.user}@127.0.0.1", worker_path = "{missing}" }}]\n')
     plan = instance.site.cli("plan")
     text = plan.out + plan.err
@@ -195,7 +182,7 @@ def test_a_lane_whose_only_target_does_not_answer_is_refused_naming_it(instance,
     assert f"{missing}/bin/cryosparcw is missing" in text
     assert scheduler.lanes(instance.db) == [{"name": "default", "type": "node"}]
     # a closed port: ssh itself fails (BatchMode, ConnectTimeout), the error says so
-    closed = _ssh_toml(sshd).replace(f"Port={sshd.port}", "Port=1")
+    closed = sshd.toml(port_option=True).replace(f"Port={sshd.port}", "Port=1")
     instance.configure(f'{closed}\n[lanes.ws]\ntype = "node"\ntargets = ['
                        f'{{ hostname = "gpu2", ssh = "{sshd.user}@127.0.0.1", worker_path = "{worker}" }}]\n')
     plan = instance.site.cli("plan")
@@ -316,7 +303,7 @@ def test_cryosparcm_driver_connects_a_node_with_cryosparcw_connect_over_ssh(inst
         f'#!/bin/sh\n{exports} CRYOSPARCW_STANDIN_SELF="$0" exec {sys.executable} {standin} "$@"\n')
     (worker / "bin" / "cryosparcw").chmod(0o755)
     target = f'{{ hostname = "gpu1", ssh = "{sshd.user}@127.0.0.1", worker_path = "{worker}" }}'
-    instance.configure(f'{_ssh_toml(sshd)}\n[lanes.ws]\ntype = "node"\ntargets = [{target}]\n',
+    instance.configure(f'{sshd.toml(port_option=True)}\n[lanes.ws]\ntype = "node"\ntargets = [{target}]\n',
                        extra=f'driver = "cryosparcm"\ncryosparcm = "{program}"\nmaster_hostname = "csmaster"\n')
     applied = instance.site.cli("apply", "--auto-approve")
     assert applied.code == 0, applied.out + applied.err

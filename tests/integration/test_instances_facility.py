@@ -9,7 +9,6 @@ directory, never in the old copy. Real MongoDB single-node replica set, real ssh
 from __future__ import annotations
 
 import json
-import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,22 +18,9 @@ import pytest
 from reconciler.kinds.projects.generator import make_instance
 from reconciler.providers.cryosparc import accounts, scheduler
 from reconciler.providers.cryosparc.datatypes import collect
+from tests.integration.conftest import make_worker
 
 PASSWORD = "a long enough password"
-
-
-def _worker(root: Path) -> Path:
-    worker = root / "cryosparc_worker"
-    (worker / "bin").mkdir(parents=True)
-    program = worker / "bin" / "cryosparcw"
-    program.write_text("#!/bin/sh\nexit 0\n")
-    program.chmod(program.stat().st_mode | stat.S_IXUSR)
-    return worker
-
-
-def _ssh_toml(sshd: Any) -> str:
-    options = ", ".join(f'"{option}"' for option in [*sshd.options, f"Port={sshd.port}"])
-    return f'[ssh]\nidentity_file = "{sshd.identity}"\noptions = [{options}]\nconnect_timeout = "5s"\n'
 
 
 def _lanes(db: Any, ssh_str: str, worker: Path, lanes: dict[str, str]) -> None:
@@ -63,7 +49,7 @@ def test_a_generated_facility_migrates_by_both_alternatives_and_merges(site, mon
     tag = uuid.uuid4().hex[:8]
     old_db, new_db = client[f"fold_{tag}"], client[f"fnew_{tag}"]
     try:
-        worker = _worker(tmp_path)
+        worker = make_worker(tmp_path)
         ssh_str = f"{sshd.user}@127.0.0.1"
         old = make_instance(old_db, tmp_path / "old-storage", "id-old", projects=3, jobs=3, sessions=1, movies=3)
         _lanes(old_db, ssh_str, worker, {"ws": "gpu1", "spare": "gpu2"})
@@ -88,7 +74,7 @@ def test_a_generated_facility_migrates_by_both_alternatives_and_merges(site, mon
         new_storage = tmp_path / "new-storage"
         migration = "database" if mode == "database" else "attach"
         target = f'{{ hostname = "gpu1", ssh = "{ssh_str}", worker_path = "{worker}" }}'
-        config = (f'{_ssh_toml(sshd)}\n'
+        config = (f'{sshd.toml(port_option=True)}\n'
                   f'[databases.cs-old]\nuri = "{mongo_rs.uri}"\ndatabase = "{old_db.name}"\n\n'
                   f'[databases.cs-new]\nuri = "{mongo_rs.uri}"\ndatabase = "{new_db.name}"\n\n'
                   '[instances.old]\ndatabase = "cs-old"\ninstance_id = "id-old"\n\n'
