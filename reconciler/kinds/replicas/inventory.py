@@ -438,9 +438,10 @@ def unrecorded(connection: Connection, replica: str, origin: str, scan_id: str) 
         yield Unrecorded(path, size, mtime_ns, origin_size if known else None, origin_mtime if known else None)
 
 
-def record_copied(connection: Connection, replica: str, origin: str, copied: list[str]) -> None:
+def record_copied(connection: Connection, replica: str, origin: str, copied: list[str]) -> int:
     """Record that the files at ``copied`` (stored path text) were just copied to ``replica``,
-    with the size and mtime the inventory holds for them (what the plan copied).
+    with the size and mtime the inventory holds for them (what the plan copied); returns the
+    bytes recorded (the copy's progress), from the same join, not from a second lookup.
 
     On SQLite the paths go into a TEMP table (in memory, no index, this connection only)
     and one statement joins them; elsewhere through the scratch table (COPY is fast there)."""
@@ -448,8 +449,12 @@ def record_copied(connection: Connection, replica: str, origin: str, copied: lis
         scan_id = new_scan_id()
         load_paths(connection, scan_id, ((path, 0, 0) for path in copied), with_dirs=False)
         record_copies(connection, replica, origin, scan_id, enrolled=False)
+        recorded = connection.execute(
+            text("SELECT COALESCE(SUM(f.size), 0) FROM scan_entries s JOIN origin_files f "
+                 "ON f.origin = :origin AND f.path = s.path WHERE s.scan_id = :scan_id"),
+            {"origin": origin, "scan_id": scan_id}).scalar_one()
         drop_scan(connection, scan_id)
-        return
+        return int(recorded)
     now = now_utc().isoformat(" ")  # the text sqlite3 stores for a datetime, made once
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -469,9 +474,14 @@ def record_copied(connection: Connection, replica: str, origin: str, copied: lis
             """,
             (replica, now, now, origin),
         )
+        # (no RETURNING: SQLite has it only from 3.35, and RHEL 8's Python links 3.26)
+        cursor.execute("SELECT COALESCE(SUM(f.size), 0) FROM temp.copied_paths c JOIN origin_files f "
+                       "ON f.origin = ? AND f.path = c.path", (origin,))
+        recorded = int(cursor.fetchone()[0])
         cursor.execute("DELETE FROM temp.copied_paths")
     finally:
         cursor.close()
+    return recorded
 
 
 def record_copies(connection: Connection, replica: str, origin: str, scan_id: str, enrolled: bool) -> int:

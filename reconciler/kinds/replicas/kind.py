@@ -69,17 +69,6 @@ from reconciler.providers.rsync import argument_budget, copy_invocation, plan_ba
 from reconciler.units import format_duration
 
 
-def _bytes_of(connection: Any, origin: str, names: list[str], chunk: int = 10_000) -> int:
-    """The bytes the inventory records for the files ``names`` of ``origin`` (by the unique
-    (origin, path) index, ``chunk`` names a statement)."""
-    from sqlalchemy import bindparam, text
-
-    query = text("SELECT COALESCE(SUM(size), 0) FROM origin_files WHERE origin = :origin AND path IN :names"
-                 ).bindparams(bindparam("names", expanding=True))
-    return sum(int(connection.execute(query, {"origin": origin, "names": names[start:start + chunk]}).scalar_one())
-               for start in range(0, len(names), chunk))
-
-
 def _counted(entries: Iterable[Entry], label: str, progress: Progress, every: int = 1000) -> Iterator[Entry]:
     """``entries`` as they come, with the files among them counted to ``progress`` (of unknown
     total: a spinner on a terminal) every ``every`` files, and the end reported however it ends."""
@@ -547,8 +536,7 @@ class ReplicasKind(Kind):
             copied = (files[starts[index]:starts[index + 1]] if delivered is None
                       else [paths.to_text(name) for name in delivered])
             with ctx.state.engine.begin() as connection:
-                inventory.record_copied(connection, replica, origin_name, copied)
-                bytes_done[0] += _bytes_of(connection, origin_name, copied)
+                bytes_done[0] += inventory.record_copied(connection, replica, origin_name, copied)
             if checksums:
                 all_copied.extend(copied)
 
