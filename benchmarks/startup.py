@@ -4,10 +4,11 @@
     python benchmarks/startup.py [--repeat 7]
 
 Runs, interleaved, ``python -c pass`` (the floor), ``reconciler --version``, ``reconciler --help``,
-``reconciler validate`` and ``reconciler plan`` of a config that declares nothing, each as a whole
-process (the installed console script's interpreter, modules byte-compiled first), and prints the
-medians and their ratio to the floor. Targets (issue: fast start): --help and --version at most
-0.2 s on this machine.
+``reconciler validate`` and ``reconciler plan`` of a config that declares nothing, and importing
+the dump path (``reconciler.kinds.backups.dump``, what a backup process loads before pymongo does
+its work), each as a whole process (the installed console script's interpreter, modules
+byte-compiled first), and prints the medians and their ratio to the floor. Targets (issue: fast
+start): --help and --version at most 0.2 s on this machine, importing the dump path at most 0.15 s.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+TARGETS = {"--version": 0.2, "--help": 0.2, "import the dump path": 0.15}
 
 
 def timed(argv: list[str], cwd: Path) -> float:
@@ -44,6 +46,7 @@ def main() -> None:
             "--help": [*program, "--help"],
             "validate": [*program, "validate"],
             "plan (empty config)": [*program, "plan"],
+            "import the dump path": [sys.executable, "-c", "import reconciler.kinds.backups.dump"],
         }
         times: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(arguments.repeat):
@@ -53,8 +56,9 @@ def main() -> None:
     print(f"{'command':<22}{'median':>10}{'ratio to python':>18}{'target':>10}")
     for name, values in times.items():
         median = statistics.median(values)
-        target = "≤ 0.2 s" if name in ("--version", "--help") else ""
-        verdict = (" met" if median <= 0.2 else " NOT met") if target else ""
+        limit = TARGETS.get(name)
+        target = f"≤ {limit} s" if limit else ""
+        verdict = (" met" if median <= limit else " NOT met") if limit else ""
         print(f"{name:<22}{median:>9.3f}s{median / floor:>18.1f}{target:>10}{verdict}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
@@ -138,13 +139,13 @@ def _age_backup(site, backup_id: str, new_time: datetime) -> str:
     old_id = f"cs-{new_time:%Y%m%dT%H%M%SZ}"
     new_data = folder / data.name.replace(backup_id, old_id)
     new_data.write_bytes(data.read_bytes())
-    files = [item.model_copy(update={"path": new_data.name}) for item in manifest.files]
-    copy = manifest.model_copy(update={"backup_id": old_id, "started_at": new_time, "finished_at": new_time,
-                                       "files": files})
-    (folder / (new_data.name + MANIFEST_SUFFIX)).write_text(copy.model_dump_json())
+    files = [dataclasses.replace(item, path=new_data.name) for item in manifest.files]
+    copy = dataclasses.replace(manifest, backup_id=old_id, started_at=new_time, finished_at=new_time, files=files)
+    (folder / (new_data.name + MANIFEST_SUFFIX)).write_text(copy.to_json())
     return old_id
 
 
+@pytest.mark.state_store
 def test_retention_prunes_destructively_and_never_the_newest(site, mongo, client, dbname):
     _seed(client, dbname, jobs=10)
     _config(site, mongo, dbname, extra="retention = { keep_daily = 2 }\n")
@@ -163,6 +164,7 @@ def test_retention_prunes_destructively_and_never_the_newest(site, mongo, client
     assert left == [old[0], newest]
 
 
+@pytest.mark.state_store
 def test_leftovers_of_killed_runs_are_cleaned_up_without_allow_destroy(site, mongo, client, dbname):
     _seed(client, dbname, jobs=10)
     _config(site, mongo, dbname)

@@ -1,51 +1,66 @@
-"""Backups on disk: manifests, the catalog read from a destination, leftovers."""
+"""Backups on disk: manifests, the catalog read from a destination, leftovers.
+
+The manifest is plain dataclasses, so that a dump (which only writes one) never imports pydantic:
+that import was most of the dump path's start-up. Reading one validates it with pydantic, which
+validates standard dataclasses as it does its own models (loaded then, where it is used).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-
-from pydantic import BaseModel, Field, ValidationError
+from typing import Any
 
 MANIFEST_SUFFIX = ".manifest.json"
 TEMP_PREFIX = ".tmp-"
 
 
-class ManifestFile(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class ManifestFile:
     path: str  # relative to the destination directory
     bytes: int
     sha256: str
 
 
-class CollectionStats(BaseModel):
+@dataclass(kw_only=True)
+class CollectionStats:  # filled in as the dump goes
     documents: int  # documents stored (for a time-series collection: its buckets)
     bytes: int  # uncompressed BSON bytes
     type: str = "collection"  # collection | timeseries | view
     measurements: int | None = None  # a time-series collection's measurements when it was dumped
 
 
-class Manifest(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
     """``<backup>.manifest.json``: a backup without a complete manifest is not a backup."""
 
-    manifest_version: int = 1
     backup_id: str
     database_key: str  # the [databases.<key>] entry
     database: str  # the MongoDB database name
     format: str
     compressed: bool
     method: str
-    collections: dict[str, CollectionStats] = Field(default_factory=dict)
-    skipped: dict[str, str] = Field(default_factory=dict)  # namespace -> why it is not in the backup
-    consistent: str | None = None  # "oplog": the backup holds the oplog of its dump window
-    oplog_entries: int | None = None
-    files: list[ManifestFile] = Field(default_factory=list)
     server_version: str
     tool_version: str
     started_at: datetime
     finished_at: datetime
+    collections: dict[str, CollectionStats] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # namespace -> why it is not in the backup
+    consistent: str | None = None  # "oplog": the backup holds the oplog of its dump window
+    oplog_entries: int | None = None
+    files: list[ManifestFile] = field(default_factory=list)
+    manifest_version: int = 1
+
+    def to_json(self) -> str:
+        """The manifest file's text: the keys in the order older versions wrote them."""
+        data = dataclasses.asdict(self)
+        ordered = {key: data[key] for key in _KEY_ORDER}
+        return json.dumps(ordered, indent=2, ensure_ascii=False, default=_json_time) + "\n"
 
     @property
     def documents(self) -> int:
@@ -79,6 +94,17 @@ class Manifest(BaseModel):
         return sum(item.bytes for item in self.files)
 
 
+_KEY_ORDER = ("manifest_version", "backup_id", "database_key", "database", "format", "compressed", "method",
+              "collections", "skipped", "consistent", "oplog_entries", "files", "server_version", "tool_version",
+              "started_at", "finished_at")
+
+
+def _json_time(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 @dataclass(frozen=True)
 class Backup:
     manifest: Manifest
@@ -109,11 +135,18 @@ def backup_id_for(database_key: str, started: datetime) -> str:
     return f"{database_key}-{started.astimezone(UTC):%Y%m%dT%H%M%SZ}"
 
 
+@functools.cache
+def _validator() -> Any:
+    from pydantic import TypeAdapter  # reading validates; writing a dump does not need pydantic
+
+    return TypeAdapter(Manifest)
+
+
 def read_manifest(path: Path) -> Manifest:
     """Raises ValueError with the reason when the manifest is not readable."""
     try:
-        return Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, ValidationError) as error:
+        return _validator().validate_python(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as error:
         raise ValueError(f"{path}: unreadable manifest ({str(error).splitlines()[0]})") from None
 
 

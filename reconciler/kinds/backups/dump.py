@@ -234,7 +234,7 @@ def _finish(request: DumpRequest, temporary: Path, collections: list[CollectionP
         consistent=request.consistent, oplog_entries=oplog_entries, files=files, server_version=server,
         tool_version=f"reconciler {__version__}", started_at=started, finished_at=datetime.now(UTC),
     )
-    atomic_write_text(request.destination / (final.name + MANIFEST_SUFFIX), manifest.model_dump_json(indent=2) + "\n")
+    atomic_write_text(request.destination / (final.name + MANIFEST_SUFFIX), manifest.to_json())
     return manifest
 
 
