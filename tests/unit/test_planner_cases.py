@@ -39,16 +39,23 @@ def test_planner_case(path: Path) -> None:
         (want["address"], want["kind"], want["destructive"]) for want in expect["actions"]], case["description"]
     for number, (action, want) in enumerate(zip(actions, expect["actions"], strict=True)):
         if "reason" in want:
-            assert action.reason == want["reason"]
+            assert action.reason == want["reason"], f"action {number}: reason"
         for key, value in want.get("details", {}).items():
             assert action.details.get(key) == value, f"action {number}: details.{key}"
+        if want.get("all_details"):
+            assert set(action.details) == set(want.get("details", {})), f"action {number}: details keys"
         if want.get("depends_on_previous"):
             assert actions[number - 1].id in action.depends_on
+        if "depends_on" in want:  # exactly: an index is that action's id, a string an address or id as is
+            wanted = {actions[item].id if isinstance(item, int) else item for item in want["depends_on"]}
+            assert set(action.depends_on) == wanted, f"action {number}: depends_on"
+        if "before" in want:
+            assert action.before == want["before"], f"action {number}: before"
     for name, found in (("notes", result.notes), ("errors", result.errors), ("warnings", result.warnings)):
-        if name in expect:
-            assert _messages(found) == expect[name]
-    if "errors" not in expect:
-        assert result.errors == [], "an error no case expects"
+        assert _messages(found) == expect.get(name, []), f"{name} (none when the case gives none)"
+    again = diff(TypeAdapter(facts_type).validate_python(case["facts"]))
+    assert [(a.id, a.precondition) for a in again.actions] == [(a.id, a.precondition) for a in actions], \
+        "the same facts must give the same action ids and preconditions"
 
 
 def test_every_kind_with_cases_is_known() -> None:
