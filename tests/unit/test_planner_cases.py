@@ -14,11 +14,13 @@ from pydantic import TypeAdapter
 
 from reconciler.engine.kind import Diff
 from reconciler.kinds.backups.diff import DatabaseFacts, diff_database
+from reconciler.kinds.projects.diff import ProjectFacts, diff_project
 from reconciler.kinds.sessions.diff import SessionFacts, diff_session
 
 CASES = Path(__file__).resolve().parents[1] / "data" / "planner"
 DIFFS: dict[str, tuple[type, Callable[[Any], Diff]]] = {
     "backups": (DatabaseFacts, diff_database),
+    "projects": (ProjectFacts, diff_project),
     "sessions": (SessionFacts, diff_session),
 }
 
