@@ -4,7 +4,10 @@ is a file."""
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,27 @@ DIFFS: dict[str, tuple[type, Callable[[Any], Diff]]] = {
 }
 
 
+def _with_nones(kind: Any, value: Any) -> Any:
+    """``value`` with every field of a dataclass in it that may be None, has no default and is
+    left out set to None: TOML has no null, so a case leaves such a fact out."""
+    args = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _with_nones(args[0], value)
+    if typing.get_origin(kind) is list and isinstance(value, list):
+        return [_with_nones(args[0], item) for item in value]
+    if not (dataclasses.is_dataclass(kind) and isinstance(value, dict)):
+        return value
+    hints = typing.get_type_hints(kind)
+    filled = dict(value)
+    for field in dataclasses.fields(kind):
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        if field.name in filled:
+            filled[field.name] = _with_nones(hints[field.name], filled[field.name])
+        elif required and type(None) in typing.get_args(hints[field.name]):
+            filled[field.name] = None
+    return filled
+
+
 def _messages(found: list[Any]) -> list[dict[str, str]]:
     return [{"address": item.address, "message": item.message} for item in found]
 
@@ -33,7 +57,7 @@ def _messages(found: list[Any]) -> list[dict[str, str]]:
 def test_planner_case(path: Path) -> None:
     case = tomllib.loads(path.read_text(encoding="utf-8"))
     facts_type, diff = DIFFS[case["diff"]]
-    facts = TypeAdapter(facts_type).validate_python(case["facts"])
+    facts = TypeAdapter(facts_type).validate_python(_with_nones(facts_type, case["facts"]))
     result = diff(facts)
     expect = case["expect"]
     actions = result.actions
@@ -55,7 +79,7 @@ def test_planner_case(path: Path) -> None:
             assert action.before == want["before"], f"action {number}: before"
     for name, found in (("notes", result.notes), ("errors", result.errors), ("warnings", result.warnings)):
         assert _messages(found) == expect.get(name, []), f"{name} (none when the case gives none)"
-    again = diff(TypeAdapter(facts_type).validate_python(case["facts"]))
+    again = diff(TypeAdapter(facts_type).validate_python(_with_nones(facts_type, case["facts"])))
     assert [(a.id, a.precondition) for a in again.actions] == [(a.id, a.precondition) for a in actions], \
         "the same facts must give the same action ids and preconditions"
 
