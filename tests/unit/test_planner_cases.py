@@ -17,12 +17,14 @@ from pydantic import TypeAdapter
 
 from reconciler.engine.kind import Diff
 from reconciler.kinds.backups.diff import DatabaseFacts, diff_database
+from reconciler.kinds.instances.diff import InstanceFacts, diff_instance
 from reconciler.kinds.projects.diff import ProjectFacts, diff_project
 from reconciler.kinds.sessions.diff import SessionFacts, diff_session
 
 CASES = Path(__file__).resolve().parents[1] / "data" / "planner"
 DIFFS: dict[str, tuple[type, Callable[[Any], Diff]]] = {
     "backups": (DatabaseFacts, diff_database),
+    "instances": (InstanceFacts, diff_instance),
     "projects": (ProjectFacts, diff_project),
     "sessions": (SessionFacts, diff_session),
 }

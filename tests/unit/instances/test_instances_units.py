@@ -1,5 +1,7 @@
 """The instances kind's pure parts: the cryosparcm command lines (no CryoSPARC runs here: they
-are checked against the documented signatures), the Meteor password hash, and the planner."""
+are checked against the documented signatures), the Meteor password hash, and the migration
+planners. The users and lanes planner (diff_instance) is tested as data:
+tests/data/planner/instances-*.toml."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import hashlib
 
 import pytest
 
-from reconciler.kinds.instances.diff import LaneFacts, TargetFacts, UserFacts, diff_lane, diff_user
 from reconciler.providers.cryosparc import accounts, scheduler
 from reconciler.providers.cryosparc.drivers import cryosparcm
 
@@ -50,59 +51,6 @@ def test_meteor_ids_are_stable_and_in_meteors_alphabet():
     first = accounts.meteor_id("id-new\0a@x.org")
     assert first == accounts.meteor_id("id-new\0a@x.org") != accounts.meteor_id("id-old\0a@x.org")
     assert len(first) == 17 and set(first) <= set(accounts.METEOR_ID_ALPHABET)
-
-
-def _user(**changes) -> UserFacts:
-    values = dict(instance="new", email="a@x.org", absent=False, username="a", first_name="Ada",
-                  last_name="Lovelace", name_declared=True, role="user", password_env="A_PW", password_set=True)
-    values.update(changes)
-    return UserFacts(**values)
-
-
-def test_user_planner():
-    assert [a.kind for a in diff_user(_user(), ["project:p"]).actions] == ["create_user"]
-    assert diff_user(_user(), ["project:p"]).actions[0].before == ["project:p"]
-    assert "not set" in diff_user(_user(password_set=False), []).errors[0].message
-    assert "initial_password_env" in diff_user(_user(password_env=None), []).errors[0].message
-    same = _user(user_id="u1", actual={"name": "Ada Lovelace", "first_name": "Ada", "last_name": "Lovelace",
-                                       "role": "user"})
-    assert diff_user(same, []).actions == []
-    promoted = diff_user(_user(user_id="u1", role="admin", actual=same.actual), []).actions
-    assert [(a.kind, a.details["changes"]) for a in promoted] == [("update_user", {"role": "admin"})]
-    admin = {**same.actual, "role": "admin"}
-    assert diff_user(_user(user_id="u1", role=None, actual=admin), []).actions == [], "no role: left as it is"
-    created = diff_user(_user(role=None), []).actions[0]
-    assert created.details["role"] == "user"
-    owner = diff_user(_user(absent=True, user_id="u1", owned=["P1", "P3"]), [])
-    assert owner.actions == [] and "P1, P3" in owner.errors[0].message
-    removal = diff_user(_user(absent=True, user_id="u1"), []).actions
-    assert [(a.kind, a.destructive) for a in removal] == [("remove_user", True)]
-    assert diff_user(_user(absent=True), []).actions == []
-
-
-def _target(name: str, problem: str | None = None, declared: bool = True) -> TargetFacts:
-    document = scheduler.node_target(lane="ws", hostname=name, ssh_str=f"u@{name}", worker_path="/w", ssd_path=None,
-                                     ssd_quota_mb=None)
-    return TargetFacts(name=name, declared=document if declared else None, actual=None if declared else document,
-                       problem=problem)
-
-
-def test_lane_planner_refuses_a_lane_without_a_functional_target():
-    lane = scheduler.lane_document("ws", "node")
-    ok = diff_lane(LaneFacts("new", "ws", lane, None, [_target("gpu1")]), [])
-    assert [a.kind for a in ok.actions] == ["put_lane", "put_target"]
-    assert ok.actions[1].depends_on == [ok.actions[0].id]
-    dead = diff_lane(LaneFacts("new", "ws", lane, None, [_target("gpu1", "ssh u@gpu1 failed")]), [])
-    assert dead.actions == [] and "gpu1: ssh u@gpu1 failed" in dead.errors[0].message
-    # the only working target is an undeclared one about to be pruned: refused too
-    pruned = diff_lane(LaneFacts("new", "ws", lane, lane, [_target("gpu1", "down"), _target("old", declared=False)],
-                                 prune_targets=True), [])
-    assert pruned.actions == [] and pruned.errors
-    kept = diff_lane(LaneFacts("new", "ws", lane, lane, [_target("gpu1", "down"), _target("old", declared=False)]),
-                     [])
-    assert kept.errors == [] and [a.kind for a in kept.actions] == ["put_target"]
-    gone = diff_lane(LaneFacts("new", "old", None, lane, [_target("x", declared=False)], prune_lane=True), [])
-    assert [(a.kind, a.destructive) for a in gone.actions] == [("remove_lane", True)]
 
 
 def test_cluster_target_from_cluster_info():
