@@ -19,35 +19,70 @@ from reconciler.engine.kind import Diff
 from reconciler.kinds.backups.diff import DatabaseFacts, diff_database
 from reconciler.kinds.instances.diff import InstanceFacts, diff_instance
 from reconciler.kinds.projects.diff import ProjectFacts, diff_project
+from reconciler.kinds.replicas.diff import PairFacts, ReplicaFacts, diff_replicas
+from reconciler.kinds.replicas.inventory import Candidate, CandidateSet
 from reconciler.kinds.sessions.diff import SessionFacts, diff_session
+
+
+@dataclasses.dataclass
+class _PlainPair(PairFacts):
+    """A replicas pair as a case writes it: ``candidates`` a plain list of Candidate (path, size,
+    mtime_ns, recorded); CandidateSet is a columnar class pydantic does not validate."""
+
+    candidates: list[Candidate] = dataclasses.field(default_factory=list)  # type: ignore[assignment]
+
+
+@dataclasses.dataclass
+class _PlainReplicaFacts(ReplicaFacts):
+    pairs: list[_PlainPair] = dataclasses.field(default_factory=list)  # type: ignore[assignment]
+
+
+def _fields(facts: Any, kind: type) -> dict[str, Any]:
+    return {field.name: getattr(facts, field.name) for field in dataclasses.fields(kind)}
+
+
+def _diff_replicas(plain: _PlainReplicaFacts) -> Diff:
+    """diff_replicas over the ReplicaFacts the plain facts stand for (each pair's candidates a CandidateSet)."""
+    pairs = [PairFacts(**{**_fields(pair, PairFacts), "candidates": CandidateSet.of(pair.candidates)})
+             for pair in plain.pairs]
+    return diff_replicas(ReplicaFacts(**{**_fields(plain, ReplicaFacts), "pairs": pairs}))
+
 
 CASES = Path(__file__).resolve().parents[1] / "data" / "planner"
 DIFFS: dict[str, tuple[type, Callable[[Any], Diff]]] = {
     "backups": (DatabaseFacts, diff_database),
     "instances": (InstanceFacts, diff_instance),
     "projects": (ProjectFacts, diff_project),
+    "replicas": (_PlainReplicaFacts, _diff_replicas),
     "sessions": (SessionFacts, diff_session),
 }
 
 
 def _with_nones(kind: Any, value: Any) -> Any:
-    """``value`` with every field of a dataclass in it that may be None, has no default and is
-    left out set to None: TOML has no null, so a case leaves such a fact out."""
+    """``value`` with every field of a dataclass or NamedTuple in it that may be None, has no
+    default and is left out set to None: TOML has no null, so a case leaves such a fact out."""
     args = [arg for arg in typing.get_args(kind) if arg is not type(None)]
     if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1:
         return _with_nones(args[0], value)
     if typing.get_origin(kind) is list and isinstance(value, list):
         return [_with_nones(args[0], item) for item in value]
-    if not (dataclasses.is_dataclass(kind) and isinstance(value, dict)):
+    if dataclasses.is_dataclass(kind):
+        names = [item.name for item in dataclasses.fields(kind)]
+        required = {item.name for item in dataclasses.fields(kind)
+                    if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING}
+    elif isinstance(kind, type) and issubclass(kind, tuple) and hasattr(kind, "_fields"):
+        names, required = list(kind._fields), set(kind._fields) - set(kind._field_defaults)
+    else:
+        return value
+    if not isinstance(value, dict):
         return value
     hints = typing.get_type_hints(kind)
     filled = dict(value)
-    for field in dataclasses.fields(kind):
-        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-        if field.name in filled:
-            filled[field.name] = _with_nones(hints[field.name], filled[field.name])
-        elif required and type(None) in typing.get_args(hints[field.name]):
-            filled[field.name] = None
+    for name in names:
+        if name in filled:
+            filled[name] = _with_nones(hints[name], filled[name])
+        elif name in required and type(None) in typing.get_args(hints[name]):
+            filled[name] = None
     return filled
 
 
