@@ -17,7 +17,9 @@ from pydantic import TypeAdapter
 
 from reconciler.engine.kind import Diff
 from reconciler.kinds.backups.diff import DatabaseFacts, diff_database
+from reconciler.kinds.instances.database_migration import DatabaseMigrationFacts
 from reconciler.kinds.instances.diff import InstanceFacts, diff_instance
+from reconciler.kinds.instances.migration import MigrationFacts
 from reconciler.kinds.projects.diff import ProjectFacts, diff_project
 from reconciler.kinds.replicas.diff import PairFacts, ReplicaFacts, diff_replicas
 from reconciler.kinds.replicas.inventory import Candidate, CandidateSet
@@ -37,6 +39,15 @@ class _PlainReplicaFacts(ReplicaFacts):
     pairs: list[_PlainPair] = dataclasses.field(default_factory=list)  # type: ignore[assignment]
 
 
+@dataclasses.dataclass
+class _TypedInstanceFacts(InstanceFacts):
+    """InstanceFacts with its migrations' types spelled out (``Any`` in the kind, which imports
+    them only when an instance migrates), so that a case can give them as tables."""
+
+    migration: MigrationFacts | None = None
+    database_migration: DatabaseMigrationFacts | None = None
+
+
 def _fields(facts: Any, kind: type) -> dict[str, Any]:
     return {field.name: getattr(facts, field.name) for field in dataclasses.fields(kind)}
 
@@ -51,7 +62,7 @@ def _diff_replicas(plain: _PlainReplicaFacts) -> Diff:
 CASES = Path(__file__).resolve().parents[1] / "data" / "planner"
 DIFFS: dict[str, tuple[type, Callable[[Any], Diff]]] = {
     "backups": (DatabaseFacts, diff_database),
-    "instances": (InstanceFacts, diff_instance),
+    "instances": (_TypedInstanceFacts, diff_instance),
     "projects": (ProjectFacts, diff_project),
     "replicas": (_PlainReplicaFacts, _diff_replicas),
     "sessions": (SessionFacts, diff_session),
