@@ -82,7 +82,7 @@ def _with_nones(kind: Any, value: Any) -> Any:
         required = {item.name for item in dataclasses.fields(kind)
                     if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING}
     elif isinstance(kind, type) and issubclass(kind, tuple) and hasattr(kind, "_fields"):
-        names, required = list(kind._fields), set(kind._fields) - set(kind._field_defaults)
+        names, required = list(kind._fields), set(kind._fields) - set(kind._field_defaults)  # type: ignore[attr-defined]
     else:
         return value
     if not isinstance(value, dict):
@@ -105,7 +105,7 @@ def _messages(found: list[Any]) -> list[dict[str, str]]:
 def test_planner_case(path: Path) -> None:
     case = tomllib.loads(path.read_text(encoding="utf-8"))
     facts_type, diff = DIFFS[case["diff"]]
-    facts = TypeAdapter(facts_type).validate_python(_with_nones(facts_type, case["facts"]))
+    facts: Any = TypeAdapter(facts_type).validate_python(_with_nones(facts_type, case["facts"]))
     result = diff(facts)
     expect = case["expect"]
     actions = result.actions
