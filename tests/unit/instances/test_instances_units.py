@@ -1,5 +1,7 @@
 """The instances kind's pure parts: the cryosparcm command lines (no CryoSPARC runs here: they
-are checked against the documented signatures), the Meteor password hash, and the planner."""
+are checked against the documented signatures), the Meteor password hash, and the migration's
+path mapping. The planner (diff_instance: users, lanes and both migrations) is tested as data:
+tests/data/planner/instances-*.toml."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import hashlib
 
 import pytest
 
-from reconciler.kinds.instances.diff import LaneFacts, TargetFacts, UserFacts, diff_lane, diff_user
 from reconciler.providers.cryosparc import accounts, scheduler
 from reconciler.providers.cryosparc.drivers import cryosparcm
 
@@ -52,59 +53,6 @@ def test_meteor_ids_are_stable_and_in_meteors_alphabet():
     assert len(first) == 17 and set(first) <= set(accounts.METEOR_ID_ALPHABET)
 
 
-def _user(**changes) -> UserFacts:
-    values = dict(instance="new", email="a@x.org", absent=False, username="a", first_name="Ada",
-                  last_name="Lovelace", name_declared=True, role="user", password_env="A_PW", password_set=True)
-    values.update(changes)
-    return UserFacts(**values)
-
-
-def test_user_planner():
-    assert [a.kind for a in diff_user(_user(), ["project:p"]).actions] == ["create_user"]
-    assert diff_user(_user(), ["project:p"]).actions[0].before == ["project:p"]
-    assert "not set" in diff_user(_user(password_set=False), []).errors[0].message
-    assert "initial_password_env" in diff_user(_user(password_env=None), []).errors[0].message
-    same = _user(user_id="u1", actual={"name": "Ada Lovelace", "first_name": "Ada", "last_name": "Lovelace",
-                                       "role": "user"})
-    assert diff_user(same, []).actions == []
-    promoted = diff_user(_user(user_id="u1", role="admin", actual=same.actual), []).actions
-    assert [(a.kind, a.details["changes"]) for a in promoted] == [("update_user", {"role": "admin"})]
-    admin = {**same.actual, "role": "admin"}
-    assert diff_user(_user(user_id="u1", role=None, actual=admin), []).actions == [], "no role: left as it is"
-    created = diff_user(_user(role=None), []).actions[0]
-    assert created.details["role"] == "user"
-    owner = diff_user(_user(absent=True, user_id="u1", owned=["P1", "P3"]), [])
-    assert owner.actions == [] and "P1, P3" in owner.errors[0].message
-    removal = diff_user(_user(absent=True, user_id="u1"), []).actions
-    assert [(a.kind, a.destructive) for a in removal] == [("remove_user", True)]
-    assert diff_user(_user(absent=True), []).actions == []
-
-
-def _target(name: str, problem: str | None = None, declared: bool = True) -> TargetFacts:
-    document = scheduler.node_target(lane="ws", hostname=name, ssh_str=f"u@{name}", worker_path="/w", ssd_path=None,
-                                     ssd_quota_mb=None)
-    return TargetFacts(name=name, declared=document if declared else None, actual=None if declared else document,
-                       problem=problem)
-
-
-def test_lane_planner_refuses_a_lane_without_a_functional_target():
-    lane = scheduler.lane_document("ws", "node")
-    ok = diff_lane(LaneFacts("new", "ws", lane, None, [_target("gpu1")]), [])
-    assert [a.kind for a in ok.actions] == ["put_lane", "put_target"]
-    assert ok.actions[1].depends_on == [ok.actions[0].id]
-    dead = diff_lane(LaneFacts("new", "ws", lane, None, [_target("gpu1", "ssh u@gpu1 failed")]), [])
-    assert dead.actions == [] and "gpu1: ssh u@gpu1 failed" in dead.errors[0].message
-    # the only working target is an undeclared one about to be pruned: refused too
-    pruned = diff_lane(LaneFacts("new", "ws", lane, lane, [_target("gpu1", "down"), _target("old", declared=False)],
-                                 prune_targets=True), [])
-    assert pruned.actions == [] and pruned.errors
-    kept = diff_lane(LaneFacts("new", "ws", lane, lane, [_target("gpu1", "down"), _target("old", declared=False)]),
-                     [])
-    assert kept.errors == [] and [a.kind for a in kept.actions] == ["put_target"]
-    gone = diff_lane(LaneFacts("new", "old", None, lane, [_target("x", declared=False)], prune_lane=True), [])
-    assert [(a.kind, a.destructive) for a in gone.actions] == [("remove_lane", True)]
-
-
 def test_cluster_target_from_cluster_info():
     info = {"name": "x", "worker_bin_path": "/w/bin/cryosparcw", "qsub_cmd_tpl": "sbatch {{ script_path_abs }}",
             "qstat_cmd_tpl": "squeue", "qdel_cmd_tpl": "scancel", "qinfo_cmd_tpl": "sinfo",
@@ -123,86 +71,6 @@ def test_migrate_paths_move_the_longest_matching_prefix():
     assert new_path("/old/fast/CS-b", prefixes) == "/nvme/CS-b"
     assert new_path("/older/CS-c", prefixes) == "/older/CS-c"
     assert new_path("/elsewhere/CS-d", {}) == "/elsewhere/CS-d"
-
-
-def test_attach_migration_planner_assigns_next_free_uids_and_waits_for_busy_projects():
-    from reconciler.kinds.instances.migration import MigratingProject, MigrationFacts, diff_migration
-
-    facts = MigrationFacts(target="new", source="old", source_id="id-old", next_number=5,
-                           prerequisites=["user:new/a@x.org"], users_to_merge=["z@x.org"], projects=[
-                               MigratingProject(uid="P1", title="a", source_path="/o/a", path="/n/a", detached=False),
-                               MigratingProject(uid="P2", title="b", source_path="/s/b", path="/s/b", detached=False,
-                                                busy_jobs=["J3"]),
-                               MigratingProject(uid="P3", title="c", source_path="/o/c", path="/n/c", detached=True,
-                                                checkpoint={"detached": True, "copied": True}),
-                               MigratingProject(uid="P4", title="d", source_path="/o/d", path="/n/d", detached=True),
-                               MigratingProject(uid="P6", title="e", source_path="/o/e", path="/n/e", detached=False,
-                                                imported_uid="P9")])
-    diff = diff_migration(facts)
-    steps = [(action.address, action.kind, action.details.get("new_uid")) for action in diff.actions]
-    assert steps == [("user:new/z@x.org", "merge_user", None),
-                     ("migration:new/P1", "migrate_detach", "P5"), ("migration:new/P1", "migrate_copy", "P5"),
-                     ("migration:new/P1", "migrate_attach", "P5"), ("migration:new/P3", "migrate_attach", "P6")]
-    assert set(diff.actions[1].depends_on) == {"user:new/a@x.org", "user:new/z@x.org"}
-    notes = " ".join(note.message for note in diff.notes)
-    assert "waiting: jobs J3 of P2" in notes and "P4 was detached from old before the migration" in notes
-    assert "P1 -> P5 (/n/a" in notes and "P3 -> P6" in notes
-
-
-def test_database_migration_planner_refuses_a_clash_and_an_outdated_copy():
-    from reconciler.kinds.instances.database_migration import (
-        DatabaseMigrationFacts,
-        DatabaseProject,
-        diff_database_migration,
-    )
-
-    projects = [DatabaseProject(uid="P1", source_path="/o/a", path="/n/a", archived=False, detached=False),
-                DatabaseProject(uid="P2", source_path="/s/b", path="/s/b", archived=False, detached=False,
-                                lock="id-old")]
-    fresh = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
-                                   projects=projects)
-    kinds = [(action.address, action.kind) for action in diff_database_migration(fresh).actions]
-    assert kinds == [("migration:new/P1", "migrate_archive"), ("migration:new/database", "copy_database"),
-                     ("migration:new/P1", "migrate_copy"), ("migration:new/P1", "repoint"),
-                     ("migration:new/P1", "migrate_unarchive"), ("migration:new/P2", "relock")]
-    clash = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
-                                   target_uids=["P1"], projects=projects)
-    assert "uid clash" in diff_database_migration(clash).errors[0].message
-    busy = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
-                                  busy=["P1/J2"], projects=projects)
-    assert diff_database_migration(busy).actions == []
-    outdated = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
-                                      copy_started="2026-01-01T00:00:00+00:00", copy_done=True,
-                                      newer="P2 (/s/b, records changed 2026-01-02 00:00:00Z)", projects=projects)
-    refused = diff_database_migration(outdated)
-    assert refused.actions == [] and "refusing to go on" in refused.errors[0].message
-
-
-def test_a_cryosparcm_source_is_put_in_maintenance_mode_before_anything_of_alternative_a():
-    from reconciler.kinds.instances.database_migration import (
-        DatabaseMigrationFacts,
-        DatabaseProject,
-        diff_database_migration,
-    )
-
-    projects = [DatabaseProject(uid="P1", source_path="/o/a", path="/n/a", archived=False, detached=False)]
-    off = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
-                                 maintenance=False, projects=projects)
-    actions = diff_database_migration(off).actions
-    assert [action.kind for action in actions[:3]] == ["maintenance_on", "migrate_archive", "copy_database"]
-    assert actions[0].id in actions[1].depends_on and actions[0].id in actions[2].depends_on
-    on = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
-                                maintenance=True, projects=projects)
-    assert "maintenance_on" not in {action.kind for action in diff_database_migration(on).actions}
-    busy = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
-                                  maintenance=False, busy=["P1/J3"], projects=projects)
-    plan = diff_database_migration(busy)
-    assert [action.kind for action in plan.actions] == ["maintenance_on"]
-    assert "P1/J3" in plan.notes[0].message and "queued jobs never start" in plan.notes[0].message
-    broken = DatabaseMigrationFacts(target="new", source="old", source_id="id-old", target_id="id-new",
-                                    maintenance_error="cryosparcm: not found", projects=projects)
-    assert diff_database_migration(broken).actions == [] and "maintenance mode" in \
-        diff_database_migration(broken).errors[0].message
 
 
 def test_maintenance_mode_command_lines_are_the_documented_ones():
