@@ -6,8 +6,10 @@ Lanes (``lane:<instance>/<lane>``): create/update the lane and its targets; remo
 lane with ``prune = true`` does not name and lanes an instance with ``prune_lanes = true``
 does not declare (both destructive). A declared lane that would be left without a
 functional target (the CryoSPARC guide's rule) is an error naming every target and why.
-Every user and lane action runs before any project action on the same instance (projects
-are attached to owners and lanes that exist).
+Every user action, and every lane or target created or updated, runs before any project
+action on the same instance (projects are attached to owners and lanes that exist). Removals
+do not: a project never needs a lane gone, and a removal left waiting for --allow-destroy must
+not hold up the projects.
 """
 
 from __future__ import annotations
@@ -233,9 +235,11 @@ def diff_lane(facts: LaneFacts, before: list[str], after: list[str] | None = Non
         diff.actions.append(action)
         previous = [action.id]
     remaining: list[TargetFacts] = []
+    pruned: list[str] = []
     for target in facts.targets:
         if target.declared is None:
             if facts.prune_targets:
+                pruned.append(f"{target.name}: pruned (not in [lanes.{facts.name}], prune = true)")
                 diff.actions.append(Action.create(
                     address=address, kind="remove_target", destructive=True, facts=basis,
                     details=TargetDetails(instance=facts.instance, lane=facts.name, target=target.name),
@@ -254,7 +258,8 @@ def diff_lane(facts: LaneFacts, before: list[str], after: list[str] | None = Non
                                          target_doc=target.declared),
                 reason=("add" if target.actual is None else "update") + f" target {target.name}"))
     if not any(target.problem is None for target in remaining):
-        why = "; ".join(f"{target.name}: {target.problem}" for target in remaining) or "no target would remain"
+        why = "; ".join([*pruned, *(f"{target.name}: {target.problem}" for target in remaining)]) \
+            or "no target would remain"
         diff.errors.append(AddressMessage(address=address, message=(
             f"refusing to leave lane {facts.name} on {facts.instance} without a functional target ({why}); "
             "fix a target (or add one that answers) and plan again")))

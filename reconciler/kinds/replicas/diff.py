@@ -225,7 +225,7 @@ def diff_scrub(pair: PairFacts) -> tuple[list[Action], list[AddressMessage]]:
         if rest:
             parts.append(f"{rest:,} due for the scrub")
         later = scrub.due - len(scrub.paths)
-        budget_note = f"; {later:,} more due later (scrub_budget)" if later else ""
+        budget_note = f"; {later:,} more due later (scrub_budget)" if later > 0 else ""
         actions.append(Action.create(
             address=address,
             kind="scrub",
@@ -295,11 +295,10 @@ def diff_replicas(facts: ReplicaFacts) -> Diff:
         diff.actions.extend(actions)
         diff.notes.extend(notes)
     copying = {action.address for action in diff.actions if action.kind == "copy"}
-    for replica in facts.marks:  # a copy writes the marker first itself
-        if replica_address(replica) not in copying:
-            diff.actions.insert(0, Action.create(
-                address=replica_address(replica), kind="mark",
-                reason=".reconciler-replica: write the replica marker at its root, so that an empty mount point "
-                       "is never taken for this replica",
-                facts={"replica": replica}))
+    marks = [Action.create(address=replica_address(replica), kind="mark",
+                           reason=".reconciler-replica: write the replica marker at its root, so that an empty "
+                                  "mount point is never taken for this replica",
+                           facts={"replica": replica})
+             for replica in facts.marks if replica_address(replica) not in copying]  # a copy writes it itself
+    diff.actions[:0] = marks  # first, in the config's order
     return diff
