@@ -49,9 +49,36 @@ def _pg_admin_url() -> str | None:
 _PG = _pg_admin_url()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+EVERY_STATE = os.environ.get("RECONCILER_TEST_EVERY_STATE", "") not in ("", "0")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Which state databases a test that uses ``state_url`` runs against.
+
+    SQLite always. PostgreSQL too for a test marked ``state_store``: one whose outcome depends on
+    what the state database does (schema and its upgrades, locks, concurrent writes, the
+    inventory's queries, the journal, history, checkpoints that must survive a kill -9), and for
+    one end-to-end test of each kind, so every kind's tables are written on PostgreSQL. Other
+    tests only pass a state along; running them twice doubled the suite's time and tested
+    PostgreSQL no further. RECONCILER_TEST_EVERY_STATE=1 runs every test against both.
+    """
+    if "state_url" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        if "state_url" in str(mark.args[0]).replace(" ", "").split(","):
+            return  # the test chose its databases itself (tests/integration/test_hosts.py: PostgreSQL only)
+    both = EVERY_STATE or metafunc.definition.get_closest_marker("state_store") is not None
+    params: list[object] = ["sqlite"]
+    if both:
+        params.append(pytest.param("postgresql", marks=pytest.mark.postgres))
+    metafunc.parametrize("state_url", params, indirect=True)
+
+
+@pytest.fixture
 def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty state database: SQLite in tmp_path, and (where reachable) a new PostgreSQL database."""
+    """A fresh, empty state database: SQLite in tmp_path, or (where reachable) a new PostgreSQL database.
+
+    Parametrised by pytest_generate_tests above."""
     if request.param == "sqlite":
         (tmp_path / "state").mkdir(exist_ok=True)  # a state named explicitly must be in an existing directory
         yield f"sqlite:///{tmp_path / 'state' / 'reconciler.db'}"

@@ -13,6 +13,9 @@ from reconciler.state import guards, lock
 from reconciler.state.store import StateStore
 from reconciler.state.tables import LockRecord
 
+# What these tests check depends on the state database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.state_store
+
 
 @pytest.fixture
 def store(state_url):

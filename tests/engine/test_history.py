@@ -6,12 +6,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import text
 
 from reconciler.engine import history
 from reconciler.engine.report import Measure
 from reconciler.state.store import StateStore
 from reconciler.state.tables import ENGINE_SCHEMA_VERSION
+
+# What these tests check depends on the state database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.state_store
 
 
 def test_figures_are_kept_once_thinned_when_old_and_dropped_when_very_old(state_url):

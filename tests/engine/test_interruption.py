@@ -41,6 +41,7 @@ def _last_run(workspace) -> tuple[str, dict[str, str]]:
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.state_store
 def test_a_signal_stops_the_current_action_cleanly_records_it_interrupted_and_exits_128_plus(workspace, signum, code):
     workspace.write_config({"first": {"content": "1"}, "slow": {"content": "s", "slow": "60s", "after": ["first"]},
                             "last": {"content": "l", "after": ["slow"]}, "other": {"content": "o", "after": ["slow"]}})

@@ -21,6 +21,9 @@ from reconciler.state.tables import LockRecord
 from tests.conftest import REPO, popen_cli, run_cli
 from tests.engine.conftest import TOY_PLUGIN
 
+# What these tests check depends on the state database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.state_store
+
 
 def _wait_for_file(path: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout

@@ -122,6 +122,7 @@ def test_a_failing_run_says_so_in_metrics_ping_and_notification(workspace, pings
     assert "secret-var=False" in text
 
 
+@pytest.mark.state_store
 def test_a_good_run_pings_success_and_a_plan_keeps_the_reconcile_figures(workspace, pings):
     url, requests = pings
     notified = _configure(workspace, url, broken=False)

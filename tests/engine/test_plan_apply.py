@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from reconciler.state.journal import entries
 from reconciler.state.store import StateStore
 
@@ -50,6 +52,7 @@ def test_saved_plan_is_refused_when_the_config_changed(workspace, tmp_path):
     assert workspace.files() == {}
 
 
+@pytest.mark.state_store
 def test_saved_plan_applies_exactly_once(workspace, tmp_path):
     workspace.write_config({"a": {"content": "alpha"}})
     plan_file = tmp_path / "p.json"
@@ -134,6 +137,7 @@ def test_an_empty_desired_set_never_deletes_everything(workspace):
     assert workspace.files() == {"one": "1", "two": "2"}
 
 
+@pytest.mark.state_store
 def test_dependencies_run_first_and_failures_stop_only_dependants(workspace):
     workspace.write_config({
         "base": {"content": "b", "fail": True},
@@ -187,6 +191,7 @@ def test_apply_without_a_terminal_needs_auto_approve(workspace):
     assert workspace.files() == {}
 
 
+@pytest.mark.state_store
 def test_history_lists_the_journal(workspace):
     workspace.write_config({"a": {"content": "alpha"}})
     workspace.cli("apply", "--auto-approve")

@@ -14,6 +14,9 @@ from reconciler.state.store import StateStore
 from reconciler.state.tables import ENGINE_SCHEMA_VERSION, SchemaVersion
 from tests.conftest import REPO
 
+# What these tests check depends on the state database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.state_store
+
 
 def test_first_use_creates_the_engine_tables(state_url):
     store = StateStore(state_url)

@@ -270,6 +270,7 @@ def test_signed_bundles(pair):
     assert checked.code == 1 and "signature does not match" in checked.out
 
 
+@pytest.mark.state_store
 def test_kill_9_during_an_import_then_the_next_run_rolls_back_and_imports(pair):
     big = pair.old_dirs[0] / "J2" / "particles"
     big.mkdir()
@@ -300,6 +301,7 @@ def test_kill_9_during_an_import_then_the_next_run_rolls_back_and_imports(pair):
     assert len(os.listdir(destination / "J2" / "particles")) == 3000
 
 
+@pytest.mark.state_store
 def test_declared_bundle_source_is_imported_by_plan_and_apply(pair):
     bundle = export(pair, "P1.bundle.tar.gz")
     destination = pair.site.root / "new" / "declared"

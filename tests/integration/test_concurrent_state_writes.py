@@ -6,11 +6,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import pytest
 from sqlalchemy import text
 
 from reconciler.kinds.replicas import inventory
 from reconciler.kinds.replicas.kind import ReplicasKind
 from reconciler.state.store import StateStore
+
+# What these tests check depends on the state database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.state_store
 
 WRITERS = 6
 

@@ -3,7 +3,12 @@ and says so (never a silent "everything matches")."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.integration.conftest import make_tree, tree
+
+# What these tests check depends on the state database: they run on SQLite and PostgreSQL.
+pytestmark = pytest.mark.state_store
 
 CONFIG = """\
 [origins.o1]

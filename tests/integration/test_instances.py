@@ -57,6 +57,7 @@ def _env(**values: str) -> dict[str, str]:
     return {key: value for key, value in values.items()}
 
 
+@pytest.mark.state_store
 def test_users_are_created_with_a_meteor_password_and_the_password_is_never_shown(instance, monkeypatch):
     monkeypatch.setenv("ALICE_PW", PASSWORD)
     instance.configure('[users."Dora@Example.org"]\nname = "Dora Hodgkin"\nusername = "dora"\nrole = "admin"\n'

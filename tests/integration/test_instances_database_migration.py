@@ -48,6 +48,7 @@ def _plain(items: Any) -> list[dict[str, Any]]:
                   key=lambda item: (item.get("project_uid", ""), item["uid"]))
 
 
+@pytest.mark.state_store
 def test_alternative_a_archives_copies_the_database_moves_and_unarchives(facility, monkeypatch):
     site, old_db, new_db, old, root = facility
     monkeypatch.setenv("GRACE_PW", "a long enough password")
@@ -107,6 +108,7 @@ def test_an_outdated_copy_is_refused_and_a_uid_clash_is_an_error(facility, monke
     assert clash.code == 1 and "uid clash" in clash.out + clash.err and "P1" in clash.out + clash.err
 
 
+@pytest.mark.state_store
 def test_a_migration_stopped_after_the_copy_resumes_from_its_checkpoints(facility, monkeypatch):
     site, old_db, new_db, old, root = facility
     monkeypatch.setenv("GRACE_PW", "a long enough password")

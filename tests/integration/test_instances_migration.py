@@ -66,6 +66,7 @@ def _no_orphans(db: Any) -> None:
     assert len(uids) == db.projects.count_documents({}), "a uid appears twice"
 
 
+@pytest.mark.state_store
 def test_alternative_b_moves_users_first_then_every_project_with_a_uid_map(facility, monkeypatch):
     site, old_db, new_db, old, root = facility
     monkeypatch.setenv("GRACE_PW", "a long enough password")
@@ -145,6 +146,7 @@ def test_kill_9_in_the_middle_of_a_migration_then_rerun_converges(facility, monk
     assert site.cli("plan", "--detailed-exitcode").code == 0
 
 
+@pytest.mark.state_store
 def test_merge_into_an_instance_with_projects_and_users(facility, monkeypatch):
     """oSPARC's option 3 applied to CryoSPARC: users matched by email (conflicts listed, the
     target's kept), source-only users and lanes carried over first, every project attached

@@ -210,6 +210,7 @@ def test_no_memo_for_a_mutable_origin(sqlite_site):
     assert REPLAYED not in site.run("reconcile").err
 
 
+@pytest.mark.state_store
 def test_no_memo_in_postgresql(site):
     if site.state_url.startswith("sqlite"):
         pytest.skip("the PostgreSQL variant")

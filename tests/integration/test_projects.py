@@ -81,6 +81,7 @@ def without(document: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {key: value for key, value in document.items() if key not in keys}
 
 
+@pytest.mark.state_store
 def test_move_within_an_instance_archives_copies_repoints_and_removes_only_with_allow_destroy(facility):
     project = facility.old[0]
     before_tree = data_files(project.project_dir)
@@ -296,6 +297,7 @@ def test_kill_9_during_a_migration_then_rerun_converges_with_nothing_lost(facili
     assert facility.site.cli("plan", "--detailed-exitcode").code == 0
 
 
+@pytest.mark.state_store
 def test_an_attach_interrupted_half_way_is_redone_not_duplicated(facility):
     # The state a kill -9 between the attach's inserts leaves: the project document with the
     # in-progress mark and some of its jobs (made here directly: the window is microseconds wide).
@@ -389,6 +391,7 @@ def test_export_temporaries_left_by_a_killed_run_are_removed_by_the_next_export(
     assert kept.read_text() == "user data"
 
 
+@pytest.mark.state_store
 def test_a_removal_that_happened_is_reported_as_done_even_if_the_copy_record_went_meanwhile(facility, monkeypatch):
     """remove_old once removed the old directory, then failed (AttributeError) when the copy's
     row was gone by then, so a removal that happened was reported as failed."""

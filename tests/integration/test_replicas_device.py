@@ -112,6 +112,7 @@ def test_another_replicas_marker_names_that_replica_and_both_ids(site):
            "for this replica)" in plan.out, plan.out
 
 
+@pytest.mark.state_store
 def test_a_state_without_a_device_identity_records_it_at_the_next_run(site):
     make_tree(site.root / "origin", FILES)
     (site.root / "backup").mkdir()

@@ -7,6 +7,8 @@ import os
 import shutil
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from tests.integration.conftest import make_tree, tree
 from tests.integration.test_replicas_integrity import OLD, TRIM, _sql
 
@@ -21,6 +23,7 @@ def _snapshot(root) -> dict[str, tuple[bytes, int]]:
     return found
 
 
+@pytest.mark.state_store
 def test_a_lost_replica_forgotten_stops_counting_for_trim_until_its_replacement_is_verified(site):
     make_tree(site.root / "origin", {"old/x.bin": b"x" * 100, "old/y.bin": b"y" * 100}, age_seconds=OLD)
     for name in ("a", "b"):

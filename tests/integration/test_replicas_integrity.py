@@ -132,6 +132,7 @@ def test_another_replicas_disk_mounted_in_its_place_is_an_error(site):
     assert plan.code == 1 and "holds the marker of replica b" in plan.out
 
 
+@pytest.mark.state_store
 def test_a_replica_known_before_markers_is_marked_and_an_empty_one_is_not_adopted(site):
     make_tree(site.root / "origin", FILES)
     (site.root / "backup").mkdir()
@@ -224,6 +225,7 @@ def _replace_keeping_size_and_mtime(path, content: bytes) -> None:
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
+@pytest.mark.state_store
 def test_copies_are_hashed_and_recorded_verified_and_origins_are_hashed_once(site):
     make_tree(site.root / "origin", FILES)
     (site.root / "backup").mkdir()
@@ -323,6 +325,7 @@ def _age_checks(site, days: int = 91) -> None:
     _sql(site, "UPDATE replica_copies SET checked_at = :t", t=datetime.now(UTC) - timedelta(days=days))
 
 
+@pytest.mark.state_store
 def test_scrub_finds_flipped_truncated_and_same_size_same_mtime_copies_and_repairs_them(site):
     make_tree(site.root / "origin", SCRUB_FILES)
     (site.root / "backup").mkdir()
@@ -419,6 +422,7 @@ def test_the_no_change_memo_lasts_only_until_the_next_scrub_falls_due(site):
 # --- 4. commands -----------------------------------------------------------------------------------
 
 
+@pytest.mark.state_store
 def test_inventory_verify_where_and_lost(site):
     make_tree(site.root / "origin", SCRUB_FILES)
     for name in ("backup", "second"):
@@ -490,6 +494,7 @@ def _trim_site(site, a_extra: str = "", b_extra: str = "") -> None:
     site.write(TRIM.format(a_extra=a_extra, b_extra=b_extra))
 
 
+@pytest.mark.state_store
 def test_trim_removes_old_files_with_two_verified_copies_only_with_allow_destroy(site):
     _trim_site(site)
     assert site.cli("reconcile").code == 0  # copies made and verified
@@ -515,6 +520,7 @@ def test_trim_removes_old_files_with_two_verified_copies_only_with_allow_destroy
     assert (stats["gone"], stats["trimmed"], stats["files"]) == (0, 2, 1)
 
 
+@pytest.mark.state_store
 def test_trim_is_refused_while_a_counted_replica_is_offline(site):
     _trim_site(site, b_extra="removable = true\n")
     assert site.cli("reconcile").code == 0
@@ -553,6 +559,7 @@ def test_trim_needs_replicas_that_are_scrubbed(site):
     assert (site.root / "origin/old/x.bin").exists()
 
 
+@pytest.mark.state_store
 def test_kill_9_during_a_trim_then_run_again_nothing_removed_without_its_proven_copies(site):
     import signal
 
@@ -613,6 +620,7 @@ def test_trim_of_an_ssh_origin_checks_and_removes_over_ssh(site, sshd):
         assert (site.root / name / "exao1/old/x y.bin").read_bytes() == b"x" * 100
 
 
+@pytest.mark.state_store
 def test_copies_left_unverified_by_a_killed_run_are_verified_by_the_next(site):
     make_tree(site.root / "origin", FILES)
     (site.root / "backup").mkdir()

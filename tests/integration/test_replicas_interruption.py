@@ -7,6 +7,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from reconciler.state import lock
 from reconciler.state.store import StateStore
 from tests.conftest import popen_cli
@@ -18,6 +20,7 @@ def _rsyncs_writing_to(path) -> list[int]:
             if argv and argv[0].endswith(b"rsync") and any(str(path).encode() in arg for arg in argv)]
 
 
+@pytest.mark.state_store
 def test_kill_9_during_a_copy_then_apply_again(site):
     # Enough data that rsync is still busy when we kill: 300 files of 1 MiB.
     payload = os.urandom(1 << 20)

@@ -8,6 +8,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import make_tree, rewrite_in_place, tree
 
 BASIC = """\
@@ -25,6 +27,7 @@ def _setup(site, files=None, config=BASIC):
     site.write(config)
 
 
+@pytest.mark.state_store
 def test_copies_everything_then_nothing_then_only_what_is_new(site):
     _setup(site)
     plan = site.cli("plan", "--detailed-exitcode")
@@ -79,6 +82,7 @@ def test_files_gone_from_the_origin_stay_on_the_replica(site):
                       "last_scan": stats[0]["last_scan"]}]
 
 
+@pytest.mark.state_store
 def test_a_removed_directory_marks_its_files_gone_on_the_fast_path_too(site):
     import shutil
 
@@ -186,6 +190,7 @@ def test_a_big_origin_is_read_by_worker_processes_with_the_same_result(site):
     assert "files: 1 (raw/day31/0444.fits)" in plan.out
 
 
+@pytest.mark.state_store
 def test_a_failed_batch_records_only_what_the_others_delivered(site, tmp_path, monkeypatch):
     files = {"logs/a.log": "log"} | {f"raw/day1/{index:04d}.fits": str(index) for index in range(300)}
     _setup(site, files, config=BASIC + "copy_jobs = 1\ncopy_batch_files = 100\n")
@@ -240,6 +245,7 @@ def test_a_file_gone_before_rsync_reads_it_records_only_what_rsync_printed(site,
         "00.fits", "01.fits", "02.fits", "04.fits", "05.fits"]
 
 
+@pytest.mark.state_store
 def test_fast_path_skips_unchanged_directories_only_for_immutable_origins(site):
     _setup(site)
     site.cli("reconcile")
@@ -259,6 +265,7 @@ def test_fast_path_skips_unchanged_directories_only_for_immutable_origins(site):
     assert "telem/new.bin" in site.cli("plan").out
 
 
+@pytest.mark.state_store
 def test_enrolment_records_an_existing_backup_without_copying(site):
     _setup(site, {"telem/a.bin": "alpha", "telem/b.bin": "beta", "telem/c.bin": "gamma"})
     # an older backup made by hand: a and b already there (same size and mtime), an extra origin exao2
@@ -287,6 +294,7 @@ def test_enrolment_records_an_existing_backup_without_copying(site):
     assert site.cli("plan", "--detailed-exitcode").code == 0
 
 
+@pytest.mark.state_store
 def test_verification_finds_drift_and_repairs_it(site):
     _setup(site)
     site.write(BASIC + 'verify_every = "1s"\n')
@@ -378,6 +386,7 @@ def test_a_saved_copy_plan_survives_new_arrivals_but_not_changes(site, tmp_path)
     assert refused.code == 1 and "Saved plan is stale" in refused.err
 
 
+@pytest.mark.state_store
 def test_state_loss_never_loses_data_and_rebuilds_by_observing(site, tmp_path):
     _setup(site)
     site.cli("reconcile")
@@ -388,6 +397,7 @@ def test_state_loss_never_loses_data_and_rebuilds_by_observing(site, tmp_path):
     assert tree(site.root / "backup/exao1") == tree(site.root / "origin")
 
 
+@pytest.mark.state_store
 def test_replicas_list_reports_what_is_held_and_missing(site):
     _setup(site)
     site.cli("plan")
@@ -399,6 +409,7 @@ def test_replicas_list_reports_what_is_held_and_missing(site):
     assert after["url"] == str(Path(site.root / "backup")) and after["last_sync"]
 
 
+@pytest.mark.state_store
 def test_fast_path_finds_changes_below_unchanged_directories(site):
     _setup(site, {"telem/cam1/2026/a.bin": "a", "telem/cam2/b.bin": "b"},
            config=BASIC.replace('settle = "2m"', 'settle = "2m"\nimmutable = true'))

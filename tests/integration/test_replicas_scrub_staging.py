@@ -3,6 +3,7 @@ scratch table and reads them back in blocks, never all in memory. Real files, th
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from reconciler.kinds.replicas import inventory
@@ -10,6 +11,7 @@ from tests.integration.conftest import make_tree
 from tests.integration.test_replicas_integrity import _checksum_config, _replace_keeping_size_and_mtime, _sql
 
 
+@pytest.mark.state_store
 def test_staged_scrub_reads_corrupt_first_then_oldest_within_the_budget_in_blocks(site):
     make_tree(site.root / "origin", {f"telem/f{index:02d}.bin": bytes([65 + index]) * 100 for index in range(7)})
     (site.root / "backup").mkdir()

@@ -111,6 +111,7 @@ def test_runs_record_history_and_the_report_draws_it_in_chromium(site, mongo, tm
         store.dispose()
 
 
+@pytest.mark.state_store
 def test_each_instance_and_declared_project_live_data_is_recorded_and_drawn_and_an_empty_history_says_so(site, mongo):
     from reconciler.kinds.projects.generator import make_instance
     from tests.dom import parse_html

@@ -72,6 +72,7 @@ def live(site, mongo) -> LiveSite:
     client.close()
 
 
+@pytest.mark.state_store
 def test_state_changes_run_the_hook_and_are_recorded(live):
     live.configure('[sessions."P1/S1"]\nmicrographs = "archiving"\nmetadata = "archived"\n')
     result = live.site.cli("apply", "--auto-approve")
@@ -168,6 +169,7 @@ def test_a_broken_hook_is_an_error_for_each_change_in_the_plan(live, problem):
         "does not exist" if problem == "missing" else "is not executable") in result.out
 
 
+@pytest.mark.state_store
 def test_a_hook_failing_after_a_deletion_runs_again_next_time(live):
     live.hook(extra="exit 1")
     live.configure('[sessions."P1/S1"]\nparticles = "deleted"\n',

@@ -63,6 +63,7 @@ def test_deleting_a_datatype_of_an_imported_project_never_touches_the_source_ins
     assert old_db.workspaces.find_one({"session_uid": "S1"})["data_management"]["micrographs"]["status"] == "active"
 
 
+@pytest.mark.state_store
 def test_after_a_move_a_deletion_acts_on_the_new_directory_only(two):
     site, old_db, _new_db, source_dir, base = two
     target = site.root / "storage2" / "CS-moved"
