@@ -106,6 +106,26 @@ def test_a_damaged_backup_fails_verification_and_is_never_restored(site, mongo, 
     assert target not in client.list_database_names() or client[target].list_collection_names() == []
 
 
+
+def test_a_backup_whose_manifest_cannot_be_read_is_an_error_in_list_and_verify(site, mongo, client, dbname):
+    """Neither listing nor verifying may leave such a backup out quietly: "all ok" over a backup
+    nobody can read is the false all-good this tool must never print."""
+    _seed(client, dbname, jobs=10)
+    _config(site, mongo, dbname)
+    assert site.cli("reconcile").code == 0
+    (manifest_path,) = (site.root / "backups").glob(f"*{MANIFEST_SUFFIX}")
+    assert site.cli("backups", "list").code == 0 and site.cli("backups", "verify").code == 0
+    manifest_path.write_text(manifest_path.read_text().replace('"documents": 10', '"documents": "ten"'))
+    listed = site.cli("backups", "list")
+    assert listed.code == 1, listed.out + listed.err
+    assert f"error: {manifest_path}: unreadable manifest" in listed.err and "No backups yet" not in listed.err
+    as_json = site.cli("backups", "list", "--json")
+    assert as_json.code == 1 and json.loads(as_json.out) == [] and str(manifest_path) in as_json.err
+    verified = site.cli("backups", "verify")
+    assert verified.code == 1, verified.out + verified.err
+    assert f"DAMAGED {manifest_path}\n  unreadable manifest (" in verified.out
+    assert "1 of 1 backup(s) failed verification." in verified.err
+
 def test_restores_what_other_tools_wrote(site, mongo, client, dbname):
     site.write("")
     jobflow = site.cli("backups", "restore", str(DATA / "jobflow-remote"), "--uri", mongo.uri, "--database", dbname)

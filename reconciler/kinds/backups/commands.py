@@ -11,9 +11,10 @@ from typing import Any
 
 import click
 
+from reconciler.engine.listing import emit_listing
 from reconciler.errors import ApplyError, ConfigError, PlanError, StateError
 from reconciler.kinds.backups.bsonio import BsonFormatError
-from reconciler.kinds.backups.catalog import Backup, read_catalog
+from reconciler.kinds.backups.catalog import Catalog, read_catalog
 from reconciler.kinds.backups.retention import decide, parse_policy, policy_of
 from reconciler.kinds.backups.source import READ_ERRORS, describe, open_source, verify
 from reconciler.providers.mongo.connection import connect, describe_server_error, redact
@@ -71,9 +72,9 @@ def _configured(app: Any, only: str | None = None) -> list[tuple[str, Any]]:
     return databases
 
 
-def _catalog(key: str, db: Any) -> list[Backup]:
+def _catalog(key: str, db: Any) -> Catalog:
     try:
-        return read_catalog(Path(db.backup.to), key).backups
+        return read_catalog(Path(db.backup.to), key)
     except FileNotFoundError:
         raise ConfigError(f"[databases.{key}.backup] to = {db.backup.to}: no such directory") from None
 
@@ -86,8 +87,11 @@ def list_command(app: Any, database: str | None, as_json: bool) -> None:
     """Backups per database: time, age, size, documents, and the retention rules keeping each."""
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
+    unreadable: list[str] = []  # a backup whose manifest cannot be read is an error, never left out quietly
     for key, db in _configured(app, database):
-        backups = _catalog(key, db)
+        catalog = _catalog(key, db)
+        unreadable.extend(catalog.unreadable)
+        backups = catalog.backups
         decision = decide([b.time for b in backups], policy_of(db.backup.retention))
         reasons = {index: why for index, why in decision.keep}
         for index, backup in enumerate(backups):
@@ -97,17 +101,16 @@ def list_command(app: Any, database: str | None, as_json: bool) -> None:
                 "documents": backup.manifest.documents, "kept_by": reasons.get(index, []),
                 "path": str(backup.data_path),
             })
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
+    def line(row: dict[str, Any]) -> str:
         age = row["age_seconds"]
         age_text = f"{age // 86400}d{age % 86400 // 3600}h" if age >= 86400 else f"{age // 3600}h{age % 3600 // 60}m"
         kept = ", ".join(row["kept_by"]) or "not kept: pruned on the next apply --allow-destroy"
-        click.echo(f"{row['id']}  {row['time']}  {age_text:>8}  {human_bytes(row['bytes']):>10}  "
-                   f"{row['documents']:>10,} docs  {kept}")
-    if not rows:
+        return (f"{row['id']}  {row['time']}  {age_text:>8}  {human_bytes(row['bytes']):>10}  "
+                f"{row['documents']:>10,} docs  {kept}")
+
+    if not rows and not unreadable and not as_json:
         click.echo("No backups yet.", err=True)
+    emit_listing(rows, as_json, line, problems=unreadable)
 
 
 def _find(app: Any, identifier: str) -> Path:
@@ -119,7 +122,7 @@ def _find(app: Any, identifier: str) -> Path:
     except ConfigError:
         databases = []
     for key, db in databases:
-        for backup in _catalog(key, db):
+        for backup in _catalog(key, db).backups:
             if backup.backup_id == identifier:
                 return backup.data_path
     raise ConfigError(f"{identifier!r} is neither a backup id in the configured destinations nor a path; "
@@ -131,9 +134,18 @@ def _find(app: Any, identifier: str) -> Path:
 @click.pass_obj
 def verify_command(app: Any, backup: str | None) -> int:
     """Re-read backups (all, or one ID or PATH): checksums, BSON framing, archive CRCs, counts."""
-    targets = [_find(app, backup)] if backup else [b.data_path for key, db in _configured(app)
-                                                        for b in _catalog(key, db)]
-    failed = 0
+    failed = unreadable = 0
+    if backup:
+        targets = [_find(app, backup)]
+    else:
+        catalogs = [_catalog(key, db) for key, db in _configured(app)]
+        targets = [b.data_path for catalog in catalogs for b in catalog.backups]
+        for problem in (problem for catalog in catalogs for problem in catalog.unreadable):
+            unreadable += 1  # a backup whose manifest cannot be read cannot be verified: never "all ok"
+            failed += 1
+            manifest, _, why = problem.partition(": unreadable manifest")
+            click.echo(f"DAMAGED {manifest}")
+            click.echo(f"  unreadable manifest{why}")
     for path in targets:
         try:
             problems = verify(open_source(path))
@@ -147,7 +159,7 @@ def verify_command(app: Any, backup: str | None) -> int:
         else:
             click.echo(f"ok      {path}")
     if failed:
-        click.echo(f"{failed} of {len(targets)} backup(s) failed verification.", err=True)
+        click.echo(f"{failed} of {len(targets) + unreadable} backup(s) failed verification.", err=True)
         return 1
     return 0
 

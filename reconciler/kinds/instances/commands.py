@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
 import click
 
+from reconciler.engine.listing import emit_listing
 from reconciler.errors import ObserveError
 
 
@@ -30,23 +30,7 @@ def list_users(app: Any, as_json: bool) -> None:
         owns = f", owns {', '.join(row['owns'])}" if row["owns"] else ""
         return f"{row['instance']}  {row['email']}  {row['role']}  {row['name'] or '-'}  [{row['status']}]{owns}"
 
-    _emit(rows, problems, as_json, line)
-
-
-def _emit(rows: list[dict[str, Any]], problems: list[str], as_json: bool, line: Callable[[dict[str, Any]], str]
-          ) -> None:
-    """A per-instance listing: each instance that could not be read as an error line, the rows (JSON or
-    a line each), and exit 1 when any instance could not be read (a listing never looks complete
-    when it is not)."""
-    for problem in problems:
-        click.echo(f"error: {problem}", err=True)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-    else:
-        for row in rows:
-            click.echo(line(row))
-    if problems:
-        raise SystemExit(1)
+    emit_listing(rows, as_json, line, problems=problems)
 
 
 @click.group("lanes")
@@ -88,7 +72,7 @@ def list_lanes(app: Any, as_json: bool) -> None:
         return (f"{row['instance']}  {row['lane']} ({row['type']})  {names}"
                 + ("" if row["declared"] else "  [not in the config]"))
 
-    _emit(rows, problems, as_json, line)
+    emit_listing(rows, as_json, line, problems=problems)
 
 
 @click.group("instances")

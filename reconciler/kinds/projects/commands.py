@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import click
 
+from reconciler.engine.listing import emit_listing
 from reconciler.errors import ConfigError, ObserveError
 from reconciler.providers.cryosparc import model
 from reconciler.providers.cryosparc.copy import summarize_tree
@@ -106,27 +106,23 @@ def projects_group() -> None:
 def list_projects(app: Any, as_json: bool, no_size: bool) -> None:
     """uid, title, instance, path, state, size, lock owner, desired vs actual."""
     rows, problems = project_rows(app.config.model, measure=not no_size)
-    for problem in problems:
-        click.echo(f"error: {problem}", err=True)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-    else:
-        for row in rows:
-            origin = row["imported_from"]
-            uid = f"{row['uid']} (was {origin['uid']})" if origin else row["uid"]
-            size = f"{row['files']:,} files, {human_bytes(row['bytes'])}" if row["files"] is not None else (
-                "-" if row["exists"] else "MISSING")
-            click.echo(f"{row['instance']}/{uid}  {row['title']}")
-            click.echo(f"  path:   {row['path']}  ({size})")
-            click.echo(f"  state:  {row['state']}, lock: {row['lock'] or 'none'}, "
-                       f"records changed {row['records_changed'] or '-'}")
-            if row["desired"]:
-                want = row["desired"]
-                verdict = "as declared" if row["in_sync"] else (
-                    f"declared: {want['state']} on {want['instance']} at {want['path']}")
-                click.echo(f"  [projects.{row['name']}]: {verdict}")
-    if problems:
-        raise SystemExit(1)
+
+    def lines_of(row: dict[str, Any]) -> list[str]:
+        origin = row["imported_from"]
+        uid = f"{row['uid']} (was {origin['uid']})" if origin else row["uid"]
+        size = f"{row['files']:,} files, {human_bytes(row['bytes'])}" if row["files"] is not None else (
+            "-" if row["exists"] else "MISSING")
+        lines = [f"{row['instance']}/{uid}  {row['title']}", f"  path:   {row['path']}  ({size})",
+                 f"  state:  {row['state']}, lock: {row['lock'] or 'none'}, "
+                 f"records changed {row['records_changed'] or '-'}"]
+        if row["desired"]:
+            want = row["desired"]
+            verdict = "as declared" if row["in_sync"] else (
+                f"declared: {want['state']} on {want['instance']} at {want['path']}")
+            lines.append(f"  [projects.{row['name']}]: {verdict}")
+        return lines
+
+    emit_listing(rows, as_json, lines_of, problems=problems)
 
 
 @click.group("dev")

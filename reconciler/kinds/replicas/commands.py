@@ -11,6 +11,7 @@ from typing import Any
 import click
 from sqlalchemy import select, text
 
+from reconciler.engine.listing import emit_listing
 from reconciler.kinds.replicas import inventory
 from reconciler.kinds.replicas.config import origins_of, replica_location
 from reconciler.kinds.replicas.diff import replica_address
@@ -105,20 +106,18 @@ def replicas_group() -> None:
 @click.pass_obj
 def list_replicas(app: Any, as_json: bool) -> None:
     """Per replica: URL, origins, files and bytes held and missing, last sync and verify."""
-    rows = replica_rows(app)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(f"{row['address']}  ({row['url']})")
-        click.echo(f"  origins:  {', '.join(row['origins']) or '-'}")
-        click.echo(f"  holds:    {row['files']:,} files, {human_bytes(row['bytes'])}")
-        click.echo(f"  missing:  {row['missing_files']:,} files, {human_bytes(row['missing_bytes'])}")
-        click.echo(f"  synced:   {row['last_sync'] or 'never'}    verified: {row['last_verify'] or 'never'}")
-        click.echo(f"  content:  {row['verified']:,} verified, {row['unverified']:,} unverified, "
-                   f"{row['corrupt']:,} corrupt, {row['lost']:,} lost")
-        if row["offline_since"]:
-            click.echo(f"  offline since {row['offline_since']} (removable; its root or marker is absent)")
+    def lines_of(row: dict[str, Any]) -> list[str]:
+        return [f"{row['address']}  ({row['url']})",
+                f"  origins:  {', '.join(row['origins']) or '-'}",
+                f"  holds:    {row['files']:,} files, {human_bytes(row['bytes'])}",
+                f"  missing:  {row['missing_files']:,} files, {human_bytes(row['missing_bytes'])}",
+                f"  synced:   {row['last_sync'] or 'never'}    verified: {row['last_verify'] or 'never'}",
+                f"  content:  {row['verified']:,} verified, {row['unverified']:,} unverified, "
+                f"{row['corrupt']:,} corrupt, {row['lost']:,} lost",
+                *([f"  offline since {row['offline_since']} (removable; its root or marker is absent)"]
+                  if row["offline_since"] else [])]
+
+    emit_listing(replica_rows(app), as_json, lines_of)
 
 
 @replicas_group.command("forget")
@@ -197,15 +196,11 @@ def inventory_stats(app: Any, as_json: bool) -> None:
                  "known_only_from_replica": int(enrolled or 0), "trimmed": int(trimmed or 0),
                  "last_scan": _iso(scans.get(origin))}
                 for origin, files, size, gone, enrolled, trimmed in result]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("The inventory is empty: run `reconciler plan` to scan the origins.")
-    for row in rows:
-        click.echo(f"{row['origin']}: {row['files']:,} files, {human_bytes(row['bytes'])}; {row['gone']:,} gone; "
-                   f"{row['known_only_from_replica']:,} known only from a replica; {row['trimmed']:,} trimmed; "
-                   f"last scan {row['last_scan'] or 'never'}")
+    emit_listing(rows, as_json, lambda row: (
+        f"{row['origin']}: {row['files']:,} files, {human_bytes(row['bytes'])}; {row['gone']:,} gone; "
+        f"{row['known_only_from_replica']:,} known only from a replica; {row['trimmed']:,} trimmed; "
+        f"last scan {row['last_scan'] or 'never'}"),
+        empty="The inventory is empty: run `reconciler plan` to scan the origins.")
 
 
 def _copy_state(checked_at: Any, corrupt_since: Any) -> str:
@@ -271,14 +266,8 @@ def inventory_lost(app: Any, as_json: bool) -> None:
             "AND EXISTS (SELECT 1 FROM replica_copies c WHERE c.file_id = f.id AND c.corrupt_since IS NOT NULL) "
             "AND NOT EXISTS (SELECT 1 FROM replica_copies c WHERE c.file_id = f.id AND c.corrupt_since IS NULL) "
             "ORDER BY f.origin, f.path"), {"true": True})]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    elif not rows:
-        click.echo("No file is lost: every file the inventory knows has a copy not found corrupt.")
-    for row in rows if not as_json else []:
-        click.echo(f"{row['origin']}:{row['path']}")
-    if rows:
-        raise SystemExit(1)
+    emit_listing(rows, as_json, lambda row: f"{row['origin']}:{row['path']}", exit_code_when_rows=1,
+                 empty="No file is lost: every file the inventory knows has a copy not found corrupt.")
 
 
 @inventory_group.command("verify")
