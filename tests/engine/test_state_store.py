@@ -138,7 +138,8 @@ def test_a_replicas_state_of_schema_4_gains_the_counted_totals_uncounted(state_u
     store.dispose()
     assert version == ReplicasKind.schema_version == 5
     assert (replica.copies_generation, replica.held_files, replica.held_generation) == (0, None, None)
-    assert (origin.generation, origin.live_files, origin.counted_generation) == (3, None, None)  # counted by the next run
+    # (counted by the next run that records the history)
+    assert (origin.generation, origin.live_files, origin.counted_generation) == (3, None, None)
 
 
 _OPEN_WHEN_TOLD = """

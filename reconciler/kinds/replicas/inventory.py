@@ -178,12 +178,20 @@ def add_totals_columns(connection: Connection) -> None:
             connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
 
 
-def bump_copies(connection: Connection, replica: str) -> None:
+def bump_copies(connection: Connection, replica: str, create: bool = True) -> None:
     """Every write that adds, drops or resizes copy records of ``replica`` calls this in its own
-    transaction: the held totals counted before (report.measure) are no longer current. A replica
-    without a status row has no counted totals to outdate."""
-    connection.execute(text("UPDATE replica_status SET copies_generation = copies_generation + 1 "
-                            "WHERE replica = :replica"), {"replica": replica})
+    transaction: the held totals counted before (report.measure) are no longer current. In one
+    statement, like the origin's generation (a status row made meanwhile by another run is
+    bumped, not overwritten); ``create`` False leaves a replica without a status row without one
+    (it has no counted totals to outdate)."""
+    if not create:
+        connection.execute(text("UPDATE replica_status SET copies_generation = copies_generation + 1 "
+                                "WHERE replica = :replica"), {"replica": replica})
+        return
+    connection.execute(text(
+        "INSERT INTO replica_status (replica, copies_generation) VALUES (:replica, 1) "
+        "ON CONFLICT (replica) DO UPDATE SET copies_generation = replica_status.copies_generation + 1"),
+        {"replica": replica})
 
 
 def origin_status(connection: Connection, origin: str) -> OriginStatus:
@@ -876,7 +884,7 @@ def forget_replica(connection: Connection, replica: str, origin: str | None, app
     if apply:
         connection.execute(text(f"DELETE FROM replica_copies WHERE replica = :r"
                                 f"{in_origin.replace('c.file_id', 'file_id')}"), parameters)
-        bump_copies(connection, replica)
+        bump_copies(connection, replica, create=False)  # forgetting makes no status row
         connection.execute(text(f"DELETE FROM replica_pair_status WHERE {pair_filter}"), parameters)
         if drops_status:
             connection.execute(text("DELETE FROM replica_status WHERE replica = :r"), parameters)
