@@ -63,7 +63,7 @@ def test_a_replicas_state_of_schema_1_gains_directory_digests(state_url):
         known = inventory.known_dirs(connection, "exao1")
         version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'replicas'")).scalar()
     store.dispose()
-    assert version == ReplicasKind.schema_version == 4
+    assert version == ReplicasKind.schema_version == 5
     assert known == {b"telem": (5, True, None)}  # kept; its digest comes with the next listing
 
 
@@ -89,7 +89,7 @@ def test_a_replicas_state_of_schema_2_gains_checksums_and_the_replica_marker(sta
         status = inventory.replica_status(connection, "/mnt/backup")
         version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'replicas'")).scalar()
     store.dispose()
-    assert version == 4
+    assert version == ReplicasKind.schema_version
     assert (status.marker_id, status.offline_since) == (None, None)  # written by the next copy
 
 
@@ -111,8 +111,38 @@ def test_a_replicas_state_of_schema_3_gains_the_device_identity_beside_the_marke
         status = inventory.replica_status(connection, "/mnt/backup")
         version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'replicas'")).scalar()
     store.dispose()
-    assert version == 4
+    assert version == ReplicasKind.schema_version
     assert (status.marker_id, status.device) == ("abc", None)  # recorded by the next run that sees the marker
+
+
+def test_a_replicas_state_of_schema_4_gains_the_counted_totals_uncounted(state_url):
+    from sqlalchemy import text
+
+    from reconciler.kinds.replicas import inventory
+    from reconciler.kinds.replicas.kind import ReplicasKind
+
+    store = StateStore(state_url, [ReplicasKind()])
+    with store.engine.begin() as connection:  # make it look as schema 4 left it
+        for table, column in (("origin_status", "live_files"), ("origin_status", "live_bytes"),
+                              ("origin_status", "counted_generation"), ("replica_status", "copies_generation"),
+                              ("replica_status", "held_files"), ("replica_status", "held_bytes"),
+                              ("replica_status", "held_generation")):
+            connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        connection.execute(text("INSERT INTO replica_status (replica) VALUES ('/mnt/backup')"))
+        connection.execute(text("INSERT INTO origin_status (origin, generation) VALUES ('src', 3)"))
+        connection.execute(text("UPDATE schema_version SET version = 4 WHERE component = 'replicas'"))
+    store.dispose()
+
+    store = StateStore(state_url, [ReplicasKind()])
+    with store.engine.begin() as connection:
+        replica = inventory.replica_status(connection, "/mnt/backup")
+        origin = inventory.origin_status(connection, "src")
+        version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'replicas'")).scalar()
+    store.dispose()
+    assert version == ReplicasKind.schema_version == 5
+    assert (replica.copies_generation, replica.held_files, replica.held_generation) == (0, None, None)
+    # (counted by the next run that records the history)
+    assert (origin.generation, origin.live_files, origin.counted_generation) == (3, None, None)
 
 
 _OPEN_WHEN_TOLD = """

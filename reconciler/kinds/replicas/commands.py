@@ -30,12 +30,13 @@ def _iso(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
 
-def held_and_missing(connection: Any, key: str, origins: list[str],
-                     complete: Collection[str] = ()) -> tuple[int, int, int, int]:
+def held_and_missing(connection: Any, key: str, origins: list[str], complete: Collection[str] = (),
+                     held: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
     """Files and bytes replica ``key`` holds, and those of its ``origins`` it lacks (absent, or of
     another size or time), as the inventory knows them: one query, and one join per origin not
-    known ``complete`` (origins the caller knows lack nothing are not queried)."""
-    held_files, held_bytes = connection.execute(
+    known ``complete`` (origins the caller knows lack nothing are not queried). ``held``: the files
+    and bytes held, when the caller knows them current (not queried then)."""
+    held_files, held_bytes = held if held is not None else connection.execute(
         text("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM replica_copies WHERE replica = :r"), {"r": key}
     ).one()
     missing_files = missing_bytes = 0

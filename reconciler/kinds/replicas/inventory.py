@@ -158,6 +158,42 @@ def add_device_column(connection: Connection) -> None:
         connection.execute(text("ALTER TABLE replica_status ADD COLUMN device VARCHAR"))
 
 
+def add_totals_columns(connection: Connection) -> None:
+    """Schema 4 -> 5: the counted totals the report's history reuses while nothing changed (an
+    origin's live files and bytes at an inventory generation, a replica's held files and bytes at
+    a copies generation), all NULL (not counted) at first. Columns already there are kept."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(connection)
+    for table, column, kind in (
+        ("origin_status", "live_files", "BIGINT"),
+        ("origin_status", "live_bytes", "BIGINT"),
+        ("origin_status", "counted_generation", "INTEGER"),
+        ("replica_status", "copies_generation", "INTEGER NOT NULL DEFAULT 0"),
+        ("replica_status", "held_files", "BIGINT"),
+        ("replica_status", "held_bytes", "BIGINT"),
+        ("replica_status", "held_generation", "INTEGER"),
+    ):
+        if column not in {found["name"] for found in inspector.get_columns(table)}:
+            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+
+
+def bump_copies(connection: Connection, replica: str, create: bool = True) -> None:
+    """Every write that adds, drops or resizes copy records of ``replica`` calls this in its own
+    transaction: the held totals counted before (report.measure) are no longer current. In one
+    statement, like the origin's generation (a status row made meanwhile by another run is
+    bumped, not overwritten); ``create`` False leaves a replica without a status row without one
+    (it has no counted totals to outdate)."""
+    if not create:
+        connection.execute(text("UPDATE replica_status SET copies_generation = copies_generation + 1 "
+                                "WHERE replica = :replica"), {"replica": replica})
+        return
+    connection.execute(text(
+        "INSERT INTO replica_status (replica, copies_generation) VALUES (:replica, 1) "
+        "ON CONFLICT (replica) DO UPDATE SET copies_generation = replica_status.copies_generation + 1"),
+        {"replica": replica})
+
+
 def origin_status(connection: Connection, origin: str) -> OriginStatus:
     table = OriginStatus.__table__  # type: ignore[attr-defined]
     row = connection.execute(select(table).where(table.c.origin == origin)).mappings().first()
@@ -399,6 +435,7 @@ def verify_against_listing(connection: Connection, replica: str, origin: str, sc
             text(f"DELETE FROM replica_copies WHERE replica = :replica AND file_id IN (SELECT c.file_id {mismatch})"),
             parameters,
         )
+        bump_copies(connection, replica)
     connection.execute(
         text(
             "UPDATE replica_copies SET verified_at = :now WHERE replica = :replica AND file_id IN "
@@ -481,6 +518,7 @@ def record_copied(connection: Connection, replica: str, origin: str, copied: lis
         cursor.execute("DELETE FROM temp.copied_paths")
     finally:
         cursor.close()
+    bump_copies(connection, replica)
     return recorded
 
 
@@ -508,6 +546,7 @@ def record_copies(connection: Connection, replica: str, origin: str, scan_id: st
         source, copied_at = "s", "NULL"
     else:
         source, copied_at = "f", ":now"
+    bump_copies(connection, replica)
     return int(
         connection.execute(
             text(
@@ -845,6 +884,7 @@ def forget_replica(connection: Connection, replica: str, origin: str | None, app
     if apply:
         connection.execute(text(f"DELETE FROM replica_copies WHERE replica = :r"
                                 f"{in_origin.replace('c.file_id', 'file_id')}"), parameters)
+        bump_copies(connection, replica, create=False)  # forgetting makes no status row
         connection.execute(text(f"DELETE FROM replica_pair_status WHERE {pair_filter}"), parameters)
         if drops_status:
             connection.execute(text("DELETE FROM replica_status WHERE replica = :r"), parameters)

@@ -120,9 +120,9 @@ class ReplicasKind(Kind):
         "ssh": (SshSection, Field(default_factory=SshSection, description=SshSection.__doc__)),
     }
     tables = [OriginFile, ReplicaCopy, ScannedDir, OriginStatus, ReplicaStatus, PairStatus, ScanEntry]
-    schema_version = 4
+    schema_version = 5
     migrations = {1: inventory.add_directory_digests, 2: inventory.add_integrity_columns,
-                  3: inventory.add_device_column}
+                  3: inventory.add_device_column, 4: inventory.add_totals_columns}
 
     # --- config -------------------------------------------------------------------------------
 

@@ -4,15 +4,18 @@ lacks (its lag), and the free space of each local replica."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler.engine.report import Measure, ReportContext, ReportSection, fragment
 
 ORDER = 10
+log = logging.getLogger("reconciler.history")
 
 
 def _aware(value: Any) -> datetime | None:
@@ -49,7 +52,13 @@ def measure(desired: Any, state: Any, base_dir: Any) -> list[Measure]:
     Replicas offline (removable, absent) are left out. Cheap: a few set-based queries per replica
     (what a replica lacks of an origin is not queried when the observer recorded the pair complete
     at the origin's current inventory generation) and one statvfs; a remote replica's free space is
-    not measured (it would take a connection)."""
+    not measured (it would take a connection).
+
+    An origin's live files and bytes, and a replica's held ones, are counted over the inventory
+    only when it changed since they were last counted: each count is kept beside the generation it
+    was made at (origin_status.generation, which every change of an origin's live files bumps;
+    replica_status.copies_generation, which every change of a replica's copy records bumps) and
+    reused while that generation stands. A no-change run so costs no pass over the inventory."""
     from reconciler.kinds.replicas.commands import held_and_missing
     from reconciler.kinds.replicas.config import origins_of, replica_location
     from reconciler.kinds.replicas.diff import replica_address
@@ -61,23 +70,32 @@ def measure(desired: Any, state: Any, base_dir: Any) -> list[Measure]:
     found: list[Measure] = []
     origin_status = OriginStatus.__table__  # type: ignore[attr-defined]
     replica_status = ReplicaStatus.__table__  # type: ignore[attr-defined]
+    counted_origins: list[dict[str, Any]] = []  # counts made now, kept for the next run (below)
+    counted_replicas: list[dict[str, Any]] = []
     with state.engine.connect() as connection:
-        scans = {origin: _aware(last) for origin, last in
-                 connection.execute(select(origin_status.c.origin, origin_status.c.last_scan))}
-        totals = {origin: (int(files or 0), int(size or 0)) for origin, files, size in connection.execute(text(
-            "SELECT origin, COUNT(*), COALESCE(SUM(size), 0) FROM origin_files WHERE gone_since IS NULL "
-            "AND from_replica = :false AND trimmed_at IS NULL GROUP BY origin"), {"false": False})}
+        # The generations are read before anything is counted: a count kept with a generation
+        # then includes at least every change that generation stands for (see _keep_counts).
+        origins = {row.origin: row for row in connection.execute(select(
+            origin_status.c.origin, origin_status.c.last_scan, origin_status.c.generation,
+            origin_status.c.live_files, origin_status.c.live_bytes, origin_status.c.counted_generation))}
+        statuses = {row.replica: row for row in connection.execute(select(
+            replica_status.c.replica, replica_status.c.offline_since, replica_status.c.copies_generation,
+            replica_status.c.held_files, replica_status.c.held_bytes, replica_status.c.held_generation))}
         for name in desired.origins:
-            scanned = scans.get(name)
-            if scanned is None:
+            row = origins.get(name)
+            if row is None or row.last_scan is None:
                 continue
-            files, size = totals.get(name, (0, 0))
+            scanned = _aware(row.last_scan)
+            assert scanned is not None
+            if row.counted_generation == row.generation and row.live_files is not None:
+                files, size = int(row.live_files), int(row.live_bytes or 0)
+            else:
+                files, size = _live_totals(connection, name)
+                counted_origins.append({"key": name, "generation": row.generation, "files": files, "bytes": size})
             found += [Measure(f"origin:{name}", "files", files, scanned),
                       Measure(f"origin:{name}", "bytes", size, scanned)]
-        offline = {key for key, since in connection.execute(
-            select(replica_status.c.replica, replica_status.c.offline_since)) if since is not None}
-        generations = {origin: generation for origin, generation in
-                       connection.execute(select(origin_status.c.origin, origin_status.c.generation))}
+        offline = {key for key, status in statuses.items() if status.offline_since is not None}
+        generations = {origin: row.generation for origin, row in origins.items()}
         pair_status = PairStatus.__table__  # type: ignore[attr-defined]
         complete = {(replica, origin) for replica, origin, generation in connection.execute(
             select(pair_status.c.replica, pair_status.c.origin, pair_status.c.complete_generation))
@@ -86,9 +104,18 @@ def measure(desired: Any, state: Any, base_dir: Any) -> list[Measure]:
             if key in offline:
                 continue
             address = replica_address(key)
-            origins = origins_of(desired, replica)
+            origins_of_replica = origins_of(desired, replica)
+            status = statuses.get(key)
+            held = None
+            if status is not None and status.held_generation == status.copies_generation \
+                    and status.held_files is not None:
+                held = (int(status.held_files), int(status.held_bytes or 0))
             held_files, held_bytes, missing_files, missing_bytes = held_and_missing(
-                connection, key, origins, {origin for origin in origins if (key, origin) in complete})
+                connection, key, origins_of_replica,
+                {origin for origin in origins_of_replica if (key, origin) in complete}, held)
+            if held is None and status is not None:  # a replica without a status row keeps no count
+                counted_replicas.append({"key": key, "generation": status.copies_generation,
+                                         "files": held_files, "bytes": held_bytes})
             found += [Measure(address, "files", held_files, now), Measure(address, "bytes", held_bytes, now),
                       Measure(address, "missing_files", missing_files, now),
                       Measure(address, "missing_bytes", missing_bytes, now)]
@@ -99,4 +126,37 @@ def measure(desired: Any, state: Any, base_dir: Any) -> list[Measure]:
                 except OSError:
                     continue
                 found.append(Measure(address, "free_bytes", usage.free, datetime.now(UTC)))
+    _keep_counts(state, counted_origins, counted_replicas)
     return found
+
+
+LIVE_TOTALS = ("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM origin_files WHERE origin = :o AND gone_since IS NULL "
+               "AND from_replica = :false AND trimmed_at IS NULL")
+
+
+def _live_totals(connection: Any, origin: str) -> tuple[int, int]:
+    """The files and bytes ``origin`` holds as the inventory knows them (neither gone, trimmed,
+    nor known only from a replica)."""
+    files, size = connection.execute(text(LIVE_TOTALS), {"o": origin, "false": False}).one()
+    return int(files or 0), int(size or 0)
+
+
+def _keep_counts(state: Any, origins: list[dict[str, Any]], replicas: list[dict[str, Any]]) -> None:
+    """Keep the counts just made beside the generations read before they were made, each only
+    while its generation still stands: a change committed since (which bumped it) leaves the
+    count unkept, so a kept count never misses a change its generation stands for."""
+    if not origins and not replicas:
+        return
+    try:
+        with state.engine.begin() as connection:
+            if origins:
+                connection.execute(text(
+                    "UPDATE origin_status SET live_files = :files, live_bytes = :bytes, "
+                    "counted_generation = :generation WHERE origin = :key AND generation = :generation"), origins)
+            if replicas:
+                connection.execute(text(
+                    "UPDATE replica_status SET held_files = :files, held_bytes = :bytes, "
+                    "held_generation = :generation WHERE replica = :key AND copies_generation = :generation"),
+                    replicas)
+    except SQLAlchemyError as error:  # the figures stand; the next run counts again
+        log.debug("the counted totals were not kept: %s", error)

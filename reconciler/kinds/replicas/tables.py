@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Index, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -72,7 +72,12 @@ class OriginStatus(SQLModel, table=True):
     origin: str = Field(primary_key=True)
     last_scan: datetime | None = None
     last_full_scan: datetime | None = None
-    generation: int = 0  # bumped whenever a scan changes the origin's inventory
+    generation: int = 0  # bumped whenever the origin's inventory changes (a scan that changed it, a trim)
+    # The origin's live files and bytes as counted at ``counted_generation`` (report.measure);
+    # current only while that equals ``generation``.
+    live_files: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    live_bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    counted_generation: int | None = None
 
 
 class ReplicaStatus(SQLModel, table=True):
@@ -84,6 +89,13 @@ class ReplicaStatus(SQLModel, table=True):
     marker_id: str | None = None  # the id in <root>/.reconciler-replica, written by the first copy
     device: str | None = None  # the root's file system identity (marker.local_device) when the marker was seen
     offline_since: datetime | None = None  # a removable replica's root was first found absent then
+    # Bumped by every write that adds, drops or resizes a copy record of the replica (bump_copies);
+    # the files and bytes it holds as counted at ``held_generation`` are current only while equal.
+    copies_generation: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0,
+                                                               server_default="0"))
+    held_files: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    held_bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    held_generation: int | None = None
 
 
 class PairStatus(SQLModel, table=True):

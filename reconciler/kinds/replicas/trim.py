@@ -176,6 +176,9 @@ def mark_trimmed(connection: Connection, origin: str, files: list[str], when: da
     connection.execute(text(
         "UPDATE origin_files SET trimmed_at = :when WHERE origin = :origin AND path IN "
         "(SELECT path FROM scan_entries WHERE scan_id = :scan)"), {"when": when, "origin": origin, "scan": scan_id})
+    # The origin's live files changed: its generation says so (the totals counted before are outdated).
+    connection.execute(text("UPDATE origin_status SET generation = generation + 1 WHERE origin = :origin"),
+                       {"origin": origin})
     inventory.drop_scan(connection, scan_id)
 
 
