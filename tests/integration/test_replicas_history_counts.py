@@ -4,6 +4,7 @@ gives at that moment, after copies, new files, drift, trims and forgetting alike
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 
 from reconciler.state.store import StateStore
@@ -52,6 +53,7 @@ def _assert_true(site) -> None:
     assert {key: recorded.get(key) for key in counted} == counted
 
 
+@pytest.mark.state_store
 def test_recorded_figures_are_the_inventory_counts_after_every_kind_of_change(site):
     make_tree(site.root / "origin", {"a/1.bin": b"1" * 100, "a/2.bin": b"2" * 200})
     (site.root / "replica").mkdir()
@@ -94,6 +96,7 @@ def test_recorded_figures_are_the_inventory_counts_after_every_kind_of_change(si
     assert _recorded(site)[("origin:exao1", "files")] == 2
 
 
+@pytest.mark.state_store
 def test_a_trim_and_forgetting_a_replica_outdate_the_kept_counts(site):
     _trim_site(site)
     assert site.cli("reconcile").code == 0  # copies made and verified
