@@ -294,6 +294,19 @@ def test_enrolment_records_an_existing_backup_without_copying(site):
     assert site.cli("plan", "--detailed-exitcode").code == 0
 
 
+
+def test_a_full_scan_re_lists_the_replica_even_without_verify_every(site):
+    """--full-scan promises to re-read everything: a copy deleted on the replica is found by it
+    (and repaired by apply --full-scan) even where verify_every is not set."""
+    _setup(site)
+    assert site.cli("reconcile").code == 0
+    (site.root / "backup/exao1/telem/a.bin").unlink()  # someone deleted a copy
+    full = site.cli("plan", "--full-scan", "--detailed-exitcode")
+    assert full.code == 2 and "origin exao1: 1 missing or different on the replica (drift)" in full.out, full.out
+    assert site.cli("apply", "--full-scan", "--auto-approve").code == 0
+    assert (site.root / "backup/exao1/telem/a.bin").read_text() == "alpha"
+    assert site.cli("plan", "--full-scan", "--detailed-exitcode").code == 0
+
 @pytest.mark.state_store
 def test_verification_finds_drift_and_repairs_it(site):
     _setup(site)

@@ -38,8 +38,12 @@ def full_scan(last_full_scan: datetime | None, every: timedelta, now: datetime) 
 
 
 def verification(last_verify: datetime | None, every: timedelta | None, now: datetime, forced: bool) -> Due:
-    """A replica listed in full and compared with its records (``verify_every``)."""
-    return by_age(last_verify, every, now, forced)
+    """A replica listed in full and compared with its records: every ``verify_every``, and at
+    every --full-scan whether or not ``verify_every`` is set (it promises to re-read everything:
+    a copy deleted on the replica must not pass a full scan unseen)."""
+    if forced:
+        return Due(True)
+    return by_age(last_verify, every, now)
 
 
 def enrolment(import_origins: bool, last_verify: datetime | None, forced: bool, verify: Due) -> Due:
