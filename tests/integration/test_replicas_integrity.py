@@ -406,7 +406,7 @@ def test_the_no_change_memo_lasts_only_until_the_next_scrub_falls_due(site):
     make_tree(site.root / "origin", SCRUB_FILES)
     (site.root / "backup").mkdir()
     site.write(_checksum_config(origin_extra='immutable = true\nfull_scan_every = "1000d"',
-                                replica_extra='scrub_every = "90d"\n'))
+                                replica_extra='scrub_every = "90d"\nverify_every = "1000d"\n'))
     assert site.cli("reconcile").code == 0
     assert site.cli("plan").out.startswith("No changes.")
     oldest = _sql(site, "SELECT MIN(checked_at) FROM replica_copies")[0][0]

@@ -149,8 +149,10 @@ class ReplicaConfig(Section):
     import_origins: bool = Field(
         default=False, description="Enrol what the replica already holds under <prefix>/<origin>/ (never copies)."
     )
-    verify_every: Duration | None = Field(
-        default=None, description="Re-list the replica this often to catch drift (missing or changed copies)."
+    verify_every: Duration = Field(
+        default=timedelta(days=7),
+        description="Re-list the replica this often to catch drift (copies deleted or changed there), and at "
+                    "every --full-scan. Between listings a plan trusts the inventory's records of the copies.",
     )
     scan_jobs: int = Field(
         default=2, ge=1, le=32,
