@@ -6,7 +6,10 @@ a kill -9 in the middle, then a re-run, converges with nothing lost or attached 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -18,7 +21,7 @@ from reconciler.kinds.instances.tables import MigratedProject
 from reconciler.kinds.projects.generator import make_instance
 from reconciler.providers.cryosparc import model
 from reconciler.state.store import StateStore
-from tests.conftest import popen_cli
+from tests.conftest import REPO, popen_cli
 from tests.integration.conftest import tree
 
 
@@ -145,6 +148,53 @@ def test_kill_9_in_the_middle_of_a_migration_then_rerun_converges(facility, monk
         ("P1", "P2"), ("P2", "P3"), ("P3", "P4")]
     assert site.cli("plan", "--detailed-exitcode").code == 0
 
+
+
+# Run the CLI, and stop it dead (as kill -9 would, no handler runs) at the moment the first
+# attach has exported the new workspaces into the new directory and not yet its jobs: the
+# exported records there are half the source's (P1) and half the new project's (P2).
+KILLED_MID_EXPORT = """
+import os, sys
+from pathlib import Path
+from reconciler.providers.cryosparc import model
+written = model.atomic_write_text
+def write(path, *args, **kwargs):
+    if Path(path).name == model.JOB_FILE and "new-storage" in str(path):
+        os._exit(137)
+    return written(path, *args, **kwargs)
+model.atomic_write_text = write
+from reconciler.cli.main import main
+main(sys.argv[1:])
+"""
+
+
+def test_an_attach_killed_half_way_through_its_export_is_redone_from_the_mixed_records(facility, monkeypatch):
+    """The kill of the test above lands anywhere; this one lands at the worst place for the
+    records, deterministically: the rerun must attach P1 as P2 from records half rewritten."""
+    site, old_db, new_db, old, root = facility
+    env = {**os.environ, "GRACE_PW": "a long enough password", "PYTHONPATH": str(REPO)}
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_EXPORT, *site.args("apply", "--auto-approve")],
+                            env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert killed.returncode == 137, killed.stdout + killed.stderr
+    directory = root / "new-storage" / old[0].project_dir.name
+    mixed = model.read_records(directory)
+    assert mixed.project["uid"] == "P1" and {item["project_uid"] for item in mixed.workspaces} == {"P2"}
+    assert {job["project_uid"] for job in mixed.jobs} == {"P1"}
+    assert new_db.projects.find_one({"uid": "P2"})[model.ATTACHING]
+
+    monkeypatch.setenv("GRACE_PW", env["GRACE_PW"])
+    again = site.run("apply", "--auto-approve", env={"GRACE_PW": env["GRACE_PW"]})
+    assert again.code == 0, again.out + again.err
+    records = model.read_records(directory)
+    assert {item["project_uid"] for item in [*records.workspaces, *records.jobs]} == {"P2"}
+    assert [_without(job, "project_uid") for job in new_db.jobs.find({"project_uid": "P2"})] == \
+        [_without(job, "project_uid") for job in old_db.jobs.find({"project_uid": "P1"})]
+    sessions = [w for w in new_db.workspaces.find({"project_uid": "P2"}) if w.get("session_uid")]
+    assert sessions and all(w["session_dir"].startswith(f"{directory}/") for w in sessions)
+    imported = sorted(doc["imported_from"]["uid"] for doc in new_db.projects.find({"imported_from": {"$exists": 1}}))
+    assert imported == ["P1", "P2", "P3"], "every project arrived exactly once"
+    _no_orphans(new_db)
+    assert site.cli("plan", "--detailed-exitcode").code == 0
 
 @pytest.mark.state_store
 def test_merge_into_an_instance_with_projects_and_users(facility, monkeypatch):

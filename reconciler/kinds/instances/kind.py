@@ -332,7 +332,9 @@ class InstancesKind(Kind):
             else:
                 uid, notes = driver.attach(details.path, uid, imported)
             notes += self._map_owner(driver.reader, uid, details.owner_email, details.target)
-            problems = self._check_attached(driver.reader, uid, details.path, original, before, present)
+            # an attach of ours cut short (ATTACHING) may have rewritten part of the records to its uid
+            resumed = {details.uid, uid} if found is not None and found.get(model.ATTACHING) else set()
+            problems = self._check_attached(driver.reader, uid, details.path, original, before, present, resumed)
             if problems:  # this stage's rollback: the attach is undone, the next run attaches again
                 # marked as cut short first: a run killed inside the rollback redoes the attach
                 db[model.PROJECTS].update_one({"uid": uid}, {"$set": {model.ATTACHING: _now()}})
@@ -512,18 +514,19 @@ class InstancesKind(Kind):
 
     @staticmethod
     def _check_attached(reader: Any, uid: str, path: str, original: model.Records, before: integrity.Census,
-                        present: dict[str, int]) -> list[str]:
+                        present: dict[str, int], resumed: set[str]) -> list[str]:
         """Integrity after an attach (the merge's project stage): the target's document counts
         grew by exactly this project (``present``: what of it was there before, an attach cut
         short), no reference dangles that did not before, the workspace and job documents in the
         database and in the re-exported records are by sha256 what the exported records
         (``original``) said, once their project uid and session directories are carried over,
-        and the owner is a user here."""
+        and the owner is a user here. ``resumed``: the two uids records may name when this attach
+        redoes one a kill cut short in the middle of its export."""
         problems = []
         expected = model.rewrite_uid(original, uid)
         workspaces = model.rebase_session_dirs(expected.workspaces, str(original.project.get("project_dir") or ""),
                                                path)
-        if any(item.get("project_uid") not in (None, original.project.get("uid"))
+        if any(item.get("project_uid") not in {None, original.project.get("uid"), *resumed}
                for item in [*original.workspaces, *original.jobs]):
             problems.append(f"the exported records of {original.project.get('uid')} name another project")
         wanted = integrity.documents_digest(workspaces, expected.jobs)

@@ -145,12 +145,16 @@ def records_digest(directory: Path) -> tuple[str, float | None]:
 
 
 def write_records(directory: Path, records: Records) -> None:
-    """Export ``records`` into ``directory`` (each file replaced atomically; ``_id`` left out)."""
+    """Export ``records`` into ``directory`` (each file replaced atomically; ``_id`` left out).
+
+    ``project.json`` goes last: it says whose records these are and where the project was, so
+    a run killed in the middle leaves the project document as it was, beside workspaces and
+    jobs of which some are rewritten; an attach redone over them knows the old directory (for
+    the session directories) and both uids (``rewrite_uid`` makes them one)."""
     def clean(document: dict[str, Any]) -> dict[str, Any]:
         return {key: value for key, value in document.items() if key != "_id"}
 
     remove_stale_temporaries(directory, records.jobs)
-    atomic_write_text(directory / PROJECT_FILE, dumps(clean(records.project)))
     atomic_write_text(directory / WORKSPACES_FILE, dumps([clean(item) for item in records.workspaces]))
     manifest = [{"uid": job["uid"], "job_type": job.get("job_type"), "status": job.get("status")}
                 for job in sorted(records.jobs, key=lambda job: uid_number(job["uid"]))]
@@ -158,6 +162,7 @@ def write_records(directory: Path, records: Records) -> None:
     for job in records.jobs:
         (directory / job["uid"]).mkdir(exist_ok=True)
         atomic_write_text(directory / job["uid"] / JOB_FILE, dumps(clean(job)))
+    atomic_write_text(directory / PROJECT_FILE, dumps(clean(records.project)))
 
 
 def is_temporary(name: str) -> bool:
@@ -261,11 +266,12 @@ def rebase_session_dirs(workspaces: list[dict[str, Any]], old_dir: str, new_dir:
     """``workspaces`` for a project that moved from ``old_dir`` to ``new_dir``: a recorded
     ``session_dir`` inside the old directory is carried to the same place in the new one; any
     other absolute ``session_dir`` (it pointed outside the project) is dropped, so that nothing
-    ever acts on another directory (``session_directory`` then uses ``<new_dir>/<session_uid>``)."""
+    ever acts on another directory (``session_directory`` then uses ``<new_dir>/<session_uid>``).
+    One already inside ``new_dir`` stays (records an interrupted attach had rewritten)."""
     rebased = []
     for workspace in workspaces:
         recorded = workspace.get("session_dir")
-        if not recorded or not os.path.isabs(str(recorded)):
+        if not recorded or not os.path.isabs(str(recorded)) or _under(str(recorded), new_dir) not in (None, "."):
             rebased.append(workspace)
             continue
         relative = _under(str(recorded), old_dir) if old_dir else None
