@@ -93,52 +93,52 @@ def test_a_replicas_state_of_schema_2_gains_checksums_and_the_replica_marker(sta
     assert (status.marker_id, status.offline_since) == (None, None)  # written by the next copy
 
 
-def test_a_replicas_state_of_schema_3_gains_the_device_identity_beside_the_marker(state_url):
+def _replicas_state_as_left_by(state_url: str, version: int, statements: list[str], read):
+    """A replicas state made now, then changed by ``statements`` to look as schema ``version``
+    left it, opened again (which upgrades it): (the schema version then, ``read(connection)``)."""
     from sqlalchemy import text
 
-    from reconciler.kinds.replicas import inventory
     from reconciler.kinds.replicas.kind import ReplicasKind
 
     store = StateStore(state_url, [ReplicasKind()])
-    with store.engine.begin() as connection:  # make it look as schema 3 left it
-        connection.execute(text("ALTER TABLE replica_status DROP COLUMN device"))
-        connection.execute(text("INSERT INTO replica_status (replica, marker_id) VALUES ('/mnt/backup', 'abc')"))
-        connection.execute(text("UPDATE schema_version SET version = 3 WHERE component = 'replicas'"))
+    with store.engine.begin() as connection:
+        for statement in [*statements, f"UPDATE schema_version SET version = {version} WHERE component = 'replicas'"]:
+            connection.execute(text(statement))
     store.dispose()
-
     store = StateStore(state_url, [ReplicasKind()])
     with store.engine.begin() as connection:
-        status = inventory.replica_status(connection, "/mnt/backup")
-        version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'replicas'")).scalar()
+        found = read(connection)
+        upgraded = connection.execute(text("SELECT version FROM schema_version WHERE component = 'replicas'")).scalar()
     store.dispose()
+    return upgraded, found
+
+
+def test_a_replicas_state_of_schema_3_gains_the_device_identity_beside_the_marker(state_url):
+    from reconciler.kinds.replicas import inventory
+    from reconciler.kinds.replicas.kind import ReplicasKind
+
+    version, status = _replicas_state_as_left_by(state_url, 3, [
+        "ALTER TABLE replica_status DROP COLUMN device",
+        "INSERT INTO replica_status (replica, marker_id) VALUES ('/mnt/backup', 'abc')",
+    ], lambda connection: inventory.replica_status(connection, "/mnt/backup"))
     assert version == ReplicasKind.schema_version
     assert (status.marker_id, status.device) == ("abc", None)  # recorded by the next run that sees the marker
 
 
 def test_a_replicas_state_of_schema_4_gains_the_counted_totals_uncounted(state_url):
-    from sqlalchemy import text
-
     from reconciler.kinds.replicas import inventory
     from reconciler.kinds.replicas.kind import ReplicasKind
 
-    store = StateStore(state_url, [ReplicasKind()])
-    with store.engine.begin() as connection:  # make it look as schema 4 left it
-        for table, column in (("origin_status", "live_files"), ("origin_status", "live_bytes"),
-                              ("origin_status", "counted_generation"), ("replica_status", "copies_generation"),
-                              ("replica_status", "held_files"), ("replica_status", "held_bytes"),
-                              ("replica_status", "held_generation")):
-            connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
-        connection.execute(text("INSERT INTO replica_status (replica) VALUES ('/mnt/backup')"))
-        connection.execute(text("INSERT INTO origin_status (origin, generation) VALUES ('src', 3)"))
-        connection.execute(text("UPDATE schema_version SET version = 4 WHERE component = 'replicas'"))
-    store.dispose()
-
-    store = StateStore(state_url, [ReplicasKind()])
-    with store.engine.begin() as connection:
-        replica = inventory.replica_status(connection, "/mnt/backup")
-        origin = inventory.origin_status(connection, "src")
-        version = connection.execute(text("SELECT version FROM schema_version WHERE component = 'replicas'")).scalar()
-    store.dispose()
+    dropped = [f"ALTER TABLE {table} DROP COLUMN {column}" for table, column in (
+        ("origin_status", "live_files"), ("origin_status", "live_bytes"), ("origin_status", "counted_generation"),
+        ("replica_status", "copies_generation"), ("replica_status", "held_files"),
+        ("replica_status", "held_bytes"), ("replica_status", "held_generation"))]
+    version, (replica, origin) = _replicas_state_as_left_by(state_url, 4, [
+        *dropped,
+        "INSERT INTO replica_status (replica) VALUES ('/mnt/backup')",
+        "INSERT INTO origin_status (origin, generation) VALUES ('src', 3)",
+    ], lambda connection: (inventory.replica_status(connection, "/mnt/backup"),
+                           inventory.origin_status(connection, "src")))
     assert version == ReplicasKind.schema_version == 5
     assert (replica.copies_generation, replica.held_files, replica.held_generation) == (0, None, None)
     # (counted by the next run that records the history)

@@ -131,10 +131,7 @@ def add_directory_digests(connection: Connection) -> None:
 def add_integrity_columns(connection: Connection) -> None:
     """Schema 2 -> 3: content checksums, the replica marker and offline time (all NULL at first).
     Columns already there (a state whose tables were made by a newer reconciler) are kept."""
-    from sqlalchemy import inspect
-
-    inspector = inspect(connection)
-    for table, column, kind in (
+    _add_columns(connection, [
         ("origin_files", "sha256", "VARCHAR"),
         ("origin_files", "trimmed_at", "TIMESTAMP"),
         ("replica_copies", "sha256", "VARCHAR"),
@@ -142,9 +139,7 @@ def add_integrity_columns(connection: Connection) -> None:
         ("replica_copies", "corrupt_since", "TIMESTAMP"),
         ("replica_status", "marker_id", "VARCHAR"),
         ("replica_status", "offline_since", "TIMESTAMP"),
-    ):
-        if column not in {found["name"] for found in inspector.get_columns(table)}:
-            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+    ])
     connection.execute(text("CREATE INDEX IF NOT EXISTS ix_replica_copies_replica_checked "
                             "ON replica_copies (replica, checked_at)"))
 
@@ -152,20 +147,14 @@ def add_integrity_columns(connection: Connection) -> None:
 def add_device_column(connection: Connection) -> None:
     """Schema 3 -> 4: the device identity of a replica's root beside its marker id (NULL until
     the next run records it). A column already there is kept."""
-    from sqlalchemy import inspect
-
-    if "device" not in {found["name"] for found in inspect(connection).get_columns("replica_status")}:
-        connection.execute(text("ALTER TABLE replica_status ADD COLUMN device VARCHAR"))
+    _add_columns(connection, [("replica_status", "device", "VARCHAR")])
 
 
 def add_totals_columns(connection: Connection) -> None:
     """Schema 4 -> 5: the counted totals the report's history reuses while nothing changed (an
     origin's live files and bytes at an inventory generation, a replica's held files and bytes at
     a copies generation), all NULL (not counted) at first. Columns already there are kept."""
-    from sqlalchemy import inspect
-
-    inspector = inspect(connection)
-    for table, column, kind in (
+    _add_columns(connection, [
         ("origin_status", "live_files", "BIGINT"),
         ("origin_status", "live_bytes", "BIGINT"),
         ("origin_status", "counted_generation", "INTEGER"),
@@ -173,7 +162,16 @@ def add_totals_columns(connection: Connection) -> None:
         ("replica_status", "held_files", "BIGINT"),
         ("replica_status", "held_bytes", "BIGINT"),
         ("replica_status", "held_generation", "INTEGER"),
-    ):
+    ])
+
+
+def _add_columns(connection: Connection, columns: list[tuple[str, str, str]]) -> None:
+    """A schema upgrade's new (table, column, SQL type) columns, each added unless there already
+    (a state whose tables a newer reconciler made)."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(connection)
+    for table, column, kind in columns:
         if column not in {found["name"] for found in inspector.get_columns(table)}:
             connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
 
