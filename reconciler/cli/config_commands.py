@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import difflib
 import json
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -132,7 +134,18 @@ def fmt(app: App, check: bool, show_diff: bool) -> int:
 
 def config_schema(app: App) -> dict[str, object]:
     """The JSON Schema of the config, with the kinds this installation has."""
-    schema = build_config_model(app.kinds).model_json_schema()
+    from pydantic.json_schema import GenerateJsonSchema
+
+    from reconciler.units import format_duration
+
+    class ConfigSyntax(GenerateJsonSchema):
+        """Defaults as the config writes them: a duration "7d", not pydantic's ISO "P7D", which
+        the duration's own pattern refuses (an editor that fills in the default would break the file)."""
+
+        def encode_default(self, dft: Any) -> Any:
+            return format_duration(dft) if isinstance(dft, timedelta) else super().encode_default(dft)
+
+    schema = build_config_model(app.kinds).model_json_schema(schema_generator=ConfigSyntax)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
 
 

@@ -5,7 +5,6 @@ page), and a test keeps the committed page current."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from reconciler.units import DURATION_PATTERN
@@ -57,17 +56,6 @@ def _type_text(schema: dict[str, Any], node: dict[str, Any]) -> str:
     return " or ".join(dict.fromkeys(texts)) + (" (optional)" if nullable else "")
 
 
-def _iso_duration(text: str) -> str | None:
-    """pydantic writes a timedelta default as ISO 8601 (``PT10S``, ``P1D``); the config says ``10s``, ``1d``."""
-    match = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?", text)
-    if not match or not any(match.groups()):
-        return None
-    days, hours, minutes, seconds = match.groups()
-    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes else "",
-             f"{float(seconds):g}s" if seconds else ""]
-    return "".join(parts)
-
-
 def _default_text(node: dict[str, Any], required: bool) -> str:
     if required:
         return "required"
@@ -78,8 +66,6 @@ def _default_text(node: dict[str, Any], required: bool) -> str:
         return "—"
     if value in ({}, []):
         return "empty"
-    if isinstance(value, str) and _iso_duration(value):
-        return f"`\"{_iso_duration(value)}\"`"
     return f"`{json.dumps(value)}`"
 
 

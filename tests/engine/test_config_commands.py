@@ -138,6 +138,29 @@ def test_committed_schema_is_up_to_date(monkeypatch):
     assert committed == config_schema(App()), "run: reconciler schema -o reconciler/config/reconciler.schema.json"
 
 
+
+def test_every_default_in_the_schema_is_valid_against_its_own_field(monkeypatch):
+    """An editor fills in a default from the schema: a duration's must be "1d", never
+    pydantic's ISO "P1D", which the duration's pattern refuses."""
+    import re
+
+    monkeypatch.delenv("RECONCILER_PLUGINS", raising=False)
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("default"), str) and "pattern" in node:
+                found.append((node["default"], node["pattern"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config_schema(App()))
+    assert len(found) >= 5 and ("1w", r"^\s*(\d+(\.\d+)?\s*[smhdw]\s*)+$") in found
+    assert [default for default, pattern in found if not re.search(pattern, default)] == []
+
 def test_schema_validates_the_examples(monkeypatch):
     import jsonschema
     import tomlkit
