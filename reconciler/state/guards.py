@@ -242,18 +242,25 @@ def _try_flock(path: Path) -> FileGuard | None:
     return FileGuard(path, fd)
 
 
-def _try_advisory(store: StateStore, name: str) -> AdvisoryGuard | None:
-    from sqlalchemy import text
+def _own_connection(store: StateStore) -> Connection:
+    """A connection of its own (autocommit) for advisory locks, which live as long as it does.
+    Raises StateError naming the (redacted) state when the server cannot be reached."""
     from sqlalchemy.exc import OperationalError
 
-    key = advisory_key(name)
     try:
-        connection = store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     except OperationalError as error:
         from reconciler.secrets import redact
 
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         raise StateError(f"cannot open the state database {redact(store.url)}: {reason}") from None
+
+
+def _try_advisory(store: StateStore, name: str) -> AdvisoryGuard | None:
+    from sqlalchemy import text
+
+    key = advisory_key(name)
+    connection = _own_connection(store)
     try:
         taken = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
         if taken:  # a client host that vanishes (power cut, network gone) frees it within ~2 minutes
@@ -273,15 +280,8 @@ def open_session(store: StateStore) -> AdvisorySession:
     server to notice a vanished client (TCP keepalives). Raises StateError when the server
     cannot be reached."""
     from sqlalchemy import text
-    from sqlalchemy.exc import OperationalError
 
-    try:
-        connection = store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    except OperationalError as error:
-        from reconciler.secrets import redact
-
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        raise StateError(f"cannot open the state database {redact(store.url)}: {reason}") from None
+    connection = _own_connection(store)
     try:
         connection.execute(text(KEEPALIVES))
     except BaseException:
