@@ -134,18 +134,18 @@ def _find(app: Any, identifier: str) -> Path:
 @click.pass_obj
 def verify_command(app: Any, backup: str | None) -> int:
     """Re-read backups (all, or one ID or PATH): checksums, BSON framing, archive CRCs, counts."""
-    failed = unreadable = 0
+    unreadable: list[str] = []  # backups whose manifest cannot be read cannot be verified: never "all ok"
     if backup:
         targets = [_find(app, backup)]
     else:
         catalogs = [_catalog(key, db) for key, db in _configured(app)]
         targets = [b.data_path for catalog in catalogs for b in catalog.backups]
-        for problem in (problem for catalog in catalogs for problem in catalog.unreadable):
-            unreadable += 1  # a backup whose manifest cannot be read cannot be verified: never "all ok"
-            failed += 1
-            manifest, _, why = problem.partition(": unreadable manifest")
-            click.echo(f"DAMAGED {manifest}")
-            click.echo(f"  unreadable manifest{why}")
+        unreadable = [problem for catalog in catalogs for problem in catalog.unreadable]
+    for problem in unreadable:
+        manifest, _, why = problem.partition(": unreadable manifest")
+        click.echo(f"DAMAGED {manifest}")
+        click.echo(f"  unreadable manifest{why}")
+    failed = len(unreadable)
     for path in targets:
         try:
             problems = verify(open_source(path))
@@ -159,7 +159,7 @@ def verify_command(app: Any, backup: str | None) -> int:
         else:
             click.echo(f"ok      {path}")
     if failed:
-        click.echo(f"{failed} of {len(targets) + unreadable} backup(s) failed verification.", err=True)
+        click.echo(f"{failed} of {len(targets) + len(unreadable)} backup(s) failed verification.", err=True)
         return 1
     return 0
 
